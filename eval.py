@@ -1,0 +1,52 @@
+"""Re-evaluate one saved model (ours or the paper's) on its test set.
+
+    python eval.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt
+    python eval.py --path_model=<PATH_MODEL> --dataset=<NAME_DATASET> --modality=<MODALITY>   # the paper's form
+
+Memory models: mean accuracy over 5 memory draws, memory from the same reduced training subset the
+run trained on (same seed). Dataset, modality, model... come from the checkpoint; flags fill in what a
+paper checkpoint lacks, and a flag that contradicts the checkpoint is an error.
+"""
+from absl import app, flags
+
+import aux
+import datasets
+from architectures import MODALITIES
+
+flags.DEFINE_string("path_model", None, "checkpoint file (*.pt)")
+flags.DEFINE_string("dataset", None, "dataset name (read from the checkpoint when recorded there)")
+flags.DEFINE_enum("modality", None, list(MODALITIES), "modality (read from the checkpoint when recorded there)")
+flags.DEFINE_string("model", None, "network name (read from the checkpoint when recorded there)")
+flags.DEFINE_integer("train_examples", None, "training subset size (read from the checkpoint when recorded there)")
+flags.DEFINE_integer("seed", None, "run seed (default: the checkpoint's; for a paper checkpoint <r>.pt, r-1)")
+flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
+flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
+flags.DEFINE_integer("draws", 5, "memory draws to average over")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+flags.mark_flag_as_required("path_model")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        checkpoint = aux.load_checkpoint(FLAGS.path_model, model_name=FLAGS.model, modality=FLAGS.modality,
+                                         dataset_name=FLAGS.dataset, train_examples=FLAGS.train_examples,
+                                         seed=FLAGS.seed)
+        device = aux.choose_device(FLAGS.device)
+        model = checkpoint.build_model(device)
+        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
+        cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
+        evaluation = aux.evaluate(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test, checkpoint.seed,
+                                  draws=FLAGS.draws)
+    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError) as error:
+        raise SystemExit(f"error: {error}")
+    print(f"Model:{checkpoint.model_name} | Modality:{checkpoint.modality} | Dataset:{checkpoint.dataset_name} | "
+          f"SizeTrain:{checkpoint.train_examples} | Seed:{checkpoint.seed}")
+    draws = "" if len(evaluation.accuracies) == 1 else f" (mean of {len(evaluation.accuracies)} memory draws)"
+    print(f"Accuracy:{evaluation.accuracy:.2f}{draws} | Loss:{evaluation.loss:.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
