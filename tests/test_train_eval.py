@@ -84,7 +84,7 @@ def test_eval_refuses_contradicting_flags(trained):
 
 
 def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
-    args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=3"]
+    args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=2"]
     reference = tmp_path / "reference"
     run_script(*args, f"--output_dir={reference}")
     interrupted = tmp_path / "interrupted"

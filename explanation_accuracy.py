@@ -1,0 +1,83 @@
+"""Explanation accuracy of every memory model in a folder (the paper's Tables 5-6).
+
+    python explanation_accuracy.py --path_models=models/DIGITS/encoder_memory/shufflenet/1000/
+
+For each model, averaged over 5 memory draws (same data, subset and seed as eval.py):
+- explanation accuracy: % of test images whose highest-weight memory sample is predicted in the same
+  class as the image (the memory sample's prediction uses another memory draw, as the paper);
+- counterfactual accuracy: the model's accuracy on the images whose top memory sample is predicted in
+  another class; example accuracy: on the images whose top memory sample is an explanation by example.
+Mean and std over the models are printed and written as JSON.
+"""
+import dataclasses
+
+from absl import app, flags
+
+import aux
+import datasets
+import explanations
+
+flags.DEFINE_string("path_models", None, "folder with memory or encoder_memory checkpoints (*.pt)")
+flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
+flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
+flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json)")
+flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
+flags.DEFINE_integer("draws", 5, "memory draws to average over")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+flags.mark_flag_as_required("path_models")
+FLAGS = flags.FLAGS
+
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def main(argv):
+    del argv
+    try:
+        device = aux.choose_device(FLAGS.device)
+        default_config = aux.load_config(FLAGS.config)
+        paths = aux.list_checkpoints(FLAGS.path_models)
+        output_json = FLAGS.output_json or f"{FLAGS.path_models.rstrip('/')}/explanation_accuracy.json"
+        explanations.writable_folder(aux.Path(output_json).parent)
+        checkpoints = [aux.load_checkpoint(path, model_name=FLAGS.model) for path in paths]
+        for checkpoint in checkpoints:
+            explanations.require_memory_model(checkpoint)
+        loaded, rows = {}, []
+        for checkpoint in checkpoints:
+            model = checkpoint.build_model(device)
+            data = aux.checkpoint_data(checkpoint, default_config, FLAGS.dataset_dir, loaded, device)
+            cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
+            scores = explanations.explanation_scores(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test,
+                                                     checkpoint.seed, FLAGS.draws)
+            row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
+                   "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
+                   "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),
+                   "example_accuracy": explanations.mean_or_none([s.example_accuracy for s in scores]),
+                   "draws": [dataclasses.asdict(s) for s in scores]}
+            rows.append(row)
+            print(f"Model:{checkpoint.path.name} | explanation accuracy {fmt(row['explanation_accuracy'])} | "
+                  f"counterfactual acc {fmt(row['counterfactual_accuracy'])} | example acc {fmt(row['example_accuracy'])}",
+                  flush=True)
+    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
+        raise SystemExit(f"error: {error}")
+
+    summary = {}
+    for key, name in (("explanation_accuracy", "explanation"), ("counterfactual_accuracy", "counterfactual"),
+                      ("example_accuracy", "example")):
+        values = [r[key] for r in rows if r[key] is not None]
+        summary[f"{name}_mean"], summary[f"{name}_std"] = aux.mean_std(values) if values else (None, None)
+    print(f"\nExplanation accuracy (mean):{fmt(summary['explanation_mean'])}\t(std_dev):{fmt(summary['explanation_std'])}"
+          f"\t  counterfactual acc mean:{fmt(summary['counterfactual_mean'])}\t  counterfactual std:"
+          f"{fmt(summary['counterfactual_std'])}\t  example acc mean:{fmt(summary['example_mean'])}\t  example std:"
+          f"{fmt(summary['example_std'])}")
+    for name in ("counterfactual", "example"):
+        if summary[f"{name}_mean"] is None:
+            print(f"No {name}s: no test image had a top memory sample of that kind, so its accuracy is undefined (n/a).")
+    aux.atomic_write_json({"models": rows, **summary}, aux.Path(output_json))
+    print(f"Written: {output_json}")
+
+
+if __name__ == "__main__":
+    app.run(main)

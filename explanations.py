@@ -1,0 +1,177 @@
+"""Memory Wrap's explanations: explanation accuracy on cached features, memory images, IG heatmaps.
+
+The memory samples with positive weight explain a prediction: by example when the model predicts
+them in the same class as the input, by counterfactual otherwise. A memory sample's own prediction
+comes from the model with another memory draw, as the paper.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+import aux
+import datasets
+from architectures import Classifier
+
+
+class ExplanationError(ValueError):
+    """A request the explanation scripts cannot serve (a std model, an unwritable folder...)."""
+
+
+def require_memory_model(checkpoint: aux.Checkpoint) -> None:
+    if checkpoint.modality == "std":
+        raise ExplanationError(f"{checkpoint.path} is a std model: it has no memory, hence no explanations. "
+                               f"Use a memory or encoder_memory checkpoint")
+
+
+def writable_folder(folder) -> Path:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExplanationError(f"cannot create the output folder {folder}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ExplanationError(f"the output folder {folder} is not writable")
+    return folder
+
+
+# --- explanation accuracy -------------------------------------------------------------------------
+
+@dataclass
+class ExplanationScores:
+    explanation_accuracy: float  # % of test images whose top memory sample is predicted in the input's predicted class
+    counterfactual_accuracy: Optional[float]  # accuracy on the images whose top sample is a counterfactual (None: none)
+    example_accuracy: Optional[float]  # accuracy on the images whose top sample is an explanation by example
+    counterfactuals: int
+    examples: int
+
+
+def top_sample_scores(result: aux.MemoryPass, labels: torch.Tensor) -> ExplanationScores:
+    top = result.content_weights.argmax(1)
+    top_prediction = result.memory_predictions.gather(1, top[:, None]).squeeze(1)
+    predictions = result.predictions
+    by_example = (top_prediction == predictions).cpu()
+    correct = (predictions == labels).cpu()
+    examples, counterfactuals = int(by_example.sum()), int((~by_example).sum())
+    return ExplanationScores(
+        explanation_accuracy=100.0 * by_example.float().mean().item(),
+        counterfactual_accuracy=100.0 * correct[~by_example].float().mean().item() if counterfactuals else None,
+        example_accuracy=100.0 * correct[by_example].float().mean().item() if examples else None,
+        counterfactuals=counterfactuals, examples=examples)
+
+
+@torch.no_grad()
+def explanation_scores(model: Classifier, cache: aux.FeatureCache, mem_examples: int, batch_size: int, seed: int,
+                       draws: int = 5) -> List[ExplanationScores]:
+    """One ExplanationScores per memory draw, on cached features (no image is encoded twice)."""
+    generator, auxiliary = aux.eval_generators(seed)
+    return [top_sample_scores(aux.memory_pass(model, cache, mem_examples, batch_size, generator, auxiliary),
+                              cache.test_labels) for _ in range(draws)]
+
+
+def mean_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def show_image(axis, image: torch.Tensor, spec: datasets.DatasetSpec, title: str, color="black") -> None:
+    picture = datasets.denormalize(image.detach().float().cpu(), spec.mean, spec.std).permute(1, 2, 0).numpy()
+    axis.imshow(picture)
+    axis.set_title(title, fontsize=8, color=color)
+    axis.axis("off")
+
+
+def show_attribution(axis, attribution: torch.Tensor, title: str) -> None:
+    heat = attribution.detach().float().abs().sum(0).cpu().numpy()
+    axis.imshow(heat, cmap="inferno")
+    axis.set_title(title, fontsize=8)
+    axis.axis("off")
+
+
+MEMORY_FIGURE_COLUMN_INCHES = 2.0
+MEMORY_FIGURE_HEIGHT_INCHES = 2.5
+FIGURE_DPI = 100
+
+
+def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, memory_images: torch.Tensor,
+                  weights: torch.Tensor, memory_predictions: List[str], is_example: List[bool],
+                  spec: datasets.DatasetSpec) -> None:
+    """One row: the input, then the memory samples with positive weight, sorted by weight."""
+    plt = _pyplot()
+    columns = 1 + len(memory_images)
+    figure, axes = plt.subplots(1, columns, figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES),
+                                dpi=FIGURE_DPI, squeeze=False)
+    show_image(axes[0, 0], image, spec, f"input\nlabel {label}\npredicted {prediction}")
+    for axis, memory, weight, predicted, example in zip(axes[0, 1:], memory_images, weights, memory_predictions, is_example):
+        kind = "example" if example else "counterfactual"
+        show_image(axis, memory, spec, f"w={weight:.3f}\npredicted {predicted}\n{kind}",
+                   color="green" if example else "red")
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)
+
+
+# --- Integrated Gradients -------------------------------------------------------------------------
+
+def white_baseline(shape, spec: datasets.DatasetSpec, device) -> torch.Tensor:
+    """A white image (all pixels 1.0) in normalised space."""
+    mean = torch.tensor(spec.mean, device=device).view(-1, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(-1, 1, 1)
+    return ((1.0 - mean) / std).expand(shape).contiguous()
+
+
+def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: torch.Tensor, selected: List[int],
+                         target: int, spec: datasets.DatasetSpec, n_steps: int = 50, internal_batch_size: int = 25):
+    """IG attributions of ``target`` (captum) for one input image and the memory images ``selected``.
+
+    Input and selected memory images move from white baselines to themselves; the other memory samples
+    stay as they are (their features are encoded once), so each IG step encodes 1 + len(selected) images
+    instead of 1 + M. Completeness: the attributions sum to f(input, memory) - f(white input, memory with
+    the selected images white), up to the returned convergence delta.
+
+    Returns (input attribution [3,H,W], selected memory attributions [K,3,H,W], |delta|, output difference).
+    """
+    from captum.attr import IntegratedGradients
+
+    model.eval()
+    selected = torch.as_tensor(selected, dtype=torch.long, device=image.device)
+    with torch.no_grad():
+        fixed_memory_features = model.encode(memory_images)
+
+    def forward(inputs, chosen):  # captum stacks interpolation steps on dim 0 of both
+        steps, k = chosen.shape[:2]
+        input_features = model.encode(inputs)
+        chosen_features = model.encode(chosen.flatten(0, 1)).view(steps, k, -1)
+        logits = []
+        for step in range(steps):
+            memory_features = fixed_memory_features.index_copy(0, selected, chosen_features[step])
+            logits.append(model.classify(input_features[step:step + 1], memory_features))
+        return torch.cat(logits)
+
+    inputs, chosen = image[None], memory_images[selected][None]
+    baselines = (white_baseline(inputs.shape, spec, image.device), white_baseline(chosen.shape, spec, image.device))
+    attributions, delta = IntegratedGradients(forward).attribute(
+        (inputs, chosen), baselines=baselines, target=target, n_steps=n_steps,
+        internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    with torch.no_grad():
+        difference = (forward(inputs, chosen) - forward(*baselines))[0, target].item()
+    return attributions[0][0], attributions[1][0], float(delta.abs().item()), difference
+
+
+def not_converged(delta: float, difference: float, tolerance: float = 0.05) -> bool:
+    """Completeness: attributions sum to f(x) - f(baseline) up to delta. Large: over 5% of the output
+    difference, counted as at least 1 logit (so that a near-zero difference does not flag tiny deltas)."""
+    return abs(delta) > tolerance * max(abs(difference), 1.0)

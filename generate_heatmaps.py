@@ -1,0 +1,105 @@
+"""Integrated Gradients heatmaps (captum) for the input and its top memory samples, as the paper.
+
+    python generate_heatmaps.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt --batch_size_test=3
+
+Target: the predicted class; baselines: white images for the input and for the memory. One PNG per
+batch: a row per input with the input and its attribution, the top explanation by example and its
+attribution, the top counterfactual and its attribution (weights in the titles; a missing category
+leaves its cells empty). Saved under images/saliency/<DATASET>/<MODALITY>/<MODEL>/. captum's
+convergence delta is printed per input, with a warning when it exceeds 5% of the output difference.
+"""
+from pathlib import Path
+
+import torch
+from absl import app, flags
+from tqdm import tqdm
+
+import aux
+import datasets
+import explanations
+
+flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
+flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
+flags.DEFINE_integer("batch_size_test", 3, "inputs per figure")
+flags.DEFINE_integer("num_batches", 1, "how many figures (batches of the test set, from the first)")
+flags.DEFINE_integer("n_steps", 50, "Integrated Gradients steps")
+flags.DEFINE_integer("internal_batch_size", 25, "IG steps per forward pass (each step encodes 1 input + up to 2 memory images)")
+flags.DEFINE_string("output_dir", "images/saliency", "root folder of the PNGs")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+flags.mark_flag_as_required("path_model")
+FLAGS = flags.FLAGS
+
+COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfactual", "attribution")
+
+
+def main(argv):
+    del argv
+    try:
+        checkpoint = aux.load_checkpoint(FLAGS.path_model)
+        explanations.require_memory_model(checkpoint)
+        folder = explanations.writable_folder(Path(FLAGS.output_dir) / checkpoint.dataset_name / checkpoint.modality
+                                              / checkpoint.model_name)
+        device = aux.choose_device(FLAGS.device)
+        model = checkpoint.build_model(device)
+        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
+    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
+        raise SystemExit(f"error: {error}")
+    plt = explanations._pyplot()
+    generator, auxiliary = aux.eval_generators(checkpoint.seed)
+    classes, deltas = data.classes, []
+    batches = min(FLAGS.num_batches, -(-len(data.test_labels) // FLAGS.batch_size_test))
+    progress = tqdm(total=min(batches * FLAGS.batch_size_test, len(data.test_labels)), desc="heatmaps", unit="image",
+                    disable=None)
+    for batch in range(batches):
+        indices = torch.arange(batch * FLAGS.batch_size_test,
+                               min((batch + 1) * FLAGS.batch_size_test, len(data.test_labels)))
+        images, labels = data.test_batch(indices)
+        memory_indices = data.draw_memory(checkpoint.mem_examples, generator)
+        memory_images = data.memory_batch(memory_indices)
+        with torch.no_grad():
+            logits, weights = model(images, memory_images, return_weights=True)
+            memory_features = model.encode(memory_images)
+            auxiliary_features = model.encode(data.memory_batch(data.draw_memory(checkpoint.mem_examples, auxiliary)))
+            memory_predictions = model.classify(memory_features, auxiliary_features).argmax(1)
+        predictions = logits.argmax(1)
+        figure, axes = plt.subplots(len(indices), len(COLUMNS), figsize=(2 * len(COLUMNS), 2.3 * len(indices)),
+                                    dpi=explanations.FIGURE_DPI, squeeze=False)
+        for row in range(len(indices)):
+            prediction = int(predictions[row])
+            tops = {}  # "example" / "counterfactual" -> index of the highest-weight memory sample of that kind
+            for name, same_class in (("example", True), ("counterfactual", False)):
+                candidates = (weights[row] > 0) & ((memory_predictions == prediction) == same_class)
+                if candidates.any():
+                    tops[name] = int(torch.where(candidates, weights[row], torch.full_like(weights[row], -1)).argmax())
+            selected = list(tops.values())
+            input_attribution, memory_attribution, delta, difference = explanations.integrated_gradients(
+                model, images[row], memory_images, selected, prediction, data.spec, FLAGS.n_steps,
+                FLAGS.internal_batch_size)
+            deltas.append(delta)
+            print(f"image {int(indices[row])}: IG convergence delta {delta:.4f} (output difference {difference:.4f})"
+                  + (" -- large: raise --n_steps" if explanations.not_converged(delta, difference) else ""))
+            explanations.show_image(axes[row, 0], images[row], data.spec,
+                                    f"label {classes[int(labels[row])]}, predicted {classes[prediction]}")
+            explanations.show_attribution(axes[row, 1], input_attribution, f"IG, delta {delta:.3f}")
+            for column, name in ((2, "example"), (4, "counterfactual")):
+                axes[row, column].axis("off")
+                axes[row, column + 1].axis("off")
+                if name in tops:
+                    top = tops[name]
+                    explanations.show_image(axes[row, column], memory_images[top], data.spec,
+                                            f"top {name}\nw={weights[row, top]:.3f}, predicted "
+                                            f"{classes[int(memory_predictions[top])]}",
+                                            color="green" if name == "example" else "red")
+                    explanations.show_attribution(axes[row, column + 1], memory_attribution[selected.index(top)], "IG")
+            progress.update(1)
+        figure.tight_layout()
+        figure.savefig(folder / f"batch_{batch}.png", dpi=explanations.FIGURE_DPI)
+        plt.close(figure)
+    progress.close()
+    print(f"{batches} heatmap figures written to {folder}; IG convergence delta: max {max(deltas):.4f}, "
+          f"mean {sum(deltas) / len(deltas):.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,62 @@
+"""For each test image, one PNG: the input (true label, prediction) and the memory samples with positive
+weight, sorted by weight, each with its weight, predicted class, and whether it is an explanation by
+example (green) or a counterfactual (red).
+
+    python generate_memory_images.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt --num_images=10
+
+Saved under images/mem_images/<DATASET>/<MODALITY>/<MODEL>/.
+"""
+from pathlib import Path
+
+import torch
+from absl import app, flags
+from tqdm import tqdm
+
+import aux
+import datasets
+import explanations
+
+flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
+flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
+flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)")
+flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
+flags.DEFINE_string("output_dir", "images/mem_images", "root folder of the PNGs")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+flags.mark_flag_as_required("path_model")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        checkpoint = aux.load_checkpoint(FLAGS.path_model)
+        explanations.require_memory_model(checkpoint)
+        folder = explanations.writable_folder(Path(FLAGS.output_dir) / checkpoint.dataset_name / checkpoint.modality
+                                              / checkpoint.model_name)
+        device = aux.choose_device(FLAGS.device)
+        model = checkpoint.build_model(device)
+        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
+    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
+        raise SystemExit(f"error: {error}")
+    cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
+    generator, auxiliary = aux.eval_generators(checkpoint.seed)
+    result = aux.memory_pass(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test, generator, auxiliary)
+    classes = data.classes
+    count = min(FLAGS.num_images, len(data.test_labels))
+    for index in tqdm(range(count), desc="memory images", unit="image", disable=None):
+        weights = result.content_weights[index]
+        order = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0]
+        positions = result.memory_positions[index, order]
+        prediction = int(result.predictions[index])
+        memory_predictions = result.memory_predictions[index, order].tolist()
+        image, label = data.test_batch(torch.tensor([index]))
+        explanations.memory_figure(
+            folder / f"{index}.png", image[0], classes[int(label)], classes[prediction],
+            data.memory_batch(data.memory_pool[positions]), weights[order].tolist(),
+            [classes[p] for p in memory_predictions], [p == prediction for p in memory_predictions], data.spec)
+    print(f"{count} memory images written to {folder}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,115 @@
+"""explanation_accuracy.py, generate_memory_images.py, generate_heatmaps.py on a DIGITS model trained 1 epoch here;
+Integrated Gradients completeness on a small model."""
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+import aux
+import datasets
+import explanations
+from architectures import build_model
+from test_train_eval import TINY, run_script
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    run_script("train.py", "--modality=encoder_memory", f"--config={TINY}", f"--output_dir={root}")
+    folder = root / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
+    # a std checkpoint to be refused, saved as train.py saves
+    std = build_model("shufflenet", "std", 10)
+    aux.save_checkpoint(root / "std" / "1.pt", std, {"model_name": "shufflenet", "modality": "std",
+                                                      "dataset_name": "DIGITS", "num_classes": 10,
+                                                      "train_examples": 128, "mem_examples": 20, "seed": 0})
+    return root, folder
+
+
+def test_explanation_accuracy(checkpoint_dir, tmp_path):
+    _, folder = checkpoint_dir
+    out = run_script("explanation_accuracy.py", f"--path_models={folder}", f"--output_json={tmp_path / 'x.json'}").stdout
+    numbers = json.loads((tmp_path / "x.json").read_text())
+    model_row = numbers["models"][0]
+    assert len(model_row["draws"]) == 5
+    for draw in model_row["draws"]:
+        assert draw["examples"] + draw["counterfactuals"] == 500  # every test image is one or the other
+        assert 0 <= draw["explanation_accuracy"] <= 100
+        assert draw["explanation_accuracy"] == pytest.approx(100 * draw["examples"] / 500)
+        for key in ("counterfactual_accuracy", "example_accuracy"):
+            assert draw[key] is None or 0 <= draw[key] <= 100
+    line = re.search(r"Explanation accuracy \(mean\):(\S+)\t\(std_dev\):(\S+)\t  counterfactual acc mean:(\S+)\t  "
+                     r"counterfactual std:(\S+)\t  example acc mean:(\S+)\t  example std:(\S+)", out)
+    assert line, out
+    for printed, key in zip(line.groups(), ("explanation_mean", "explanation_std", "counterfactual_mean",
+                                            "counterfactual_std", "example_mean", "example_std")):
+        assert printed == ("n/a" if numbers[key] is None else f"{numbers[key]:.2f}")
+
+
+def test_empty_category_is_reported_not_divided_by_zero():
+    result = aux.MemoryPass(logits=torch.tensor([[2.0, 0.0], [0.0, 2.0]]), content_weights=torch.tensor([[1.0, 0.0]] * 2),
+                            memory_positions=torch.zeros(2, 2, dtype=torch.long),
+                            memory_predictions=torch.tensor([[0, 1], [1, 0]]))
+    scores = explanations.top_sample_scores(result, torch.tensor([0, 0]))
+    assert scores.counterfactuals == 0 and scores.counterfactual_accuracy is None
+    assert scores.examples == 2 and scores.example_accuracy == 50.0 and scores.explanation_accuracy == 100.0
+
+
+def test_std_models_and_unwritable_output_refused(checkpoint_dir, tmp_path):
+    root, folder = checkpoint_dir
+    for script, flag in (("explanation_accuracy.py", f"--path_models={root / 'std'}"),
+                         ("generate_memory_images.py", f"--path_model={root / 'std' / '1.pt'}"),
+                         ("generate_heatmaps.py", f"--path_model={root / 'std' / '1.pt'}")):
+        result = run_script(script, flag, check=False)
+        assert result.returncode != 0 and "is a std model: it has no memory" in result.stderr, script
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", f"--output_dir={blocker}",
+                        check=False)
+    assert result.returncode != 0 and "cannot create the output folder" in result.stderr
+    result = run_script("generate_heatmaps.py", f"--path_model={tmp_path / 'none.pt'}", check=False)
+    assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+def test_memory_images(checkpoint_dir, tmp_path):
+    _, folder = checkpoint_dir
+    run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", "--num_images=3", f"--output_dir={tmp_path}")
+    pngs = sorted((tmp_path / "DIGITS" / "encoder_memory" / "shufflenet").glob("*.png"))
+    assert [p.name for p in pngs] == ["0.png", "1.png", "2.png"]
+    for png in pngs:
+        with Image.open(png) as image:
+            width, height = image.size
+        columns = width / (explanations.MEMORY_FIGURE_COLUMN_INCHES * explanations.FIGURE_DPI)
+        assert columns == int(columns) and columns >= 2  # the input plus at least one memory sample
+        assert height == explanations.MEMORY_FIGURE_HEIGHT_INCHES * explanations.FIGURE_DPI
+
+
+def test_heatmaps(checkpoint_dir, tmp_path):
+    _, folder = checkpoint_dir
+    out = run_script("generate_heatmaps.py", f"--path_model={folder / '1.pt'}", "--batch_size_test=2", "--n_steps=8",
+                     f"--output_dir={tmp_path}").stdout
+    assert len(re.findall(r"IG convergence delta [0-9.]+", out)) == 2
+    png = tmp_path / "DIGITS" / "encoder_memory" / "shufflenet" / "batch_0.png"
+    with Image.open(png) as image:
+        assert image.size == (2 * 6 * explanations.FIGURE_DPI, round(2.3 * 2 * explanations.FIGURE_DPI))
+
+
+def test_integrated_gradients_completeness():
+    torch.manual_seed(0)
+    model = build_model("shufflenet", "encoder_memory", 10).eval()
+    spec = datasets.get_spec("DIGITS")
+    image, memory = torch.randn(3, 32, 32), torch.randn(6, 3, 32, 32)
+    target = 3
+    attr_input, attr_memory, delta, difference = explanations.integrated_gradients(
+        model, image, memory, [1, 4], target, spec, n_steps=64, internal_batch_size=64)
+    assert attr_input.shape == (3, 32, 32) and attr_memory.shape == (2, 3, 32, 32)
+    white = explanations.white_baseline(memory.shape, spec, "cpu")
+    baseline_memory = memory.clone()
+    baseline_memory[[1, 4]] = white[[1, 4]]
+    with torch.no_grad():
+        expected = (model(image[None], memory) - model(white[:1], baseline_memory))[0, target].item()
+    assert difference == pytest.approx(expected, abs=1e-4)
+    total = (attr_input.sum() + attr_memory.sum()).item()
+    assert total == pytest.approx(expected, abs=max(0.05 * abs(expected), 0.02)), (total, expected, delta)
+    assert delta == pytest.approx(abs(total - expected), abs=1e-3)
