@@ -19,7 +19,6 @@ DIGITS needs no files: scikit-learn ships it.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import shutil

@@ -40,6 +40,20 @@ def writable_folder(folder) -> Path:
     return folder
 
 
+def load_memory_model(path_model, output_root, config_path, dataset_dir=None, device_name="auto"):
+    """What both generate_* scripts start with: (checkpoint, model in eval mode, its run's data, output folder).
+
+    Refuses std models and an output folder that cannot be written, before any data are read.
+    """
+    checkpoint = aux.load_checkpoint(path_model)
+    require_memory_model(checkpoint)
+    folder = writable_folder(Path(output_root) / checkpoint.dataset_name / checkpoint.modality / checkpoint.model_name)
+    device = aux.choose_device(device_name)
+    model = checkpoint.build_model(device)
+    data = aux.checkpoint_data(checkpoint, aux.load_config(config_path), dataset_dir, device=device)
+    return checkpoint, model, data, folder
+
+
 # --- explanation accuracy -------------------------------------------------------------------------
 
 @dataclass

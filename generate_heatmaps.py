@@ -8,8 +8,6 @@ attribution, the top counterfactual and its attribution (weights in the titles; 
 leaves its cells empty). Saved under images/saliency/<DATASET>/<MODALITY>/<MODEL>/. captum's
 convergence delta is printed per input, with a warning when it exceeds 5% of the output difference.
 """
-from pathlib import Path
-
 import torch
 from absl import app, flags
 from tqdm import tqdm
@@ -36,13 +34,8 @@ COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfac
 def main(argv):
     del argv
     try:
-        checkpoint = aux.load_checkpoint(FLAGS.path_model)
-        explanations.require_memory_model(checkpoint)
-        folder = explanations.writable_folder(Path(FLAGS.output_dir) / checkpoint.dataset_name / checkpoint.modality
-                                              / checkpoint.model_name)
-        device = aux.choose_device(FLAGS.device)
-        model = checkpoint.build_model(device)
-        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
+        checkpoint, model, data, folder = explanations.load_memory_model(
+            FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir, FLAGS.device)
     except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
         raise SystemExit(f"error: {error}")
     plt = explanations._pyplot()

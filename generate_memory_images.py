@@ -6,8 +6,6 @@ example (green) or a counterfactual (red).
 
 Saved under images/mem_images/<DATASET>/<MODALITY>/<MODEL>/.
 """
-from pathlib import Path
-
 import torch
 from absl import app, flags
 from tqdm import tqdm
@@ -30,13 +28,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        checkpoint = aux.load_checkpoint(FLAGS.path_model)
-        explanations.require_memory_model(checkpoint)
-        folder = explanations.writable_folder(Path(FLAGS.output_dir) / checkpoint.dataset_name / checkpoint.modality
-                                              / checkpoint.model_name)
-        device = aux.choose_device(FLAGS.device)
-        model = checkpoint.build_model(device)
-        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
+        checkpoint, model, data, folder = explanations.load_memory_model(
+            FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir, FLAGS.device)
     except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
         raise SystemExit(f"error: {error}")
     cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)

@@ -5,7 +5,6 @@ Faithful detail: the reference computes each block's drop-connect rate as
 never applied; we keep that behaviour. Feature dropout (p=0.2, training only) is part
 of the encoder, as in the paper's ``forward_encoder``.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 
