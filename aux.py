@@ -25,6 +25,9 @@ import yaml
 import datasets
 from architectures import MODALITIES, Classifier, build_model, is_paper_state_dict, list_encoders, load_paper_state_dict
 
+REPO = Path(__file__).resolve().parent
+DEFAULT_CONFIG = REPO / "config" / "train.yaml"
+
 # --- config ---------------------------------------------------------------------------------------
 
 
@@ -365,6 +368,23 @@ METADATA_KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train
                  "seed", "accuracy", "config")
 
 
+def describe_mismatch(model: torch.nn.Module, state_dict: Mapping[str, Any], error: Exception) -> str:
+    """One line on why ``state_dict`` does not fit ``model`` (torch's own message lists every key)."""
+    if not isinstance(state_dict, Mapping):
+        return f"expected a state dict, found {type(state_dict).__name__}"
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        return (f"{len(missing)} missing keys (first: {missing[:2]}), {len(unexpected)} unexpected keys "
+                f"(first: {unexpected[:2]})")
+    wrong = [k for k, v in expected.items() if getattr(state_dict[k], "shape", None) != v.shape]
+    if wrong:
+        return f"{len(wrong)} keys with other shapes (first: {wrong[0]}: {tuple(state_dict[wrong[0]].shape)} here, " \
+               f"{tuple(expected[wrong[0]].shape)} in the model)"
+    return str(error).splitlines()[0]
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -379,6 +399,14 @@ class Checkpoint:
     config: Dict[str, Any] = field(default_factory=dict)
     accuracy: Optional[float] = None
 
+    def autocast(self, device: torch.device) -> Optional[torch.dtype]:
+        """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers
+        (fp16 runs re-evaluated on a CPU fall back to fp32)."""
+        precision = self.config.get("precision", "auto")
+        if precision == "fp16" and device.type != "cuda":
+            return None
+        return autocast_dtype(precision, device)
+
     def build_model(self, device="cpu") -> Classifier:
         distance = self.config.get("distance", "cosine")
         model = build_model(self.model_name, self.modality, self.num_classes, distance=distance)
@@ -388,8 +416,9 @@ class Checkpoint:
             else:
                 model.load_state_dict(self.state_dict, strict=True)
         except (RuntimeError, ValueError) as error:
+            reason = str(error) if isinstance(error, ValueError) else describe_mismatch(model, self.state_dict, error)
             raise CheckpointError(f"{self.path}: the weights do not fit a {self.model_name} {self.modality} model "
-                                  f"with {self.num_classes} classes: {error}") from None
+                                  f"with {self.num_classes} classes: {reason}") from None
         return model.to(device).eval()
 
 
@@ -461,6 +490,41 @@ def checkpoint_data(checkpoint: Checkpoint, default_config: Optional[Config], da
                                          mem_examples=checkpoint.mem_examples, device=device)
 
 
+def define_evaluation_flags(draws: bool = True) -> None:
+    """The flags every script that evaluates saved checkpoints takes (absl)."""
+    from absl import flags
+
+    flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+    flags.DEFINE_string("config", str(DEFAULT_CONFIG), "defaults for what a paper checkpoint does not record")
+    flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
+    if draws:
+        flags.DEFINE_integer("draws", 5, "memory draws to average over")
+    flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+
+
+@dataclass
+class Evaluable:
+    """A checkpoint ready for evaluation: its model (eval mode), its run's data, and the cached features."""
+    checkpoint: "Checkpoint"
+    model: Classifier
+    data: datasets.ExperimentData
+    cache: Optional["FeatureCache"]
+
+
+def load_for_evaluation(path, config_path=DEFAULT_CONFIG, dataset_dir=None, device_name="auto", batch_size=500,
+                        loaded: Optional[Dict] = None, test_count: Optional[int] = None, encode_now: bool = True,
+                        **checkpoint_flags) -> Evaluable:
+    """Load a checkpoint (flags fill in or check its metadata), rebuild the model and its run's data, and
+    encode the test set and the memory pool once (``encode_now``). ``loaded`` shares datasets across calls.
+    ``path`` may also be a Checkpoint already loaded."""
+    checkpoint = path if isinstance(path, Checkpoint) else load_checkpoint(path, **checkpoint_flags)
+    device = choose_device(device_name)
+    model = checkpoint.build_model(device)
+    data = checkpoint_data(checkpoint, load_config(config_path), dataset_dir, loaded, device)
+    cache = FeatureCache.build(model, data, batch_size, checkpoint.autocast(device), test_count) if encode_now else None
+    return Evaluable(checkpoint, model, data, cache)
+
+
 # --- evaluation on cached features ----------------------------------------------------------------
 
 EVAL_SEED_OFFSET = 10_000  # evaluation draws use their own stream: seed + offset
@@ -496,14 +560,16 @@ class FeatureCache:
 
     @classmethod
     def build(cls, model: Classifier, data: datasets.ExperimentData, batch_size: int,
-              autocast: Optional[torch.dtype] = None) -> "FeatureCache":
-        test_features = encode(model, lambda i: data.test_batch(i)[0], len(data.test_labels), batch_size, autocast)
+              autocast: Optional[torch.dtype] = None, test_count: Optional[int] = None) -> "FeatureCache":
+        """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each."""
+        test_count = len(data.test_labels) if test_count is None else min(test_count, len(data.test_labels))
+        test_features = encode(model, lambda i: data.test_batch(i)[0], test_count, batch_size, autocast)
         memory_features = memory_labels = None
         if model.uses_memory:
             pool = data.memory_pool
             memory_features = encode(model, lambda i: data.memory_batch(pool[i]), len(pool), batch_size, autocast)
             memory_labels = data.train_labels[pool.to(data.device)]
-        return cls(test_features, data.test_labels, memory_features, memory_labels)
+        return cls(test_features, data.test_labels[:test_count], memory_features, memory_labels)
 
 
 @dataclass
@@ -519,11 +585,6 @@ class MemoryPass:
         return self.logits.argmax(1)
 
 
-def draw_positions(pool_size: int, mem_examples: int, generator: torch.Generator) -> torch.Tensor:
-    """The same draw as ``ExperimentData.draw_memory`` (positions in the pool instead of image indices)."""
-    return torch.randperm(pool_size, generator=generator)[:mem_examples]
-
-
 @torch.no_grad()
 def memory_pass(model: Classifier, cache: FeatureCache, mem_examples: int, batch_size: int,
                 generator: torch.Generator, auxiliary: Optional[torch.Generator] = None) -> MemoryPass:
@@ -536,14 +597,14 @@ def memory_pass(model: Classifier, cache: FeatureCache, mem_examples: int, batch
     logits, weights, positions, memory_preds = [], [], [], []
     for start in range(0, len(cache.test_labels), batch_size):
         features = cache.test_features[start:start + batch_size]
-        drawn = draw_positions(pool_size, mem_examples, generator)
+        drawn = datasets.draw_positions(pool_size, mem_examples, generator)
         memory = cache.memory_features[drawn.to(features.device)]
         batch_logits, batch_weights = model.classify(features, memory, return_weights=True)
         logits.append(batch_logits.float())
         weights.append(batch_weights.float())
         positions.append(drawn.expand(len(features), -1))
         if memory_predictions:
-            auxiliary_memory = cache.memory_features[draw_positions(pool_size, mem_examples, auxiliary).to(features.device)]
+            auxiliary_memory = cache.memory_features[datasets.draw_positions(pool_size, mem_examples, auxiliary).to(features.device)]
             predicted = model.classify(memory, auxiliary_memory).argmax(1)
             memory_preds.append(predicted.expand(len(features), -1))
     return MemoryPass(torch.cat(logits), torch.cat(weights), torch.cat(positions),

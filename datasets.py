@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["DatasetError", "ImageSet", "DatasetSpec", "DATASETS", "get_spec", "load_dataset", "split_indices",
-           "ExperimentData", "download_file", "normalize", "denormalize", "random_flip"]
+           "ExperimentData", "draw_positions", "download_file", "normalize", "denormalize", "random_flip"]
 
 
 class DatasetError(RuntimeError):
@@ -373,6 +373,11 @@ def split_indices(num_images: int, train_examples: int, val_examples: int, seed:
     return subset, validation
 
 
+def draw_positions(pool_size: int, mem_examples: int, generator: torch.Generator) -> torch.Tensor:
+    """``mem_examples`` distinct random positions in a pool of ``pool_size`` (the paper's shuffled memory loader)."""
+    return torch.randperm(pool_size, generator=generator)[:mem_examples]
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> normalised float32, on the images' device."""
     mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
@@ -437,7 +442,7 @@ class ExperimentData:
 
     def draw_memory(self, mem_examples: int, generator: torch.Generator) -> torch.Tensor:
         """``mem_examples`` distinct random images of the memory pool (indices into the training set)."""
-        return self.memory_pool[torch.randperm(len(self.memory_pool), generator=generator)[:mem_examples]]
+        return self.memory_pool[draw_positions(len(self.memory_pool), mem_examples, generator)]
 
     # tensors on the device -------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:

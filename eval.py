@@ -19,11 +19,7 @@ flags.DEFINE_enum("modality", None, list(MODALITIES), "modality (read from the c
 flags.DEFINE_string("model", None, "network name (read from the checkpoint when recorded there)")
 flags.DEFINE_integer("train_examples", None, "training subset size (read from the checkpoint when recorded there)")
 flags.DEFINE_integer("seed", None, "run seed (default: the checkpoint's; for a paper checkpoint <r>.pt, r-1)")
-flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
-flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
-flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
-flags.DEFINE_integer("draws", 5, "memory draws to average over")
-flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+aux.define_evaluation_flags()
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
@@ -31,17 +27,15 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        checkpoint = aux.load_checkpoint(FLAGS.path_model, model_name=FLAGS.model, modality=FLAGS.modality,
-                                         dataset_name=FLAGS.dataset, train_examples=FLAGS.train_examples,
-                                         seed=FLAGS.seed)
-        device = aux.choose_device(FLAGS.device)
-        model = checkpoint.build_model(device)
-        data = aux.checkpoint_data(checkpoint, aux.load_config(FLAGS.config), FLAGS.dataset_dir, device=device)
-        cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
-        evaluation = aux.evaluate(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test, checkpoint.seed,
-                                  draws=FLAGS.draws)
+        loaded = aux.load_for_evaluation(
+            FLAGS.path_model, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
+            model_name=FLAGS.model, modality=FLAGS.modality, dataset_name=FLAGS.dataset,
+            train_examples=FLAGS.train_examples, seed=FLAGS.seed)
     except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError) as error:
         raise SystemExit(f"error: {error}")
+    checkpoint = loaded.checkpoint
+    evaluation = aux.evaluate(loaded.model, loaded.cache, checkpoint.mem_examples, FLAGS.batch_size_test,
+                              checkpoint.seed, draws=FLAGS.draws)
     print(f"Model:{checkpoint.model_name} | Modality:{checkpoint.modality} | Dataset:{checkpoint.dataset_name} | "
           f"SizeTrain:{checkpoint.train_examples} | Seed:{checkpoint.seed}")
     draws = "" if len(evaluation.accuracies) == 1 else f" (mean of {len(evaluation.accuracies)} memory draws)"

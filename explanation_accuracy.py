@@ -10,6 +10,7 @@ For each model, averaged over 5 memory draws (same data, subset and seed as eval
 Mean and std over the models are printed and written as JSON.
 """
 import dataclasses
+from pathlib import Path
 
 from absl import app, flags
 
@@ -18,13 +19,9 @@ import datasets
 import explanations
 
 flags.DEFINE_string("path_models", None, "folder with memory or encoder_memory checkpoints (*.pt)")
-flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
-flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
 flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
 flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json)")
-flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
-flags.DEFINE_integer("draws", 5, "memory draws to average over")
-flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+aux.define_evaluation_flags()
 flags.mark_flag_as_required("path_models")
 FLAGS = flags.FLAGS
 
@@ -36,21 +33,18 @@ def fmt(value):
 def main(argv):
     del argv
     try:
-        device = aux.choose_device(FLAGS.device)
-        default_config = aux.load_config(FLAGS.config)
         paths = aux.list_checkpoints(FLAGS.path_models)
-        output_json = FLAGS.output_json or f"{FLAGS.path_models.rstrip('/')}/explanation_accuracy.json"
-        explanations.writable_folder(aux.Path(output_json).parent)
+        output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
+        explanations.writable_folder(output_json.parent)
         checkpoints = [aux.load_checkpoint(path, model_name=FLAGS.model) for path in paths]
-        for checkpoint in checkpoints:
+        for checkpoint in checkpoints:  # refuse std models before any data are read
             explanations.require_memory_model(checkpoint)
-        loaded, rows = {}, []
+        datasets_loaded, rows = {}, []
         for checkpoint in checkpoints:
-            model = checkpoint.build_model(device)
-            data = aux.checkpoint_data(checkpoint, default_config, FLAGS.dataset_dir, loaded, device)
-            cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
-            scores = explanations.explanation_scores(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test,
-                                                     checkpoint.seed, FLAGS.draws)
+            loaded = aux.load_for_evaluation(checkpoint, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
+                                             datasets_loaded)
+            scores = explanations.explanation_scores(loaded.model, loaded.cache, checkpoint.mem_examples,
+                                                     FLAGS.batch_size_test, checkpoint.seed, FLAGS.draws)
             row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
                    "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
                    "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),
@@ -75,7 +69,7 @@ def main(argv):
     for name in ("counterfactual", "example"):
         if summary[f"{name}_mean"] is None:
             print(f"No {name}s: no test image had a top memory sample of that kind, so its accuracy is undefined (n/a).")
-    aux.atomic_write_json({"models": rows, **summary}, aux.Path(output_json))
+    aux.atomic_write_json({"models": rows, **summary}, output_json)
     print(f"Written: {output_json}")
 
 

@@ -40,18 +40,18 @@ def writable_folder(folder) -> Path:
     return folder
 
 
-def load_memory_model(path_model, output_root, config_path, dataset_dir=None, device_name="auto"):
-    """What both generate_* scripts start with: (checkpoint, model in eval mode, its run's data, output folder).
+def load_memory_model(path_model, output_root, config_path, dataset_dir=None, device_name="auto", batch_size=500,
+                      test_count=None, encode_now=True):
+    """What both generate_* scripts start with: a memory model ready for evaluation, and its output folder.
 
     Refuses std models and an output folder that cannot be written, before any data are read.
     """
     checkpoint = aux.load_checkpoint(path_model)
     require_memory_model(checkpoint)
     folder = writable_folder(Path(output_root) / checkpoint.dataset_name / checkpoint.modality / checkpoint.model_name)
-    device = aux.choose_device(device_name)
-    model = checkpoint.build_model(device)
-    data = aux.checkpoint_data(checkpoint, aux.load_config(config_path), dataset_dir, device=device)
-    return checkpoint, model, data, folder
+    loaded = aux.load_for_evaluation(checkpoint, config_path, dataset_dir, device_name, batch_size,
+                                     test_count=test_count, encode_now=encode_now)
+    return loaded, folder
 
 
 # --- explanation accuracy -------------------------------------------------------------------------
@@ -147,13 +147,14 @@ def white_baseline(shape, spec: datasets.DatasetSpec, device) -> torch.Tensor:
     return ((1.0 - mean) / std).expand(shape).contiguous()
 
 
-def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: torch.Tensor, selected: List[int],
-                         target: int, spec: datasets.DatasetSpec, n_steps: int = 50, internal_batch_size: int = 25):
+def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: torch.Tensor,
+                         memory_features: torch.Tensor, selected: List[int], target: int, spec: datasets.DatasetSpec,
+                         n_steps: int = 50, internal_batch_size: int = 25):
     """IG attributions of ``target`` (captum) for one input image and the memory images ``selected``.
 
     Input and selected memory images move from white baselines to themselves; the other memory samples
-    stay as they are (their features are encoded once), so each IG step encodes 1 + len(selected) images
-    instead of 1 + M. Completeness: the attributions sum to f(input, memory) - f(white input, memory with
+    stay as they are (``memory_features``, encoded once by the caller), so each IG step encodes
+    1 + len(selected) images instead of 1 + M. Completeness: the attributions sum to f(input, memory) - f(white input, memory with
     the selected images white), up to the returned convergence delta.
 
     Returns (input attribution [3,H,W], selected memory attributions [K,3,H,W], |delta|, output difference).
@@ -162,8 +163,7 @@ def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: 
 
     model.eval()
     selected = torch.as_tensor(selected, dtype=torch.long, device=image.device)
-    with torch.no_grad():
-        fixed_memory_features = model.encode(memory_images)
+    fixed_memory_features = memory_features.detach()
 
     def forward(inputs, chosen):  # captum stacks interpolation steps on dim 0 of both
         steps, k = chosen.shape[:2]

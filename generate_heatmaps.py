@@ -17,14 +17,12 @@ import datasets
 import explanations
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
-flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
-flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
-flags.DEFINE_integer("batch_size_test", 3, "inputs per figure")
 flags.DEFINE_integer("num_batches", 1, "how many figures (batches of the test set, from the first)")
 flags.DEFINE_integer("n_steps", 50, "Integrated Gradients steps")
 flags.DEFINE_integer("internal_batch_size", 25, "IG steps per forward pass (each step encodes 1 input + up to 2 memory images)")
 flags.DEFINE_string("output_dir", "images/saliency", "root folder of the PNGs")
-flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+aux.define_evaluation_flags(draws=False)
+flags.FLAGS.set_default("batch_size_test", 3)  # inputs per figure
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
@@ -34,10 +32,11 @@ COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfac
 def main(argv):
     del argv
     try:
-        checkpoint, model, data, folder = explanations.load_memory_model(
-            FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir, FLAGS.device)
+        loaded, folder = explanations.load_memory_model(FLAGS.path_model, FLAGS.output_dir, FLAGS.config,
+                                                        FLAGS.dataset_dir, FLAGS.device, encode_now=False)
     except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
         raise SystemExit(f"error: {error}")
+    checkpoint, model, data = loaded.checkpoint, loaded.model, loaded.data
     plt = explanations._pyplot()
     generator, auxiliary = aux.eval_generators(checkpoint.seed)
     classes, deltas = data.classes, []
@@ -50,9 +49,9 @@ def main(argv):
         images, labels = data.test_batch(indices)
         memory_indices = data.draw_memory(checkpoint.mem_examples, generator)
         memory_images = data.memory_batch(memory_indices)
-        with torch.no_grad():
-            logits, weights = model(images, memory_images, return_weights=True)
+        with torch.no_grad():  # every image is encoded once here; IG encodes only what it attributes to
             memory_features = model.encode(memory_images)
+            logits, weights = model.classify(model.encode(images), memory_features, return_weights=True)
             auxiliary_features = model.encode(data.memory_batch(data.draw_memory(checkpoint.mem_examples, auxiliary)))
             memory_predictions = model.classify(memory_features, auxiliary_features).argmax(1)
         predictions = logits.argmax(1)
@@ -67,7 +66,7 @@ def main(argv):
                     tops[name] = int(torch.where(candidates, weights[row], torch.full_like(weights[row], -1)).argmax())
             selected = list(tops.values())
             input_attribution, memory_attribution, delta, difference = explanations.integrated_gradients(
-                model, images[row], memory_images, selected, prediction, data.spec, FLAGS.n_steps,
+                model, images[row], memory_images, memory_features, selected, prediction, data.spec, FLAGS.n_steps,
                 FLAGS.internal_batch_size)
             deltas.append(delta)
             print(f"image {int(indices[row])}: IG convergence delta {delta:.4f} (output difference {difference:.4f})"

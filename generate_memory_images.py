@@ -15,12 +15,9 @@ import datasets
 import explanations
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
-flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
-flags.DEFINE_string("config", "config/train.yaml", "defaults for what a paper checkpoint does not record")
 flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)")
-flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
 flags.DEFINE_string("output_dir", "images/mem_images", "root folder of the PNGs")
-flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "device")
+aux.define_evaluation_flags(draws=False)
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
@@ -28,15 +25,16 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        checkpoint, model, data, folder = explanations.load_memory_model(
-            FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir, FLAGS.device)
+        loaded, folder = explanations.load_memory_model(FLAGS.path_model, FLAGS.output_dir, FLAGS.config,
+                                                        FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
+                                                        test_count=FLAGS.num_images)  # encode only the images shown
     except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
         raise SystemExit(f"error: {error}")
-    cache = aux.FeatureCache.build(model, data, FLAGS.batch_size_test)
+    checkpoint, model, data, cache = loaded.checkpoint, loaded.model, loaded.data, loaded.cache
     generator, auxiliary = aux.eval_generators(checkpoint.seed)
     result = aux.memory_pass(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test, generator, auxiliary)
     classes = data.classes
-    count = min(FLAGS.num_images, len(data.test_labels))
+    count = len(cache.test_labels)
     for index in tqdm(range(count), desc="memory images", unit="image", disable=None):
         weights = result.content_weights[index]
         order = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0]

@@ -18,7 +18,7 @@ from architectures import MODALITIES
 flags.DEFINE_enum("modality", None, list(MODALITIES), "std, memory (memory-only baseline) or encoder_memory (Memory Wrap)")
 flags.DEFINE_bool("continue_train", False, "resume after the last finished run, and inside an interrupted run from its last epoch")
 flags.DEFINE_integer("log_interval", 100, "steps between updates of the progress bar's running loss")
-flags.DEFINE_string("config", "config/train.yaml", "YAML config")
+flags.DEFINE_string("config", str(aux.DEFAULT_CONFIG), "YAML config")
 flags.DEFINE_string("dataset", None, "override dataset_name: SVHN, CIFAR10, CINIC10 or DIGITS")
 flags.DEFINE_string("model", None, "override model")
 flags.DEFINE_integer("train_examples", None, "override train_examples")

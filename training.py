@@ -52,13 +52,19 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: aux.Conf
 
     if resume and state_path is not None and state_path.is_file():
         state = aux.safe_torch_load(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        generator.set_state(state["generator"])
-        aux.set_rng_state(state["rng"])
-        first_epoch = state["epoch"] + 1
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            generator.set_state(state["generator"])
+            aux.set_rng_state(state["rng"])
+            first_epoch = state["epoch"] + 1
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            reason = (f"no entry {error}" if isinstance(error, KeyError)
+                      else aux.describe_mismatch(model, state.get("model"), error))
+            raise aux.CheckpointError(f"the resumable state {state_path} does not fit this run ({reason}); delete it "
+                                      f"to restart run {run + 1}, or run without --continue_train") from None
         print(f"Run {run + 1}: resuming after epoch {state['epoch']}", flush=True)
 
     steps = data.steps_per_epoch(config.batch_size_train)
@@ -121,6 +127,9 @@ def run_experiment(config: aux.Config, modality: str, output_dir: Path, continue
     elif not continue_train:
         for stale in output_dir.glob("*.state.pt"):
             stale.unlink()
+        if config.save and list(output_dir.glob("*.pt")):
+            print(f"Note: {output_dir} holds checkpoints of an earlier experiment; runs 1..{config.runs} overwrite "
+                  f"theirs (use --continue_train to resume instead)", flush=True)
 
     accuracies = [r["accuracy"] for r in results["runs"]]
     for run in range(len(results["runs"]), config.runs):

@@ -177,6 +177,10 @@ def test_svhn_bad_files(tmp_path):
     write_svhn(tmp_path / "test_32x32.mat", 3, 0, labels=[1, 2, 11])
     with pytest.raises(D.DatasetError, match=r"SVHN labels must be in \[1, 10\]"):
         D.load_dataset("SVHN", tmp_path, download=False)
+    import scipy.io
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"images": np.zeros((32, 32, 3, 2), np.uint8), "y": np.ones((2, 1))})
+    with pytest.raises(D.DatasetError, match=r"expected variables 'X' and 'y', found \['images', 'y'\]"):
+        D.load_dataset("SVHN", tmp_path, download=False)
     os.remove(tmp_path / "test_32x32.mat")
     with pytest.raises(D.DatasetError, match=r"SVHN: missing \['test_32x32.mat'\].*housenumbers"):
         D.load_dataset("SVHN", tmp_path, download=False)
@@ -232,6 +236,11 @@ def test_cinic_errors(tmp_path):
         D.load_dataset("CINIC10", tmp_path)
     assert not (tmp_path / "CINIC10" / "train.npz").exists(), "no cache from a failed read"
     assert not any(p.name.endswith(".part") for p in (tmp_path / "CINIC10").iterdir())
+    os.remove(tmp_path / "CINIC10/train/cat/broken.png")
+    from PIL import Image
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "CINIC10/test/cat/small.png")
+    with pytest.raises(D.DatasetError, match=r"small.png is 28x28, expected a 32x32 image"):
+        D.load_dataset("CINIC10", tmp_path)
 
 
 # --- DIGITS and the shared CIFAR subset -------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_integrated_gradients_completeness():
     image, memory = torch.randn(3, 32, 32), torch.randn(6, 3, 32, 32)
     target = 3
     attr_input, attr_memory, delta, difference = explanations.integrated_gradients(
-        model, image, memory, [1, 4], target, spec, n_steps=64, internal_batch_size=64)
+        model, image, memory, model.encode(memory), [1, 4], target, spec, n_steps=64, internal_batch_size=64)
     assert attr_input.shape == (3, 32, 32) and attr_memory.shape == (2, 3, 32, 32)
     white = explanations.white_baseline(memory.shape, spec, "cpu")
     baseline_memory = memory.clone()

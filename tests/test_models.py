@@ -112,6 +112,8 @@ def test_errors():
         model(torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match="4-D batch"):
         model(torch.randn(3, 32, 32), torch.randn(4, 3, 32, 32))
+    with pytest.raises(ValueError, match="a std model has no content weights"):
+        build_model("shufflenet", "std", 10).classify(torch.randn(2, 1024), return_weights=True)
     with pytest.raises(ValueError, match="takes no memory set"):
         build_model("shufflenet", "std", 10).classify(torch.randn(2, 1024), torch.randn(3, 1024))
 

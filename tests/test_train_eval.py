@@ -105,6 +105,8 @@ def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
     assert [r["accuracy"] for r in got["runs"]] == [r["accuracy"] for r in expected["runs"]]
     assert [r["loss"] for r in got["runs"]] == [r["loss"] for r in expected["runs"]]
     assert not list(folder.glob("*.state.pt")), "resumable states are removed once a run is finished"
+    changed = run_script(*args[:-1], "--epochs=3", f"--output_dir={interrupted}", "--continue_train", check=False)
+    assert changed.returncode != 0 and "was made with num_epochs=2, the config now says 3" in changed.stderr
 
 
 def write_config(tmp_path, text):
@@ -238,3 +240,71 @@ def test_majority_vote():
     weights = torch.tensor([[0.3, 0.3, 0.2, 0.2, 0.0], [0.5, 0.2, 0.3, 0.0, 0.0]])
     # row 0: 1 and 2 tie (3 has no weight) -> the smallest class; row 1: zero-weight votes do not count
     assert aux.majority_vote(values, weights, 4).tolist() == [1, 0]
+
+
+def test_device_precision_and_config_file_errors(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(aux.ConfigError, match="device 'cuda' was asked for but torch sees no CUDA GPU"):
+            aux.choose_device("cuda")
+    with pytest.raises(aux.ConfigError, match="precision 'fp16' needs a CUDA device"):
+        aux.autocast_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(aux.ConfigError, match="does not exist"):
+        aux.load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(aux.ConfigError, match="is not valid YAML"):
+        aux.load_config(tmp_path / "bad.yaml")
+
+
+def test_checkpoint_folder_and_content_errors(tmp_path):
+    with pytest.raises(aux.CheckpointError, match="is not a folder"):
+        aux.list_checkpoints(tmp_path / "nowhere")
+    (tmp_path / "1.state.pt").write_bytes(b"")  # resumable states are not models
+    with pytest.raises(aux.CheckpointError, match=r"no \*.pt checkpoints in"):
+        aux.list_checkpoints(tmp_path)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(aux.CheckpointError, match="holds neither a state dict nor"):
+        aux.load_checkpoint(tmp_path / "list.pt")
+    aux.save_checkpoint(tmp_path / "2.pt", build_model("densenet", "std", 10),
+                        {"model_name": "shufflenet", "modality": "std", "dataset_name": "DIGITS", "num_classes": 10,
+                         "train_examples": 128})
+    with pytest.raises(aux.CheckpointError, match=r"the weights do not fit a shufflenet std model with 10 classes: "
+                                                  r"\d+ missing keys") as error:
+        aux.load_checkpoint(tmp_path / "2.pt").build_model()
+    assert len(str(error.value)) < 600
+
+
+def test_checkpoint_evaluates_with_the_precision_it_was_trained_with(tmp_path):
+    cpu = torch.device("cpu")
+    for precision, expected in (("auto", None), ("fp32", None), ("bf16", torch.bfloat16), ("fp16", None)):
+        checkpoint = aux.Checkpoint(tmp_path, {}, "shufflenet", "std", "DIGITS", 10, 128, 20, 0,
+                                    config={"precision": precision})
+        assert checkpoint.autocast(cpu) == expected, precision
+
+
+def test_resumable_state_that_does_not_fit_is_a_clear_error(tmp_path):
+    config = aux.load_config(TINY)
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0, mem_examples=20)
+    state = tmp_path / "1.state.pt"
+    torch.save({"model": build_model("densenet", "std", 10).state_dict()}, state)
+    with pytest.raises(aux.CheckpointError) as error:
+        training.train_run(build_model("shufflenet", "std", 10), data, config, 0, torch.device("cpu"), state, resume=True)
+    message = str(error.value)
+    assert re.search(r"1.state.pt does not fit this run \(\d+ missing keys .*\d+ unexpected keys .*\); delete it to "
+                     r"restart run 1", message), message
+    assert len(message) < 600 and "\n" not in message, "one readable line, not torch's list of every key"
+
+
+def test_cache_of_the_first_test_images_gives_the_same_first_results():
+    torch.manual_seed(0)
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 300, 200, seed=1, mem_examples=30)
+    model = build_model("shufflenet", "encoder_memory", 10).eval()
+    full = aux.FeatureCache.build(model, data, batch_size=250)
+    first = aux.FeatureCache.build(model, data, batch_size=250, test_count=7)
+    assert len(first.test_features) == len(first.test_labels) == 7
+    full_pass = aux.memory_pass(model, full, 30, 250, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
+    first_pass = aux.memory_pass(model, first, 30, 250, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
+    assert torch.equal(first_pass.memory_positions, full_pass.memory_positions[:7])
+    assert torch.equal(first_pass.memory_predictions, full_pass.memory_predictions[:7])
+    torch.testing.assert_close(first_pass.logits, full_pass.logits[:7])
