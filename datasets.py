@@ -5,10 +5,9 @@ is an index tensor; flip and normalisation run on whole batches on the training 
 
     train, test = load_dataset("CIFAR10", "datasets")              # uint8 ImageSets
     data = ExperimentData.build(spec, train, test, train_examples=1000, val_examples=6000,
-                                seed=run, memory_source="subset", device=device)
-    for batch in data.train_batches(batch_size, generator): ...    # index tensors
-    images, labels = data.train_batch(batch, generator)            # flipped (CIFAR10/CINIC10), normalised
-    memory_images = data.memory_batch(data.draw_memory(100, generator))
+                                seed=run, memory_source="subset", mem_examples=100, device=device)
+    for images, labels in data.batches(batch_size, generator):     # one epoch: flipped (CIFAR10/CINIC10), normalised
+        memory = data.memory_set(generator)                        # 100 images of the memory pool, and their labels
 
 Layout under ``dataset_dir`` (the same as torchvision's, so existing folders work):
     cifar-10-batches-py/{data_batch_1..5,test_batch}   (downloaded when missing)
@@ -33,11 +32,15 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from base.errors import UserError
+from base.files import atomic_write_bytes
+
 __all__ = ["DatasetError", "ImageSet", "DatasetSpec", "DATASETS", "get_spec", "load_dataset", "split_indices",
-           "ExperimentData", "draw_positions", "download_file", "normalize", "denormalize", "random_flip"]
+           "ExperimentData", "MemorySet", "draw_positions", "download_file", "normalize", "denormalize",
+           "random_flip"]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset is missing, corrupt, or asked for with impossible sizes. The message says what to do."""
 
 
@@ -78,11 +81,10 @@ def download_file(url: str, destination: Path, md5: str, timeout: float = 60.0) 
     from tqdm import tqdm
 
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
-    try:
+
+    def write(out):
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}",
                       disable=None) as progress:
@@ -94,14 +96,13 @@ def download_file(url: str, destination: Path, md5: str, timeout: float = 60.0) 
             raise DatasetError(f"{url} arrived with md5 {digest.hexdigest()}, expected {md5}: the download is corrupt "
                                f"or truncated; nothing was kept. Try again, or download it by hand into "
                                f"{destination.parent}")
-        os.replace(temporary, destination)
+
+    try:
+        atomic_write_bytes(destination, write)
         return destination
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise DatasetError(f"could not download {url} ({error}). Without a network, download it by hand and put "
                            f"{destination.name} in {destination.parent}") from error
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _ensure_files(folder: Path, names: Sequence[str], url: str, download: bool, what: str) -> None:
@@ -262,16 +263,11 @@ def _read_png_tree(split_dir: Path) -> ImageSet:
         raise DatasetError(f"{split_dir} has class folders but no .png images")
     image_array = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
     label_array = np.asarray(labels, dtype=np.int64)
-    fd, temporary = tempfile.mkstemp(prefix=cache.name + ".", suffix=".part", dir=split_dir.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, images=image_array, labels=label_array, classes=np.asarray(classes))
-        os.replace(temporary, cache)
+        atomic_write_bytes(cache, lambda out: np.savez(out, images=image_array, labels=label_array,
+                                                       classes=np.asarray(classes)))
     except OSError:
         pass  # a read-only folder: no cache, still correct
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes))
 
 
@@ -398,11 +394,20 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+@dataclass
+class MemorySet:
+    """A memory set: ``indices`` into the training set, their normalised ``images`` and their ``labels``."""
+    indices: torch.Tensor  # [M]
+    images: torch.Tensor  # [M, 3, 32, 32] float, normalised
+    labels: torch.Tensor  # [M]
+
+
 class ExperimentData:
-    """One run's data: the dataset on the device, the seeded subset, the memory pool, batch preparation."""
+    """One run's data and its memory protocol: the dataset on the device, the seeded subset, the memory pool
+    and the memory size, batch preparation (flip and normalisation on whole batches)."""
 
     def __init__(self, spec: DatasetSpec, train: ImageSet, test: ImageSet, subset: torch.Tensor,
-                 validation: torch.Tensor, memory_pool: torch.Tensor, device="cpu"):
+                 validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu"):
         self.spec = spec
         self.device = torch.device(device)
         self.train_images = train.images.to(self.device)
@@ -413,6 +418,7 @@ class ExperimentData:
         self.subset = subset  # indices into the training set: the reduced training subset
         self.validation = validation
         self.memory_pool = memory_pool  # indices into the training set that memory sets are drawn from
+        self.mem_examples = mem_examples  # images per memory set
 
     @classmethod
     def build(cls, spec: DatasetSpec, train: ImageSet, test: ImageSet, train_examples: int, val_examples: int,
@@ -427,37 +433,44 @@ class ExperimentData:
         if mem_examples > len(pool):
             raise DatasetError(f"mem_examples={mem_examples} is larger than the {memory_source} memory pool "
                                f"({len(pool)} images); lower mem_examples or raise train_examples")
-        return cls(spec, train, test, subset, validation, pool, device)
+        return cls(spec, train, test, subset, validation, pool, mem_examples, device)
 
-    # index tensors ---------------------------------------------------------------------------
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        """One epoch of shuffled full batches of the subset (the last partial batch is dropped, as the paper)."""
+    # training batches --------------------------------------------------------------------------
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled full batches of the subset, prepared: ``(images, labels)`` on the device.
+
+        The last partial batch is dropped, as the paper; fewer images than a batch make one batch of all.
+        """
         batch_size = min(batch_size, len(self.subset))
         order = self.subset[torch.randperm(len(self.subset), generator=generator)]
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
+            indices = order[start:start + batch_size].to(self.device)
+            images = self.train_images[indices]
+            if self.spec.flip:
+                images = random_flip(images, generator)
+            yield self._prepare(images), self.train_labels[indices]
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.subset) // min(batch_size, len(self.subset))
 
-    def draw_memory(self, mem_examples: int, generator: torch.Generator) -> torch.Tensor:
+    # memory -----------------------------------------------------------------------------------
+    def draw_memory(self, generator: torch.Generator) -> torch.Tensor:
         """``mem_examples`` distinct random images of the memory pool (indices into the training set)."""
-        return self.memory_pool[draw_positions(len(self.memory_pool), mem_examples, generator)]
+        return self.memory_pool[draw_positions(len(self.memory_pool), self.mem_examples, generator)]
 
-    # tensors on the device -------------------------------------------------------------------
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.spec.mean, self.spec.std)
-
-    def train_batch(self, indices: torch.Tensor, generator: torch.Generator):
-        images = self.train_images[indices.to(self.device)]
-        if self.spec.flip:
-            images = random_flip(images, generator)
-        return self._prepare(images), self.train_labels[indices.to(self.device)]
+    def memory_set(self, generator: torch.Generator) -> MemorySet:
+        """A fresh memory set: ``mem_examples`` images of the memory pool, never augmented."""
+        indices = self.draw_memory(generator)
+        return MemorySet(indices, self.memory_batch(indices), self.train_labels[indices.to(self.device)])
 
     def memory_batch(self, indices: torch.Tensor) -> torch.Tensor:
-        """Memory images: never augmented."""
+        """Normalised training images (memory images are never augmented)."""
         return self._prepare(self.train_images[indices.to(self.device)])
 
+    # test images ------------------------------------------------------------------------------
     def test_batch(self, indices: torch.Tensor):
         indices = indices.to(self.device)
         return self._prepare(self.test_images[indices]), self.test_labels[indices]
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize(images, self.spec.mean, self.spec.std)

@@ -9,7 +9,9 @@ import time
 from absl import app, flags
 
 import aux
-import datasets
+from core import evaluation, results
+from core.checkpoints import list_checkpoints
+from base.files import atomic_write_json
 
 flags.DEFINE_string("path", None, "folder with *.pt checkpoints")
 flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
@@ -22,32 +24,30 @@ COLUMNS = (("accuracy", "Accuracy", "Std Dev"), ("mvo_accuracy", "MVO Accuracy",
            ("mvy_accuracy", "MVY Accuracy", "Std Dev"))
 
 
+@aux.exit_on_user_errors
 def main(argv):
     del argv
-    rows, datasets_loaded = [], {}
-    try:
-        for path in aux.list_checkpoints(FLAGS.path):
-            start = time.time()
-            loaded = aux.load_for_evaluation(path, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
-                                             datasets_loaded, model_name=FLAGS.model)
-            checkpoint = loaded.checkpoint
-            evaluation = aux.evaluate(loaded.model, loaded.cache, checkpoint.mem_examples, FLAGS.batch_size_test,
-                                      checkpoint.seed, draws=FLAGS.draws, majority=loaded.model.uses_memory)
-            rows.append({"checkpoint": str(path), "seed": checkpoint.seed, "modality": checkpoint.modality,
-                         "accuracy": evaluation.accuracy, "mvo_accuracy": evaluation.majority_vote_predictions,
-                         "mvy_accuracy": evaluation.majority_vote_labels})
-            print(line(path.stem, rows, (time.time() - start) / 60), flush=True)
-    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError) as error:
-        raise SystemExit(f"error: {error}")
+    rows, dataset_cache = [], {}
+    for path in list_checkpoints(FLAGS.path):
+        start = time.time()
+        loaded = aux.load_for_evaluation(path, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
+                                         dataset_cache, draws=FLAGS.draws, model_name=FLAGS.model)
+        checkpoint = loaded.checkpoint
+        result = evaluation.evaluate(loaded.model, loaded.cache, FLAGS.batch_size_test,
+                                     majority=loaded.model.uses_memory)
+        rows.append({"checkpoint": str(path), "seed": checkpoint.seed, "modality": checkpoint.modality,
+                     "accuracy": result.accuracy, "mvo_accuracy": result.majority_vote_predictions,
+                     "mvy_accuracy": result.majority_vote_labels})
+        print(line(path.stem, rows, (time.time() - start) / 60), flush=True)
     summary = {}
     for key, _, _ in COLUMNS:
         values = [r[key] for r in rows if r[key] is not None]
         if values:
             name = key.replace("_accuracy", "").replace("accuracy", "")
-            summary[f"{name}_mean" if name else "mean"], summary[f"{name}_std" if name else "std"] = aux.mean_std(values)
+            summary[f"{name}_mean" if name else "mean"], summary[f"{name}_std" if name else "std"] = results.mean_std(values)
     print(f"\nModels:{len(rows)} | " + " | ".join(f"{k}:{v:.2f}" for k, v in summary.items()))
     if FLAGS.output_json:
-        aux.atomic_write_json({"models": rows, **summary}, FLAGS.output_json)
+        atomic_write_json({"models": rows, **summary}, FLAGS.output_json)
 
 
 def line(name, rows, minutes):
@@ -56,7 +56,7 @@ def line(name, rows, minutes):
     for key, label, std_label in COLUMNS:
         values = [r[key] for r in rows if r[key] is not None]
         if values:
-            mean, std = aux.mean_std(values)
+            mean, std = results.mean_std(values)
             text += f" | {'Mean Accuracy' if key == 'accuracy' else label}:{mean:.2f} | {std_label}:{std:.2f}"
     return text + f"\tE:{minutes:.2f}min"
 

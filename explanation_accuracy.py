@@ -15,8 +15,10 @@ from pathlib import Path
 from absl import app, flags
 
 import aux
-import datasets
 import explanations
+from core import results
+from core.checkpoints import Checkpoint, list_checkpoints
+from base.files import atomic_write_json, writable_folder
 
 flags.DEFINE_string("path_models", None, "folder with memory or encoder_memory checkpoints (*.pt)")
 flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
@@ -30,38 +32,35 @@ def fmt(value):
     return "n/a" if value is None else f"{value:.2f}"
 
 
+@aux.exit_on_user_errors
 def main(argv):
     del argv
-    try:
-        paths = aux.list_checkpoints(FLAGS.path_models)
-        output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
-        explanations.writable_folder(output_json.parent)
-        checkpoints = [aux.load_checkpoint(path, model_name=FLAGS.model) for path in paths]
-        for checkpoint in checkpoints:  # refuse std models before any data are read
-            explanations.require_memory_model(checkpoint)
-        datasets_loaded, rows = {}, []
-        for checkpoint in checkpoints:
-            loaded = aux.load_for_evaluation(checkpoint, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
-                                             datasets_loaded)
-            scores = explanations.explanation_scores(loaded.model, loaded.cache, checkpoint.mem_examples,
-                                                     FLAGS.batch_size_test, checkpoint.seed, FLAGS.draws)
-            row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
-                   "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
-                   "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),
-                   "example_accuracy": explanations.mean_or_none([s.example_accuracy for s in scores]),
-                   "draws": [dataclasses.asdict(s) for s in scores]}
-            rows.append(row)
-            print(f"Model:{checkpoint.path.name} | explanation accuracy {fmt(row['explanation_accuracy'])} | "
-                  f"counterfactual acc {fmt(row['counterfactual_accuracy'])} | example acc {fmt(row['example_accuracy'])}",
-                  flush=True)
-    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
-        raise SystemExit(f"error: {error}")
+    paths = list_checkpoints(FLAGS.path_models)
+    output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
+    writable_folder(output_json.parent)
+    checkpoints = [Checkpoint.load(path, model_name=FLAGS.model) for path in paths]
+    for checkpoint in checkpoints:  # refuse std models before any data are read
+        explanations.require_memory_model(checkpoint)
+    dataset_cache, rows = {}, []
+    for checkpoint in checkpoints:
+        loaded = aux.load_for_evaluation(checkpoint, FLAGS.config, FLAGS.dataset_dir, FLAGS.device,
+                                         FLAGS.batch_size_test, dataset_cache, draws=FLAGS.draws)
+        scores = explanations.explanation_scores(loaded.model, loaded.cache, FLAGS.batch_size_test)
+        row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
+               "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
+               "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),
+               "example_accuracy": explanations.mean_or_none([s.example_accuracy for s in scores]),
+               "draws": [dataclasses.asdict(s) for s in scores]}
+        rows.append(row)
+        print(f"Model:{checkpoint.path.name} | explanation accuracy {fmt(row['explanation_accuracy'])} | "
+              f"counterfactual acc {fmt(row['counterfactual_accuracy'])} | example acc {fmt(row['example_accuracy'])}",
+              flush=True)
 
     summary = {}
     for key, name in (("explanation_accuracy", "explanation"), ("counterfactual_accuracy", "counterfactual"),
                       ("example_accuracy", "example")):
         values = [r[key] for r in rows if r[key] is not None]
-        summary[f"{name}_mean"], summary[f"{name}_std"] = aux.mean_std(values) if values else (None, None)
+        summary[f"{name}_mean"], summary[f"{name}_std"] = results.mean_std(values)
     print(f"\nExplanation accuracy (mean):{fmt(summary['explanation_mean'])}\t(std_dev):{fmt(summary['explanation_std'])}"
           f"\t  counterfactual acc mean:{fmt(summary['counterfactual_mean'])}\t  counterfactual std:"
           f"{fmt(summary['counterfactual_std'])}\t  example acc mean:{fmt(summary['example_mean'])}\t  example std:"
@@ -69,7 +68,7 @@ def main(argv):
     for name in ("counterfactual", "example"):
         if summary[f"{name}_mean"] is None:
             print(f"No {name}s: no test image had a top memory sample of that kind, so its accuracy is undefined (n/a).")
-    aux.atomic_write_json({"models": rows, **summary}, output_json)
+    atomic_write_json({"models": rows, **summary}, output_json)
     print(f"Written: {output_json}")
 
 

@@ -6,7 +6,6 @@ comes from the model with another memory draw, as the paper.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -14,44 +13,21 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-import aux
 import datasets
 from architectures import Classifier
+from core.checkpoints import Checkpoint
+from base.errors import UserError
+from core.evaluation import FeatureCache, MemoryPass, memory_pass
 
 
-class ExplanationError(ValueError):
-    """A request the explanation scripts cannot serve (a std model, an unwritable folder...)."""
+class ExplanationError(UserError, ValueError):
+    """A request the explanation scripts cannot serve (a model without memory...)."""
 
 
-def require_memory_model(checkpoint: aux.Checkpoint) -> None:
+def require_memory_model(checkpoint: Checkpoint) -> None:
     if checkpoint.modality == "std":
         raise ExplanationError(f"{checkpoint.path} is a std model: it has no memory, hence no explanations. "
                                f"Use a memory or encoder_memory checkpoint")
-
-
-def writable_folder(folder) -> Path:
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ExplanationError(f"cannot create the output folder {folder}: {error.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise ExplanationError(f"the output folder {folder} is not writable")
-    return folder
-
-
-def load_memory_model(path_model, output_root, config_path, dataset_dir=None, device_name="auto", batch_size=500,
-                      test_count=None, encode_now=True):
-    """What both generate_* scripts start with: a memory model ready for evaluation, and its output folder.
-
-    Refuses std models and an output folder that cannot be written, before any data are read.
-    """
-    checkpoint = aux.load_checkpoint(path_model)
-    require_memory_model(checkpoint)
-    folder = writable_folder(Path(output_root) / checkpoint.dataset_name / checkpoint.modality / checkpoint.model_name)
-    loaded = aux.load_for_evaluation(checkpoint, config_path, dataset_dir, device_name, batch_size,
-                                     test_count=test_count, encode_now=encode_now)
-    return loaded, folder
 
 
 # --- explanation accuracy -------------------------------------------------------------------------
@@ -65,7 +41,7 @@ class ExplanationScores:
     examples: int
 
 
-def top_sample_scores(result: aux.MemoryPass, labels: torch.Tensor) -> ExplanationScores:
+def top_sample_scores(result: MemoryPass, labels: torch.Tensor) -> ExplanationScores:
     top = result.content_weights.argmax(1)
     top_prediction = result.memory_predictions.gather(1, top[:, None]).squeeze(1)
     predictions = result.predictions
@@ -80,12 +56,11 @@ def top_sample_scores(result: aux.MemoryPass, labels: torch.Tensor) -> Explanati
 
 
 @torch.no_grad()
-def explanation_scores(model: Classifier, cache: aux.FeatureCache, mem_examples: int, batch_size: int, seed: int,
-                       draws: int = 5) -> List[ExplanationScores]:
-    """One ExplanationScores per memory draw, on cached features (no image is encoded twice)."""
-    generator, auxiliary = aux.eval_generators(seed)
-    return [top_sample_scores(aux.memory_pass(model, cache, mem_examples, batch_size, generator, auxiliary),
-                              cache.test_labels) for _ in range(draws)]
+def explanation_scores(model: Classifier, cache: FeatureCache, batch_size: int) -> List[ExplanationScores]:
+    """One ExplanationScores per memory draw (``cache.draws``), on cached features (no image is encoded twice)."""
+    generator, auxiliary = cache.generators()
+    return [top_sample_scores(memory_pass(model, cache, batch_size, generator, auxiliary), cache.test_labels)
+            for _ in range(cache.draws)]
 
 
 def mean_or_none(values):

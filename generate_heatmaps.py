@@ -13,8 +13,8 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
-import datasets
 import explanations
+from core.evaluation import eval_generators
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
 flags.DEFINE_integer("num_batches", 1, "how many figures (batches of the test set, from the first)")
@@ -29,16 +29,14 @@ FLAGS = flags.FLAGS
 COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfactual", "attribution")
 
 
+@aux.exit_on_user_errors
 def main(argv):
     del argv
-    try:
-        loaded, folder = explanations.load_memory_model(FLAGS.path_model, FLAGS.output_dir, FLAGS.config,
-                                                        FLAGS.dataset_dir, FLAGS.device, encode_now=False)
-    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
-        raise SystemExit(f"error: {error}")
+    loaded, folder = aux.load_for_explanation(FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir,
+                                              FLAGS.device, encode_now=False)
     checkpoint, model, data = loaded.checkpoint, loaded.model, loaded.data
     plt = explanations._pyplot()
-    generator, auxiliary = aux.eval_generators(checkpoint.seed)
+    generator, auxiliary = eval_generators(checkpoint.seed)
     classes, deltas = data.classes, []
     batches = min(FLAGS.num_batches, -(-len(data.test_labels) // FLAGS.batch_size_test))
     progress = tqdm(total=min(batches * FLAGS.batch_size_test, len(data.test_labels)), desc="heatmaps", unit="image",
@@ -47,12 +45,11 @@ def main(argv):
         indices = torch.arange(batch * FLAGS.batch_size_test,
                                min((batch + 1) * FLAGS.batch_size_test, len(data.test_labels)))
         images, labels = data.test_batch(indices)
-        memory_indices = data.draw_memory(checkpoint.mem_examples, generator)
-        memory_images = data.memory_batch(memory_indices)
+        memory_images = data.memory_batch(data.draw_memory(generator))
         with torch.no_grad():  # every image is encoded once here; IG encodes only what it attributes to
             memory_features = model.encode(memory_images)
             logits, weights = model.classify(model.encode(images), memory_features, return_weights=True)
-            auxiliary_features = model.encode(data.memory_batch(data.draw_memory(checkpoint.mem_examples, auxiliary)))
+            auxiliary_features = model.encode(data.memory_batch(data.draw_memory(auxiliary)))
             memory_predictions = model.classify(memory_features, auxiliary_features).argmax(1)
         predictions = logits.argmax(1)
         figure, axes = plt.subplots(len(indices), len(COLUMNS), figsize=(2 * len(COLUMNS), 2.3 * len(indices)),

@@ -11,8 +11,8 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
-import datasets
 import explanations
+from core.evaluation import memory_pass
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
 flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)")
@@ -22,17 +22,15 @@ flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
 
+@aux.exit_on_user_errors
 def main(argv):
     del argv
-    try:
-        loaded, folder = explanations.load_memory_model(FLAGS.path_model, FLAGS.output_dir, FLAGS.config,
-                                                        FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
-                                                        test_count=FLAGS.num_images)  # encode only the images shown
-    except (aux.ConfigError, aux.CheckpointError, datasets.DatasetError, explanations.ExplanationError) as error:
-        raise SystemExit(f"error: {error}")
-    checkpoint, model, data, cache = loaded.checkpoint, loaded.model, loaded.data, loaded.cache
-    generator, auxiliary = aux.eval_generators(checkpoint.seed)
-    result = aux.memory_pass(model, cache, checkpoint.mem_examples, FLAGS.batch_size_test, generator, auxiliary)
+    loaded, folder = aux.load_for_explanation(FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir,
+                                              FLAGS.device, FLAGS.batch_size_test,
+                                              test_count=FLAGS.num_images)  # encode only the images shown
+    model, data, cache = loaded.model, loaded.data, loaded.cache
+    generator, auxiliary = cache.generators()
+    result = memory_pass(model, cache, FLAGS.batch_size_test, generator, auxiliary)
     classes = data.classes
     count = len(cache.test_labels)
     for index in tqdm(range(count), desc="memory images", unit="image", disable=None):

@@ -1,11 +1,23 @@
-"""Encoders register themselves by name; one factory builds any of them (as timm's create_model)."""
+"""Encoders and heads register themselves by name; one factory builds any of them (as timm's create_model).
+
+    @register_encoder("mynet")            # a class or function taking no arguments
+    class MyNet(nn.Module): feature_dim = 256; ...
+
+    @register_head("myhead", uses_memory=False)   # factory(feature_dim, num_classes, **options)
+    def my_head(feature_dim, num_classes, **options): return nn.Linear(feature_dim, num_classes)
+
+A head factory receives every head option of the config (``distance``, ...) as keywords and takes the
+ones it needs (end its signature with ``**options``).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List
 
 from torch import nn
 
 _ENCODERS: Dict[str, Callable[[], nn.Module]] = {}
+_HEADS: Dict[str, "HeadEntry"] = {}
 
 
 def register_encoder(name: str):
@@ -33,3 +45,45 @@ def create_encoder(name: str) -> nn.Module:
     if not isinstance(getattr(encoder, "feature_dim", None), int):
         raise TypeError(f"encoder {name!r} must expose an int attribute `feature_dim`")
     return encoder
+
+
+@dataclass(frozen=True)
+class HeadEntry:
+    """A registered head (a modality)."""
+    name: str
+    factory: Callable[..., nn.Module]
+    uses_memory: bool  # forward(features, memory_features, ...) with a fresh memory set at every step
+    memory_labels: bool  # ... and forward(..., memory_labels=...) gets the memory set's labels
+
+
+def register_head(name: str, uses_memory: bool = False, memory_labels: bool = False):
+    """Decorator for a head factory ``factory(feature_dim, num_classes, **options) -> nn.Module``.
+
+    A head without memory is called as ``head(features)``; a memory head as
+    ``head(features, memory_features, return_weights=...)`` (plus ``memory_labels=`` when
+    ``memory_labels``), returning logits, or ``(logits, content_weights [B, M])``. Optional methods:
+    ``loss(outputs, labels)`` (default cross-entropy), ``update(features, labels)`` (called in training
+    before the forward pass, for heads that learn class statistics such as DeepNCM),
+    ``regularization()`` (added to the loss).
+    """
+    def decorator(factory):
+        if name in _HEADS:
+            raise ValueError(f"a head named {name!r} is already registered")
+        _HEADS[name] = HeadEntry(name, factory, uses_memory, memory_labels or False)
+        return factory
+    return decorator
+
+
+def list_heads() -> List[str]:
+    """Registered heads, in registration order (the paper's three first)."""
+    return list(_HEADS)
+
+
+def head_entry(name: str) -> HeadEntry:
+    if name not in _HEADS:
+        raise ValueError(f"unknown modality {name!r}; allowed modalities are {list_heads()}")
+    return _HEADS[name]
+
+
+def build_head(modality: str, feature_dim: int, num_classes: int, **options) -> nn.Module:
+    return head_entry(modality).factory(feature_dim, num_classes, **options)

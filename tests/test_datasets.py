@@ -291,12 +291,14 @@ def test_memory_drawn_from_subset_or_full(digits):
     spec = D.get_spec("DIGITS")
     data = D.ExperimentData.build(spec, train, test, 300, 200, seed=0, memory_source="subset", mem_examples=50)
     g = torch.Generator().manual_seed(0)
-    drawn = torch.cat([data.draw_memory(50, g) for _ in range(40)])
+    drawn = torch.cat([data.draw_memory(g) for _ in range(40)])
     assert set(drawn.tolist()) <= set(data.subset.tolist())
-    one = data.draw_memory(50, g)
+    one = data.draw_memory(g)
     assert len(set(one.tolist())) == 50, "a memory set has distinct images"
+    memory = data.memory_set(g)
+    assert torch.equal(memory.labels, data.train_labels[memory.indices]) and memory.images.shape == (50, 3, 32, 32)
     full = D.ExperimentData.build(spec, train, test, 300, 200, seed=0, memory_source="full", mem_examples=50)
-    drawn = torch.cat([full.draw_memory(50, g) for _ in range(40)])
+    drawn = torch.cat([full.draw_memory(g) for _ in range(40)])
     assert not set(drawn.tolist()) <= set(full.subset.tolist())
 
 
@@ -315,12 +317,12 @@ def test_bad_sizes_and_names(digits):
 
 def test_flip_only_on_training_batches_of_flip_datasets(digits):
     train, test = digits
-    g = torch.Generator().manual_seed(0)
     for name, flips in (("CIFAR10", True), ("DIGITS", False)):  # DIGITS images under each dataset's rules
-        data = D.ExperimentData.build(D.get_spec(name), train, test, 300, 200, seed=0)
-        batch = next(data.train_batches(128, g))
+        data = D.ExperimentData.build(D.get_spec(name), train, test, 300, 200, seed=0, mem_examples=64)
+        g = torch.Generator().manual_seed(0)
+        batch = data.subset[torch.randperm(300, generator=torch.Generator().manual_seed(0))][:128]  # the first batch
         plain = D.normalize(data.train_images[batch], data.spec.mean, data.spec.std)
-        images, labels = data.train_batch(batch, g)
+        images, labels = next(data.batches(128, g))
         flipped = (~torch.isclose(images, plain).flatten(1).all(1))
         assert torch.equal(labels, data.train_labels[batch])
         if flips:
@@ -328,22 +330,32 @@ def test_flip_only_on_training_batches_of_flip_datasets(digits):
             assert torch.allclose(images[flipped], plain[flipped].flip(-1))
         else:
             assert flipped.sum() == 0
-        memory = data.draw_memory(64, g)
+        memory = data.draw_memory(g)
         assert torch.equal(data.memory_batch(memory), D.normalize(data.train_images[memory], data.spec.mean, data.spec.std))
         test_images, _ = data.test_batch(torch.arange(20))
         assert torch.equal(test_images, D.normalize(data.test_images[:20], data.spec.mean, data.spec.std))
 
 
-def test_train_batches_cover_subset_once_and_drop_last(digits):
-    train, test = digits
-    data = D.ExperimentData.build(D.get_spec("DIGITS"), train, test, 300, 200, seed=0)
-    batches = list(data.train_batches(128, torch.Generator().manual_seed(0)))
-    assert [len(b) for b in batches] == [128, 128] and data.steps_per_epoch(128) == 2
-    seen = torch.cat(batches).tolist()
+def indexed_images(n):
+    """n distinct images whose first two pixels spell their index (to read back which image a batch holds)."""
+    images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = torch.arange(n) % 256, torch.arange(n) // 256
+    return D.ImageSet(images, torch.arange(n) % 10, tuple(str(d) for d in range(10)))
+
+
+def test_batches_cover_subset_once_and_drop_last():
+    images = indexed_images(700)
+    spec = D.get_spec("DIGITS")
+    data = D.ExperimentData.build(spec, images, images, 300, 200, seed=0)
+    batches = list(data.batches(128, torch.Generator().manual_seed(0)))
+    assert [len(x) for x, _ in batches] == [128, 128] and data.steps_per_epoch(128) == 2
+    pixels = torch.cat([D.denormalize(x, spec.mean, spec.std)[:, 0, 0, :2] for x, _ in batches]).mul(255).round().long()
+    seen = (pixels[:, 0] + 256 * pixels[:, 1]).tolist()
     assert len(set(seen)) == 256 and set(seen) <= set(data.subset.tolist())
+    assert torch.equal(torch.cat([y for _, y in batches]), images.labels[seen])
     # fewer examples than a batch: one batch of all of them (the paper's batch_size = train_examples)
-    small = D.ExperimentData.build(D.get_spec("DIGITS"), train, test, 50, 200, seed=0)
-    assert [len(b) for b in small.train_batches(128, torch.Generator())] == [50]
+    small = D.ExperimentData.build(spec, images, images, 50, 200, seed=0)
+    assert [len(x) for x, _ in small.batches(128, torch.Generator())] == [50]
 
 
 def test_denormalize_inverts_normalize():

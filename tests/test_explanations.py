@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-import aux
 import datasets
 import explanations
 from architectures import build_model
-from test_train_eval import TINY, run_script
+from core.checkpoints import Checkpoint, RunMetadata
+from core.evaluation import MemoryPass
+from helpers import TINY, run_script
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +22,9 @@ def checkpoint_dir(tmp_path_factory):
     folder = root / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
     # a std checkpoint to be refused, saved as train.py saves
     std = build_model("shufflenet", "std", 10)
-    aux.save_checkpoint(root / "std" / "1.pt", std, {"model_name": "shufflenet", "modality": "std",
-                                                      "dataset_name": "DIGITS", "num_classes": 10,
-                                                      "train_examples": 128, "mem_examples": 20, "seed": 0})
+    Checkpoint.save(root / "std" / "1.pt", std, RunMetadata(model_name="shufflenet", modality="std",
+                                                            dataset_name="DIGITS", num_classes=10,
+                                                            train_examples=128, mem_examples=20, seed=0))
     return root, folder
 
 
@@ -48,7 +49,7 @@ def test_explanation_accuracy(checkpoint_dir, tmp_path):
 
 
 def test_empty_category_is_reported_not_divided_by_zero():
-    result = aux.MemoryPass(logits=torch.tensor([[2.0, 0.0], [0.0, 2.0]]), content_weights=torch.tensor([[1.0, 0.0]] * 2),
+    result = MemoryPass(logits=torch.tensor([[2.0, 0.0], [0.0, 2.0]]), content_weights=torch.tensor([[1.0, 0.0]] * 2),
                             memory_positions=torch.zeros(2, 2, dtype=torch.long),
                             memory_predictions=torch.tensor([[0, 1], [1, 0]]))
     scores = explanations.top_sample_scores(result, torch.tensor([0, 0]))

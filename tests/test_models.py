@@ -5,14 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from architectures import (MODALITIES, Classifier, build_model, create_encoder, list_encoders,
+from architectures import (Classifier, build_model, create_encoder, head_entry, list_encoders, list_heads,
                            load_paper_state_dict, register_encoder, to_paper_state_dict)
 from architectures import registry
-from conftest import PAPER_ARCHITECTURES
+from conftest import PAPER_ARCHITECTURES, REPO
 
 NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
 FEATURE_DIMS = {"mobilenet": 1280, "resnet18": 512, "efficientnet": 320, "googlenet": 1024, "shufflenet": 1024,
                 "densenet": 384}
+MODALITIES = ("std", "memory", "encoder_memory")  # the paper's
 COMBINATIONS = [(n, m) for n in NETWORKS for m in MODALITIES]
 
 
@@ -138,3 +139,21 @@ def test_registering_a_new_encoder_composes_with_every_head(monkeypatch):
         assert out.shape == (2, 3)
     with pytest.raises(ValueError, match="already registered"):
         register_encoder("tiny")(Tiny)
+
+
+def test_the_readme_example_head_is_one_file_that_composes_with_every_encoder(monkeypatch):
+    """The Design section's example head, run as written: registration makes it a modality of build_model."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- example head: tests/test_models.py runs this block -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
+    namespace = {"__name__": "architectures.cosine_head", "__package__": "architectures"}
+    exec(compile(block, "README example head", "exec"), namespace)
+    assert "cosine" in list_heads() and not head_entry("cosine").uses_memory
+    for name in NETWORKS:
+        model = build_model(name, "cosine", 4)
+        logits = model(torch.randn(2, 3, 32, 32))
+        assert logits.shape == (2, 4) and logits.abs().max() <= 10.0 + 1e-4
+        logits.sum().backward()
+        assert model.head.weight.grad is not None and next(model.encoder.parameters()).grad is not None
+    with pytest.raises(ValueError, match="already registered"):
+        exec(compile(block, "README example head", "exec"), dict(namespace))

@@ -1,0 +1,222 @@
+"""Checkpoints are data, not code: a state dict plus plain metadata, written atomically, loaded safely.
+
+    RunMetadata      the schema of a checkpoint's metadata, written flat beside ``model_state_dict`` (as the
+                     paper's files: ``checkpoint["modality"]``) and read back with ``RunMetadata.from_dict``
+    Checkpoint       a loaded checkpoint: ``Checkpoint.load(path, **flags)``, ``.build_model()``, ``.run_data()``
+    save_training_state / restore_training_state
+                     the resumable state of an unfinished run (``<run>.state.pt``), one pair of functions
+"""
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+
+import datasets
+from architectures import Classifier, build_model, describe_mismatch, is_paper_state_dict, list_heads
+from architectures import load_paper_state_dict
+
+from .config import Config
+from base.errors import UserError
+from base.files import atomic_torch_save
+from .runtime import autocast_dtype, rng_state, set_rng_state
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint is missing, unsafe, or inconsistent with what was asked for."""
+
+
+def safe_torch_load(path) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors: a file that would run code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain data, which would run code "
+            f"when unpickled. Only load checkpoints you trust; re-save it as a state dict with plain metadata. "
+            f"({str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
+
+
+@dataclass
+class RunMetadata:
+    """What a checkpoint records about its run (the paper's keys first)."""
+    model_name: str
+    modality: str
+    dataset_name: str
+    num_classes: int
+    train_examples: int
+    mem_examples: int = 100
+    run: Optional[int] = None  # 1-based
+    seed: int = 0  # the paper: run - 1
+    accuracy: Optional[float] = None  # test accuracy at the end of training
+    config: Dict[str, Any] = field(default_factory=dict)  # Config.to_dict() of the run
+
+    KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
+            "accuracy", "config")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunMetadata":
+        return cls(**{key: values[key] for key in cls.KEYS if key in values})
+
+
+FLAG_NAMES = {"model_name": "--model", "dataset_name": "--dataset"}
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state_dict: Dict[str, torch.Tensor]
+    metadata: RunMetadata
+
+    def __getattr__(self, name):  # checkpoint.modality, checkpoint.seed, ... read the metadata
+        if name in RunMetadata.KEYS:
+            return getattr(self.metadata, name)
+        raise AttributeError(name)
+
+    @property
+    def saved_config(self) -> Optional[Config]:
+        """The run's Config, when the checkpoint recorded one (ours do; the paper's do not)."""
+        return Config.from_dict(self.metadata.config) if self.metadata.config else None
+
+    @staticmethod
+    def save(path, model: Classifier, metadata: RunMetadata) -> None:
+        atomic_torch_save({"model_state_dict": model.state_dict(), **metadata.to_dict()}, path)
+
+    @classmethod
+    def load(cls, path, model_name=None, modality=None, dataset_name=None, train_examples=None,
+             mem_examples=None, seed=None) -> "Checkpoint":
+        """Our checkpoints and the paper's (their key layout; metadata given by arguments where the file lacks it).
+
+        An argument that contradicts the checkpoint's metadata is an error. The seed of a paper checkpoint
+        ``<r+1>.pt`` is ``r``, as the paper's evaluation scripts assume.
+        """
+        path = Path(path)
+        content = safe_torch_load(path)
+        if isinstance(content, dict) and "model_state_dict" in content:
+            state_dict, recorded = content["model_state_dict"], {k: content[k] for k in RunMetadata.KEYS if k in content}
+        elif isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+            state_dict, recorded = content, {}
+        else:
+            raise CheckpointError(f"{path} holds neither a state dict nor {{'model_state_dict': ..., metadata}}")
+        given = {"model_name": model_name, "modality": modality, "dataset_name": dataset_name,
+                 "train_examples": train_examples, "mem_examples": mem_examples, "seed": seed}
+        for key, value in given.items():
+            if value is None:
+                continue
+            if key in recorded and recorded[key] != value:
+                raise CheckpointError(f"{path} was saved with {key}={recorded[key]!r} but "
+                                      f"{FLAG_NAMES.get(key, '--' + key)}={value!r} was given; drop the flag or pick "
+                                      f"the matching checkpoint")
+            recorded[key] = value
+        if "seed" not in recorded:
+            stem = path.stem
+            recorded["seed"] = int(stem) - 1 if stem.isdigit() and int(stem) >= 1 else 0
+        if "dataset_name" in recorded and "num_classes" not in recorded and recorded["dataset_name"] in datasets.DATASETS:
+            recorded["num_classes"] = datasets.DATASETS[recorded["dataset_name"]].num_classes
+        missing = [key for key in ("model_name", "modality", "dataset_name", "train_examples") if key not in recorded]
+        if missing:
+            raise CheckpointError(f"{path} does not record {missing}: give them as flags "
+                                  f"({', '.join(FLAG_NAMES.get(k, '--' + k) for k in missing)})")
+        if recorded["modality"] not in list_heads():
+            raise CheckpointError(f"{path}: unknown modality {recorded['modality']!r}")
+        metadata = RunMetadata.from_dict(recorded)
+        metadata.config = dict(metadata.config or {})
+        return cls(path, state_dict, metadata)
+
+    def autocast(self, device: torch.device) -> Optional[torch.dtype]:
+        """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers
+        (fp16 runs re-evaluated on a CPU fall back to fp32)."""
+        precision = self.metadata.config.get("precision", "auto")
+        if precision == "fp16" and device.type != "cuda":
+            return None
+        return autocast_dtype(precision, device)
+
+    def build_model(self, device="cpu") -> Classifier:
+        distance = self.metadata.config.get("distance", "cosine")
+        model = build_model(self.model_name, self.modality, self.num_classes, distance=distance)
+        try:
+            if is_paper_state_dict(self.state_dict):
+                load_paper_state_dict(model, self.state_dict)
+            else:
+                model.load_state_dict(self.state_dict, strict=True)
+        except (RuntimeError, ValueError) as error:
+            reason = str(error) if isinstance(error, ValueError) else (describe_mismatch(model, self.state_dict)
+                                                                       or str(error).splitlines()[0])
+            raise CheckpointError(f"{self.path}: the weights do not fit a {self.model_name} {self.modality} model "
+                                  f"with {self.num_classes} classes: {reason}") from None
+        return model.to(device).eval()
+
+    def run_data(self, default_config: Optional[Config], dataset_dir=None, dataset_cache: Optional[Dict] = None,
+                 device="cpu") -> datasets.ExperimentData:
+        """The data this checkpoint's run trained on: same dataset, subset, seed, memory source and size.
+
+        ``dataset_cache`` ((name, folder) -> (train, test)) shares loaded datasets between checkpoints.
+        """
+        saved = self.metadata.config
+        section = (saved.get("datasets") or {}).get(self.dataset_name, {})
+        if not section and default_config is not None and self.dataset_name in default_config.datasets:
+            section = dataclasses.asdict(default_config.datasets[self.dataset_name])
+        val_examples = int(section.get("val_examples", 6000))
+        dataset_dir = dataset_dir or saved.get("dataset_dir") or (default_config.dataset_dir if default_config
+                                                                  else "datasets")
+        key = (self.dataset_name, str(dataset_dir))
+        dataset_cache = {} if dataset_cache is None else dataset_cache
+        if key not in dataset_cache:
+            dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir,
+                                                       download=saved.get("download", True))
+        train, test = dataset_cache[key]
+        return datasets.ExperimentData.build(datasets.get_spec(self.dataset_name), train, test, self.train_examples,
+                                             val_examples, seed=self.seed,
+                                             memory_source=saved.get("memory_source", "subset"),
+                                             mem_examples=self.mem_examples, device=device)
+
+
+def list_checkpoints(directory) -> List[Path]:
+    """``*.pt`` files in a folder (resumable ``*.state.pt`` excluded), runs in numeric order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a folder")
+    files = [p for p in directory.glob("*.pt") if not p.name.endswith(".state.pt")]
+    if not files:
+        raise CheckpointError(f"no *.pt checkpoints in {directory}")
+    return sorted(files, key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.name))
+
+
+# --- the resumable state of an unfinished run ---------------------------------------------------------
+
+def save_training_state(path, epoch: int, model, optimizer, scheduler, scaler, generator: torch.Generator) -> None:
+    """Everything needed to continue after ``epoch`` exactly as if never interrupted, written atomically."""
+    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                       "generator": generator.get_state(), "rng": rng_state(), "epoch": epoch}, path)
+
+
+def restore_training_state(path, run: int, model, optimizer, scheduler, scaler, generator: torch.Generator) -> int:
+    """Load what ``save_training_state`` wrote into the given objects; returns the last finished epoch."""
+    state = safe_torch_load(path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        return int(state["epoch"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        reason = (f"no entry {error}" if isinstance(error, KeyError)
+                  else describe_mismatch(model, state.get("model") if isinstance(state, dict) else state)
+                  or str(error).splitlines()[0])
+        raise CheckpointError(f"the resumable state {path} does not fit this run ({reason}); delete it "
+                              f"to restart run {run + 1}, or run without --continue_train") from None

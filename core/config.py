@@ -1,0 +1,350 @@
+"""The configuration: the paper's YAML keys plus ours, flag overrides, checked once into a frozen Config.
+
+    config = load_config("config/train.yaml", {"dataset": "CIFAR10", "epochs": 15})
+    config.dataset.num_epochs, config.optimizer.learning_rate, config.to_dict()
+    Config.from_dict(checkpoint["config"])     # the same schema reads back what was saved
+
+Each dataclass checks its own values (``__post_init__`` calls its ``problems``), so a Config built in
+code is checked as one read from YAML. ``load_config`` reports every problem of a file in one message,
+before any data are read or any model is built. The choice lists below are the only ones: flags, checks
+and the README's tables are built from them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import yaml
+
+import datasets
+from architectures import DISTANCES, list_encoders, list_heads
+
+from base.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """The configuration is invalid; the message lists every problem found."""
+
+
+# --- the choice lists ------------------------------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MEMORY_SOURCES = ("subset", "full")
+SCHEDULERS = ("multistep", "cosine")
+DISTANCE_NAMES = tuple(DISTANCES)
+
+
+def modalities() -> Tuple[str, ...]:
+    """Every registered head (std, memory, encoder_memory, ...)."""
+    return tuple(list_heads())
+
+
+def dataset_names() -> Tuple[str, ...]:
+    return tuple(sorted(datasets.DATASETS))
+
+
+# The paper's code chose the scheduler by dataset name: cosine annealing for CINIC10, MultiStepLR otherwise.
+PAPER_SCHEDULER = {"CINIC10": "cosine"}
+
+
+def _fail_on(problems: List[str]) -> None:
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    learning_rate: float  # the paper: 1e-1
+    weight_decay: float  # the paper: 5e-4
+    momentum: float  # the paper: 0.9
+    nesterov: bool  # the paper: True
+
+    @staticmethod
+    def problems(values: Mapping[str, Any]) -> List[str]:
+        found = []
+        if values.get("learning_rate", 1) <= 0:
+            found.append(f"learning_rate: must be > 0, got {values['learning_rate']}")
+        if values.get("weight_decay", 0) < 0:
+            found.append(f"weight_decay: must be >= 0, got {values['weight_decay']}")
+        if not 0 <= values.get("momentum", 0) < 1:
+            found.append(f"momentum: must be in [0, 1), got {values['momentum']}")
+        if values.get("nesterov") and values.get("momentum", 1) == 0:
+            found.append("nesterov: Nesterov momentum needs momentum > 0")
+        return found
+
+    def __post_init__(self):
+        _fail_on(self.problems(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    num_classes: int
+    num_epochs: int
+    opt_milestones: Tuple[int, ...]  # epochs after which MultiStepLR divides the learning rate by 10
+    mem_examples: int  # images per memory set (the paper: 100)
+    scheduler: str = "multistep"  # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code by name)
+    val_examples: int = 6000  # held out of the training set before the subset is drawn
+
+    @staticmethod
+    def problems(values: Mapping[str, Any]) -> List[str]:
+        found = []
+        for key in ("num_classes", "num_epochs", "mem_examples"):
+            if key in values and values[key] <= 0:
+                found.append(f"{key}: must be > 0, got {values[key]}")
+        if values.get("num_classes", 2) < 2:
+            found.append("num_classes: must be >= 2")
+        if values.get("val_examples", 0) < 0:
+            found.append(f"val_examples: must be >= 0, got {values['val_examples']}")
+        milestones = list(values.get("opt_milestones", ()))
+        if any(m <= 0 for m in milestones) or milestones != sorted(set(milestones)):
+            found.append(f"opt_milestones: must be positive and strictly increasing, got {milestones}")
+        if values.get("scheduler", "multistep") not in SCHEDULERS:
+            found.append(f"scheduler: {values['scheduler']!r} is not one of {list(SCHEDULERS)}")
+        return found
+
+    def __post_init__(self):
+        _fail_on(self.problems(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str  # a registered encoder: mobilenet, resnet18, efficientnet, googlenet, shufflenet, densenet, ...
+    save: bool  # write checkpoints and results.json
+    train_examples: int  # the reduced training subset: 1000, 2000, 5000; 100000 = the whole training set
+    runs: int  # seeded runs; run r (1-based) uses seed r - 1
+    batch_size_train: int
+    batch_size_test: int  # each test batch gets its own memory draw
+    optimizer: OptimizerConfig
+    dataset_dir: str
+    dataset_name: str
+    datasets: Mapping[str, DatasetConfig]
+    # keys beyond the paper's; their defaults reproduce the paper
+    memory_source: str = "subset"  # subset (the paper's text) | full (the paper's CIFAR10 code)
+    precision: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA (as the paper), fp32 on CPU | fp32 | fp16 | bf16
+    distance: str = "cosine"  # of the memory heads: cosine (the paper) | l2 | dot
+    eval_draws: int = 5  # memory models: test accuracy is the mean over this many memory draws (the paper: 5)
+    download: bool = True  # download SVHN / CIFAR10 when missing
+    device: str = "auto"  # auto | cpu | cuda
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        return self.datasets[self.dataset_name]
+
+    @staticmethod
+    def problems(values: Mapping[str, Any]) -> List[str]:
+        found = []
+        for name, choices in (("memory_source", MEMORY_SOURCES), ("precision", PRECISIONS),
+                              ("distance", DISTANCE_NAMES), ("device", DEVICES)):
+            if name in values and values[name] not in choices:
+                found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
+        if "model" in values and values["model"] not in list_encoders():
+            found.append(f"model: unknown model {values['model']!r}; registered encoders are {list_encoders()}")
+        for name in ("train_examples", "runs", "batch_size_train", "batch_size_test", "eval_draws"):
+            if name in values and values[name] <= 0:
+                found.append(f"{name}: must be > 0, got {values[name]}")
+        dataset_name, sections = values.get("dataset_name"), values.get("datasets")
+        if dataset_name is not None:
+            if dataset_name not in datasets.DATASETS:
+                found.append(f"dataset_name: unknown dataset {dataset_name!r}; available datasets are "
+                             f"{list(dataset_names())}")
+            elif sections is not None and dataset_name not in sections:
+                found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
+                             f"(num_classes, num_epochs, opt_milestones, mem_examples)")
+        for name, section in (sections or {}).items():
+            expected = datasets.DATASETS[name].num_classes if name in datasets.DATASETS else None
+            got = section.num_classes if isinstance(section, DatasetConfig) else section.get("num_classes")
+            if expected is not None and got is not None and got != expected:
+                found.append(f"{name}.num_classes: {name} has {expected} classes, got {got}")
+        return found
+
+    def __post_init__(self):
+        _fail_on(self.problems({**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data (for checkpoints and results.json); ``Config.from_dict`` reads it back."""
+        out = dataclasses.asdict(self)
+        out["datasets"] = {name: dataclasses.asdict(section) for name, section in self.datasets.items()}
+        for section in out["datasets"].values():
+            section["opt_milestones"] = list(section["opt_milestones"])
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Config":
+        """The inverse of ``to_dict`` (and the reader of YAML): dataset sections under ``datasets`` or at the top."""
+        return _parse(dict(raw))
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+def _coerce(value, kind, where, problems):
+    """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind == Tuple[int, ...]:
+        if isinstance(value, (list, tuple)) and all(isinstance(m, int) and not isinstance(m, bool) for m in value):
+            return tuple(value)
+        problems.append(f"{where}: expected a list of ints, got {value!r}")
+        return None
+    problems.append(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return None
+
+
+def _section(raw, cls, where: str, problems: List[str], skip=(), check=True) -> Optional[Dict[str, Any]]:
+    """Check one mapping against a dataclass: unknown and missing keys, types, then the class's own checks."""
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping, got {raw!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(raw) - set(fields))
+    if unknown and where:
+        problems.append(f"{where}: unknown keys {unknown}; allowed keys are {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING:
+                problems.append(f"{prefix}{name}: missing")
+            continue
+        value = _coerce(raw[name], hints[name], f"{prefix}{name}", problems)
+        if value is not None:
+            values[name] = value
+    if check:
+        problems.extend(prefix + problem for problem in cls.problems(values))
+    return values
+
+
+def _parse(raw: Any) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a YAML mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    sections_raw = dict(raw.pop("datasets", None) or {})
+    sections_raw.update({name: raw.pop(name) for name in list(raw) if name in datasets.DATASETS})
+    problems: List[str] = []
+    top_fields = {f.name for f in dataclasses.fields(Config)} - {"optimizer", "datasets"}
+    unknown = sorted(set(raw) - top_fields - {"optimizer"})
+    if unknown:
+        problems.append(f"unknown keys {unknown}; allowed keys are {sorted(top_fields | {'optimizer'})} "
+                        f"and dataset sections {list(dataset_names())}")
+    top = _section({k: v for k, v in raw.items() if k in top_fields}, Config, "", problems,
+                   skip=("optimizer", "datasets"), check=False)
+    optimizer = None
+    if "optimizer" not in raw:
+        problems.append("optimizer: missing")
+    else:
+        optimizer = _section(raw["optimizer"], OptimizerConfig, "optimizer", problems)
+    sections = {}
+    for name, section_raw in sections_raw.items():
+        if isinstance(section_raw, dict) and "scheduler" not in section_raw and name in PAPER_SCHEDULER:
+            section_raw = {**section_raw, "scheduler": PAPER_SCHEDULER[name]}
+        values = _section(section_raw, DatasetConfig, name, problems)
+        if values is not None:
+            sections[name] = values
+    problems.extend(Config.problems({**top, "datasets": sections}))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return Config(**top, optimizer=OptimizerConfig(**optimizer),
+                  datasets={name: DatasetConfig(**values) for name, values in sections.items()})
+
+
+# --- overrides (the flags of train.py) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Override:
+    flag: str  # the command-line flag
+    key: str  # the config key it sets
+    kind: type
+    help: str
+    choices: Optional[Tuple[str, ...]] = None
+    in_dataset: bool = False  # a key of the chosen dataset's section
+
+
+def overrides() -> Tuple[Override, ...]:
+    """The flags that override config keys (train.py defines them from this list)."""
+    return (
+        Override("dataset", "dataset_name", str, "dataset_name", dataset_names()),
+        Override("model", "model", str, "model (a registered encoder)"),
+        Override("train_examples", "train_examples", int, "train_examples (100000 = the whole training set)"),
+        Override("runs", "runs", int, "runs"),
+        Override("dataset_dir", "dataset_dir", str, "dataset_dir"),
+        Override("device", "device", str, "device", DEVICES),
+        Override("memory_source", "memory_source", str, "memory_source", MEMORY_SOURCES),
+        Override("precision", "precision", str, "precision", PRECISIONS),
+        Override("epochs", "num_epochs", int, "num_epochs of the dataset (opt_milestones are scaled to match)",
+                 in_dataset=True),
+        Override("mem_examples", "mem_examples", int, "mem_examples of the dataset", in_dataset=True),
+        Override("val_examples", "val_examples", int, "val_examples of the dataset", in_dataset=True),
+    )
+
+
+def read_yaml(path) -> Any:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from None
+
+
+def apply_overrides(raw: Any, values: Mapping[str, Any]) -> Any:
+    """``raw`` with the flag values set (None values are ignored).
+
+    ``epochs`` rescales ``opt_milestones`` proportionally (e.g. 300 epochs [150, 225] -> 15 epochs [8, 11]).
+    """
+    raw = copy.deepcopy(raw)
+    values = {k: v for k, v in (values or {}).items() if v is not None}
+    table = {o.flag: o for o in overrides()}
+    unknown = sorted(set(values) - set(table))
+    if unknown:
+        raise ConfigError(f"unknown overrides {unknown}")
+    if not isinstance(raw, dict):
+        return raw
+    for flag, value in values.items():
+        if not table[flag].in_dataset:
+            raw[table[flag].key] = value
+    section = raw.get(raw.get("dataset_name"))
+    if isinstance(section, dict):
+        if "epochs" in values and isinstance(section.get("num_epochs"), int) and section["num_epochs"] > 0:
+            old, new = section["num_epochs"], values["epochs"]
+            milestones = section.get("opt_milestones")
+            if isinstance(milestones, list) and all(isinstance(m, int) for m in milestones) and new > 0:
+                section["opt_milestones"] = sorted({max(1, round(m * new / old)) for m in milestones})
+        for flag, value in values.items():
+            if table[flag].in_dataset:
+                section[table[flag].key] = value
+    return raw
+
+
+def load_config(path, override_values: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read YAML, apply overrides (None values are ignored), check everything once."""
+    raw = apply_overrides(read_yaml(path), override_values or {})
+    try:
+        return _parse(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

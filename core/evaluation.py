@@ -1,0 +1,156 @@
+"""Evaluation on features encoded once.
+
+In eval mode the encoder is a pure function of the image, so the test set and the memory pool go through
+it once (``FeatureCache``), and every memory draw, repetition, explanation metric and majority-vote baseline
+is tensor work on the cached features (tests/test_evaluation.py proves it equals the batch-by-batch
+``model(images, memory_images)`` path). The cache knows the run's memory protocol: memory size, seed and
+number of draws.
+
+    cache = FeatureCache.build(model, data, batch_size=500, seed=run, draws=5)
+    result = evaluate(model, cache, batch_size=500)     # mean accuracy over the draws
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+import datasets
+from architectures import Classifier
+
+EVAL_SEED_OFFSET = 10_000  # evaluation draws use their own stream: seed + offset
+AUXILIARY_SEED_OFFSET = 20_000  # the memory of the memory samples (explanations, majority vote): another stream
+
+
+def eval_generators(seed: int) -> Tuple[torch.Generator, torch.Generator]:
+    """(memory draws, auxiliary draws): separate streams, so that the test accuracy of eval.py, eval_dir.py,
+    explanation_accuracy.py and train.py is the same number for the same checkpoint."""
+    return (torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed),
+            torch.Generator().manual_seed(AUXILIARY_SEED_OFFSET + seed))
+
+
+@torch.no_grad()
+def encode(model: Classifier, images_of, count: int, batch_size: int, autocast: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Features of ``count`` images, ``images_of(index_tensor)`` giving normalised images; eval mode, once each."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, count, batch_size):
+        indices = torch.arange(start, min(start + batch_size, count))
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            chunks.append(model.encode(images_of(indices)).float())
+    return torch.cat(chunks) if chunks else torch.zeros(0)
+
+
+@dataclass
+class FeatureCache:
+    """The test set and the memory pool encoded once, with the run's memory protocol."""
+    test_features: torch.Tensor  # [T, D]
+    test_labels: torch.Tensor  # [T]
+    memory_features: Optional[torch.Tensor]  # [P, D], the memory pool (None for models without memory)
+    memory_labels: Optional[torch.Tensor]  # [P]
+    mem_examples: int  # images per memory draw
+    seed: int  # the run's seed: evaluation draws come from eval_generators(seed)
+    draws: int  # memory draws averaged over (the paper: 5)
+
+    @classmethod
+    def build(cls, model: Classifier, data: datasets.ExperimentData, batch_size: int, seed: int, draws: int = 5,
+              autocast: Optional[torch.dtype] = None, test_count: Optional[int] = None) -> "FeatureCache":
+        """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each."""
+        test_count = len(data.test_labels) if test_count is None else min(test_count, len(data.test_labels))
+        test_features = encode(model, lambda i: data.test_batch(i)[0], test_count, batch_size, autocast)
+        memory_features = memory_labels = None
+        if model.uses_memory:
+            pool = data.memory_pool
+            memory_features = encode(model, lambda i: data.memory_batch(pool[i]), len(pool), batch_size, autocast)
+            memory_labels = data.train_labels[pool.to(data.device)]
+        return cls(test_features, data.test_labels[:test_count], memory_features, memory_labels, data.mem_examples,
+                   seed, draws)
+
+    def generators(self) -> Tuple[torch.Generator, torch.Generator]:
+        return eval_generators(self.seed)
+
+
+@dataclass
+class MemoryPass:
+    """One pass over the test set with fresh memory draws per batch (as the paper), on cached features."""
+    logits: torch.Tensor  # [T, C]
+    content_weights: torch.Tensor  # [T, M]
+    memory_positions: torch.Tensor  # [T, M] positions in the memory pool
+    memory_predictions: Optional[torch.Tensor] = None  # [T, M] the model's predictions for those memory samples
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.logits.argmax(1)
+
+
+@torch.no_grad()
+def memory_pass(model: Classifier, cache: FeatureCache, batch_size: int, generator: torch.Generator,
+                auxiliary: Optional[torch.Generator] = None) -> MemoryPass:
+    """Test batches in order; each gets a fresh memory draw. With an ``auxiliary`` generator, a second
+    draw per batch is the memory with which the memory samples themselves are classified (the paper's
+    explanation protocol), giving ``memory_predictions``."""
+    memory_predictions = auxiliary is not None
+    model.eval()
+    pool_size = len(cache.memory_features)
+    logits, weights, positions, memory_preds = [], [], [], []
+    for start in range(0, len(cache.test_labels), batch_size):
+        features = cache.test_features[start:start + batch_size]
+        drawn = datasets.draw_positions(pool_size, cache.mem_examples, generator).to(features.device)
+        memory, memory_labels = cache.memory_features[drawn], cache.memory_labels[drawn]
+        batch_logits, batch_weights = model.classify(features, memory, memory_labels, return_weights=True)
+        logits.append(batch_logits.float())
+        weights.append(batch_weights.float())
+        positions.append(drawn.cpu().expand(len(features), -1))
+        if memory_predictions:
+            other = datasets.draw_positions(pool_size, cache.mem_examples, auxiliary).to(features.device)
+            predicted = model.classify(memory, cache.memory_features[other], cache.memory_labels[other]).argmax(1)
+            memory_preds.append(predicted.expand(len(features), -1))
+    return MemoryPass(torch.cat(logits), torch.cat(weights), torch.cat(positions),
+                      torch.cat(memory_preds) if memory_predictions else None)
+
+
+def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * (predictions.cpu() == labels.cpu()).float().mean().item()
+
+
+@dataclass
+class Evaluation:
+    accuracy: float  # mean over draws
+    accuracies: List[float]  # one per draw (one for models without memory)
+    loss: float
+    majority_vote_predictions: Optional[float] = None  # MVO, mean over draws
+    majority_vote_labels: Optional[float] = None  # MVY
+
+
+def majority_vote(values: torch.Tensor, weights: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per row, the most frequent class among the memory samples with positive weight (ties: smallest class)."""
+    votes = torch.nn.functional.one_hot(values.long(), num_classes).float() * (weights > 0).float().unsqueeze(-1)
+    return votes.sum(1).argmax(1)
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, cache: FeatureCache, batch_size: int, majority: bool = False) -> Evaluation:
+    """Test accuracy; memory models: mean over ``cache.draws`` passes with fresh memory draws (the paper uses 5)."""
+    model.eval()
+    labels = cache.test_labels
+    if not model.uses_memory:
+        logits = torch.cat([model.classify(cache.test_features[i:i + batch_size]).float()
+                            for i in range(0, len(labels), batch_size)])
+        return Evaluation(accuracy(logits.argmax(1), labels), [accuracy(logits.argmax(1), labels)],
+                          model.loss(logits, labels).item())
+    generator, auxiliary = cache.generators()
+    accuracies, losses, mvo, mvy = [], [], [], []
+    for _ in range(cache.draws):
+        result = memory_pass(model, cache, batch_size, generator, auxiliary if majority else None)
+        accuracies.append(accuracy(result.predictions, labels))
+        losses.append(model.loss(result.logits, labels).item())
+        if majority:
+            num_classes = result.logits.shape[1]
+            mvo.append(accuracy(majority_vote(result.memory_predictions, result.content_weights, num_classes), labels))
+            memory_labels = cache.memory_labels[result.memory_positions.to(cache.memory_labels.device)]
+            mvy.append(accuracy(majority_vote(memory_labels, result.content_weights, num_classes), labels))
+    return Evaluation(float(np.mean(accuracies)), accuracies, float(np.mean(losses)),
+                      float(np.mean(mvo)) if majority else None, float(np.mean(mvy)) if majority else None)

@@ -1,0 +1,46 @@
+"""core/config.py: the YAML schema, checked once, every problem in one message; overrides."""
+import re
+
+import pytest
+
+from conftest import REPO
+from core.config import ConfigError, load_config
+from helpers import TINY, write_config
+
+
+def test_config_errors_listed_together(tmp_path):
+    path = write_config(tmp_path, "\nbatch_size_train: 0\nmodell: mobilenet\nprecision: fp8\nruns: two\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    for expected in ("unknown keys ['modell']", "batch_size_train: must be > 0", "precision: 'fp8' is not one of",
+                     "runs: expected int, got 'two'"):
+        assert expected in message
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ("\ndataset_name: CIFAR10\n", "no CIFAR10: section"),
+    ("\nDIGITS: {num_classes: 10, num_epochs: 0, opt_milestones: [3, 2], mem_examples: 20}\n",
+     "DIGITS.num_epochs: must be > 0"),
+    ("\nDIGITS: {num_classes: 10, num_epochs: 5, opt_milestones: [3, 2], mem_examples: 20}\n",
+     "strictly increasing"),
+    ("\nDIGITS: {num_classes: 10, num_epochs: 5, opt_milestones: [3], mem_examples: 20, lr: 1}\n",
+     "DIGITS: unknown keys ['lr']"),
+    ("\nmodel: vgg\n", "unknown model 'vgg'"),
+    ("\noptimizer: {learning_rate: fast, weight_decay: 0, momentum: 0.9, nesterov: True}\n",
+     "optimizer.learning_rate: expected float, got 'fast'"),
+    ("\noptimizer: {learning_rate: 0.1, weight_decay: 0, momentum: 0.9}\n", "optimizer.nesterov: missing"),
+])
+def test_config_errors(tmp_path, extra, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write_config(tmp_path, extra))
+
+
+def test_paper_yaml_and_overrides():
+    config = load_config(REPO / "config" / "train.yaml")
+    assert config.optimizer.learning_rate == 0.1 and config.optimizer.weight_decay == 5e-4  # "1e-1" strings
+    assert config.dataset_name == "SVHN" and config.dataset.num_epochs == 40 and config.dataset.opt_milestones == (20, 30)
+    assert config.datasets["CINIC10"].scheduler == "cosine" and config.memory_source == "subset"
+    short = load_config(REPO / "config" / "train.yaml", {"dataset": "CIFAR10", "epochs": 15, "runs": 2, "model": None})
+    assert short.dataset.num_epochs == 15 and short.dataset.opt_milestones == (8, 11) and short.runs == 2
+    assert short.model == "mobilenet"
