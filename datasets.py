@@ -17,6 +17,7 @@ DIGITS needs no files: scikit-learn ships it.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -124,7 +125,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a CIFAR batch cannot run code on load."""
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+                # pickle protocol 5 stores arrays as out-of-band buffers rebuilt by _frombuffer
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
@@ -138,7 +141,7 @@ def _read_cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
             batch = _ArrayUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as error:
         raise DatasetError(f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); it is corrupt "
-                           f"or truncated: delete {path.parent} and download again") from error
+                           f"or truncated: replace it with the file of the same name from {CIFAR10_URL}") from error
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: expected a dict with 'data' and 'labels', got {type(batch).__name__}")
     batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
@@ -201,7 +204,7 @@ def _read_svhn_mat(path: Path) -> ImageSet:
         mat = scipy.io.loadmat(path)
     except Exception as error:  # scipy raises several types (MatReadError, ValueError, OSError...) on bad files
         raise DatasetError(f"{path} is not a readable SVHN .mat file ({type(error).__name__}: {error}); it is corrupt "
-                           f"or truncated: delete it and download again") from error
+                           f"or truncated: replace it with a good copy of {SVHN_URL}{path.name}") from error
     if "X" not in mat or "y" not in mat:
         raise DatasetError(f"{path}: expected variables 'X' and 'y', found {sorted(k for k in mat if not k.startswith('__'))}")
     images, labels = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
@@ -351,20 +354,35 @@ def load_dataset(name: str, dataset_dir, download: bool = True) -> Tuple[ImageSe
 
 # --- the paper's protocol -------------------------------------------------------------------------
 
-def split_indices(num_images: int, train_examples: int, val_examples: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The paper's seeded split: (reduced training subset, validation) indices into the official training set.
+ALL_TRAIN_EXAMPLES = 100_000  # the paper's convention: train_examples 100000 = every image left after validation
 
-    Identical to the paper's two ``torch.utils.data.random_split`` calls with ``manual_seed(seed)``:
-    the same seed gives the very same images.
-    """
+
+def subset_size(num_images: int, train_examples: int, val_examples: int) -> int:
+    """How many images the reduced training subset has; refuses sizes the training set cannot give."""
     if not isinstance(train_examples, int) or train_examples <= 0:
         raise DatasetError(f"train_examples must be a positive int, got {train_examples!r}")
     if not isinstance(val_examples, int) or val_examples < 0 or val_examples >= num_images:
         raise DatasetError(f"val_examples={val_examples!r} must be in [0, {num_images - 1}]: the training set has "
                            f"{num_images} images; lower val_examples (--val_examples)")
+    available = num_images - val_examples
+    if train_examples == ALL_TRAIN_EXAMPLES:
+        return available
+    if train_examples > available:
+        raise DatasetError(f"train_examples={train_examples} is more than the {available} training images left after "
+                           f"holding out val_examples={val_examples} of {num_images}: use at most {available}, "
+                           f"{ALL_TRAIN_EXAMPLES} for all of them, or lower val_examples (--val_examples)")
+    return train_examples
+
+
+def split_indices(num_images: int, train_examples: int, val_examples: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The paper's seeded split: (reduced training subset, validation) indices into the official training set.
+
+    Identical to the paper's two ``torch.utils.data.random_split`` calls with ``manual_seed(seed)``:
+    the same seed gives the very same images. ``train_examples`` 100000 means all the images left.
+    """
+    size = subset_size(num_images, train_examples, val_examples)
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
     rest, validation = order[: num_images - val_examples], order[num_images - val_examples:]
-    size = min(len(rest), train_examples)
     subset = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[:size]]
     return subset, validation
 
@@ -407,7 +425,8 @@ class ExperimentData:
     and the memory size, batch preparation (flip and normalisation on whole batches)."""
 
     def __init__(self, spec: DatasetSpec, train: ImageSet, test: ImageSet, subset: torch.Tensor,
-                 validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu"):
+                 validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu",
+                 memory_flip: bool = False):
         self.spec = spec
         self.device = torch.device(device)
         self.train_images = train.images.to(self.device)
@@ -419,10 +438,12 @@ class ExperimentData:
         self.validation = validation
         self.memory_pool = memory_pool  # indices into the training set that memory sets are drawn from
         self.mem_examples = mem_examples  # images per memory set
+        self.memory_flip = memory_flip  # flip memory images at random (the paper's CINIC10 code); else never augmented
 
     @classmethod
     def build(cls, spec: DatasetSpec, train: ImageSet, test: ImageSet, train_examples: int, val_examples: int,
-              seed: int, memory_source: str = "subset", mem_examples: int = 0, device="cpu") -> "ExperimentData":
+              seed: int, memory_source: str = "subset", mem_examples: int = 0, device="cpu",
+              memory_flip: bool = False) -> "ExperimentData":
         subset, validation = split_indices(len(train), train_examples, val_examples, seed)
         if memory_source == "subset":
             pool = subset
@@ -433,7 +454,13 @@ class ExperimentData:
         if mem_examples > len(pool):
             raise DatasetError(f"mem_examples={mem_examples} is larger than the {memory_source} memory pool "
                                f"({len(pool)} images); lower mem_examples or raise train_examples")
-        return cls(spec, train, test, subset, validation, pool, mem_examples, device)
+        return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip)
+
+    def with_memory_pool(self, pool: torch.Tensor) -> "ExperimentData":
+        """The same run's data with another memory pool (indices into the training set)."""
+        other = copy.copy(self)
+        other.memory_pool = pool
+        return other
 
     # training batches --------------------------------------------------------------------------
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -459,9 +486,13 @@ class ExperimentData:
         return self.memory_pool[draw_positions(len(self.memory_pool), self.mem_examples, generator)]
 
     def memory_set(self, generator: torch.Generator) -> MemorySet:
-        """A fresh memory set: ``mem_examples`` images of the memory pool, never augmented."""
-        indices = self.draw_memory(generator)
-        return MemorySet(indices, self.memory_batch(indices), self.train_labels[indices.to(self.device)])
+        """A fresh memory set: ``mem_examples`` images of the memory pool (flipped at random only with
+        ``memory_flip``, the paper's CINIC10 code; otherwise never augmented)."""
+        indices = self.draw_memory(generator).to(self.device)
+        images = self.train_images[indices]
+        if self.memory_flip:
+            images = random_flip(images, generator)
+        return MemorySet(indices, self._prepare(images), self.train_labels[indices])
 
     def memory_batch(self, indices: torch.Tensor) -> torch.Tensor:
         """Normalised training images (memory images are never augmented)."""

@@ -2,22 +2,23 @@
 a resumable state written atomically after every epoch, and a stop on a NaN/inf loss."""
 from __future__ import annotations
 
-import json
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 import datasets
-from architectures import Classifier, build_model
+from architectures import Classifier, build_model, head_entry
+from base.errors import UserError
+from base.files import writable_folder
 from core import evaluation, results, runtime
 from core.checkpoints import Checkpoint, RunMetadata, restore_training_state, save_training_state
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
-from base.errors import UserError
-from base.files import atomic_write_json
+from core.experiment import ExperimentFolder
 
 
 class TrainingDiverged(UserError, RuntimeError):
@@ -38,12 +39,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
 
 def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, run: int,
               device: torch.device, state_path: Optional[Path] = None, resume: bool = False,
-              log_interval: int = 100) -> Classifier:
+              log_interval: int = 100, state_extra: Optional[dict] = None) -> Classifier:
     """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run).
 
     With ``state_path``, the resumable state (model, optimizer, scheduler, grad scaler, data generator,
-    global RNGs) is written there after every epoch; with ``resume``, training continues after the last
-    epoch saved there. On CPU a resumed run ends with exactly the weights of an uninterrupted one.
+    global RNGs, plus ``state_extra``: the config it was made with) is written there after every epoch;
+    with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
+    exactly the weights of an uninterrupted one.
     """
     dataset_config = config.dataset
     optimizer = make_optimizer(model, config.optimizer)
@@ -61,9 +63,10 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     steps = data.steps_per_epoch(config.batch_size_train)
     progress = tqdm(total=dataset_config.num_epochs * steps, initial=(first_epoch - 1) * steps,
                     desc=f"run {run + 1}", unit="step", disable=None, file=sys.stdout, leave=False)
+    nonfinite = 0  # consecutive non-finite losses (skipped under fp16 + GradScaler)
     model.train()
     for epoch in range(first_epoch, dataset_config.num_epochs + 1):
-        running_loss = 0.0
+        running_loss, finite_steps = 0.0, 0
         for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator), start=1):
             memory_images = memory_labels = None
             if model.uses_memory:
@@ -73,91 +76,165 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
                 outputs = model(images, memory_images, memory_labels, labels=labels)
                 loss = model.loss(outputs, labels) + model.regularization()
             loss_value = loss.item()
-            if not torch.isfinite(loss):
+            finite = math.isfinite(loss_value)
+            nonfinite = 0 if finite else nonfinite + 1
+            where = f"run {run + 1}, epoch {epoch}, step {step}"
+            if not finite and (not scaler.is_enabled() or nonfinite > config.max_nonfinite_steps):
                 progress.close()
                 raise TrainingDiverged(
-                    f"the loss became {loss_value} at run {run + 1}, epoch {epoch}, step {step}: training stopped. "
-                    f"Lower optimizer.learning_rate, or try precision: fp32")
+                    f"the loss became {loss_value} at {where}"
+                    + (f", after {nonfinite} non-finite steps in a row (max_nonfinite_steps: "
+                       f"{config.max_nonfinite_steps})" if scaler.is_enabled() else "")
+                    + ": training stopped. Lower optimizer.learning_rate, or try precision: fp32")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # under fp16, GradScaler skips a step whose gradients are not finite
             scaler.update()
-            running_loss += loss_value
+            if finite:
+                running_loss += loss_value
+                finite_steps += 1
             progress.update(1)
             if step % log_interval == 0 or step == steps:
-                progress.set_postfix(epoch=epoch, loss=f"{running_loss / step:.4f}")
+                progress.set_postfix(epoch=epoch, loss=f"{running_loss / max(finite_steps, 1):.4f}")
         scheduler.step()
         if state_path is not None:
-            save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator)
+            save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator, state_extra)
     progress.close()
     return model
 
 
 def run_experiment(config: Config, modality: str, output_dir: Path, continue_train: bool = False,
-                   log_interval: int = 100) -> dict:
-    """All runs of one experiment; returns (and writes) results.json's content."""
+                   log_interval: int = 100, runs: Optional[Sequence[int]] = None) -> Optional[dict]:
+    """Train and evaluate the runs of one experiment (1-based ``runs``, default all ``config.runs``), and
+    return results.json's content (``None`` without ``save``: nothing is written).
+
+    The folder holds one configuration: ``continue_train`` refuses other result-shaping settings than
+    the folder's; a fresh start moves the runs of other settings, and runs beyond ``config.runs``, aside.
+    Each run is trained under its lock, so other processes may train other runs of the same folder.
+    """
+    runs = list(range(1, config.runs + 1)) if runs is None else list(runs)
+    if not runs or any(not 1 <= run <= config.runs for run in runs):
+        raise ConfigError(f"runs {[r for r in runs if not 1 <= r <= config.runs]} are outside 1..{config.runs} "
+                          f"(runs: {config.runs}); raise --runs or pick runs in range")
     device = runtime.choose_device(config.device)
     amp_dtype = runtime.autocast_dtype(config.precision, device)  # validates precision against the device early
-    print(f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
-          f"SizeTrain:{config.train_examples} | Epochs:{config.dataset.num_epochs} | Precision:"
-          f"{runtime.precision_name(amp_dtype)}", flush=True)
+    folder = ExperimentFolder(output_dir)
+    if config.save:
+        writable_folder(output_dir, "output folder")
+        prepare_folder(folder, config, modality, continue_train)
+
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download)
-    results_path = output_dir / "results.json"
-    summary = {"dataset_name": config.dataset_name, "modality": modality, "model": config.model,
-               "train_examples": config.train_examples, "config": config.to_dict(), "runs": []}
-    if continue_train and results_path.is_file():
-        previous = json.loads(results_path.read_text())
-        for key in ("num_epochs", "mem_examples", "opt_milestones", "val_examples"):
-            old = previous["config"]["datasets"][config.dataset_name][key]
-            new = summary["config"]["datasets"][config.dataset_name][key]
-            if old != new:
-                raise ConfigError(f"--continue_train: {results_path} was made with {key}={old}, "
-                                  f"the config now says {new}; use the same settings or start afresh")
-        summary["runs"] = previous["runs"]
-        print(f"Restarting training process after run {len(summary['runs'])}", flush=True)
-    elif not continue_train:
-        for stale in output_dir.glob("*.state.pt"):
-            stale.unlink()
-        if config.save and list(output_dir.glob("*.pt")):
-            print(f"Note: {output_dir} holds checkpoints of an earlier experiment; runs 1..{config.runs} overwrite "
-                  f"theirs (use --continue_train to resume instead)", flush=True)
+    uses_memory = head_entry(modality).uses_memory
+    mem_examples = config.dataset.mem_examples if uses_memory else 0
+    spec = datasets.get_spec(config.dataset_name)
 
-    accuracies = [r["accuracy"] for r in summary["runs"]]
-    for run in range(len(summary["runs"]), config.runs):
-        start = time.time()
-        runtime.seed_everything(run)
-        model = build_model(config.model, modality, config.dataset.num_classes, distance=config.distance).to(device)
-        data = datasets.ExperimentData.build(datasets.get_spec(config.dataset_name), train, test,
-                                             config.train_examples, config.dataset.val_examples, seed=run,
-                                             memory_source=config.memory_source,
-                                             mem_examples=config.dataset.mem_examples, device=device)
-        state_path = output_dir / f"{run + 1}.state.pt" if config.save else None
-        train_run(model, data, config, run, device, state_path, resume=continue_train, log_interval=log_interval)
-        train_seconds = time.time() - start
+    def run_data(run: int) -> datasets.ExperimentData:
+        return datasets.ExperimentData.build(spec, train, test, config.train_examples, config.dataset.val_examples,
+                                             seed=run - 1, memory_source=config.memory_source,
+                                             mem_examples=mem_examples, device=device,
+                                             memory_flip=config.memory_flip and uses_memory)
 
-        start = time.time()
-        cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=run, draws=config.eval_draws,
-                                              autocast=amp_dtype)
-        result = evaluation.evaluate(model, cache, config.batch_size_test)
-        eval_seconds = time.time() - start
-        accuracies.append(result.accuracy)
-        mean, std = results.mean_std(accuracies)
-        summary["runs"].append({"run": run + 1, "seed": run, "accuracy": result.accuracy,
-                                "draw_accuracies": result.accuracies, "loss": result.loss,
-                                "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2)})
-        summary.update(mean=mean, std=std)
-        if config.save:
-            metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,
-                                   num_classes=config.dataset.num_classes, train_examples=config.train_examples,
-                                   mem_examples=config.dataset.mem_examples, run=run + 1, seed=run,
-                                   accuracy=result.accuracy, config=config.to_dict())
-            Checkpoint.save(output_dir / f"{run + 1}.pt", model, metadata)
-            atomic_write_json(summary, results_path)
-            if state_path is not None and state_path.exists():
-                state_path.unlink()
-        print(results.run_line(run + 1, result.loss, result.accuracy, accuracies, train_seconds / 60,
-                               eval_seconds / 60), flush=True)
-    mean, std = results.mean_std(accuracies)
-    print(f"Summary | {config.dataset_name} | {modality} | {config.model} | train_examples {config.train_examples} | "
-          f"runs {len(accuracies)} | Mean Accuracy:{mean:.2f} | Std Dev Accuracy:{std:.2f}", flush=True)
+    first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before training
+    memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""
+    print(f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
+          f"SizeTrain:{len(first.subset)} | SizeVal:{len(first.validation)} | {memory}"
+          f"Epochs:{config.dataset.num_epochs} | Precision:{runtime.precision_name(amp_dtype)} | "
+          f"Runs:{runs[0]}..{runs[-1]} of {config.runs}", flush=True)
+
+    if config.save and continue_train:
+        finished = [run for run in runs if folder.record(run) is not None]
+        if finished == list(range(1, len(finished) + 1)) and finished:
+            print(f"Restarting training process after run {len(finished)}", flush=True)
+        elif finished:
+            print(f"Restarting training process: runs {finished} are finished", flush=True)
+    accuracies, summary = {}, None  # run -> accuracy of the runs finished here (without save)
+    for run in runs:
+        if config.save and continue_train and folder.record(run) is not None:
+            continue  # finished by an earlier job
+        lock = folder.lock(run).acquire() if config.save else None
+        try:
+            if lock is not None and lock.stale_holder:
+                print(f"Note: run {run}'s lock was left by pid {lock.stale_holder.get('pid')}, which is gone; "
+                      f"taking it over", flush=True)
+            data = first if run == runs[0] else run_data(run)
+            record = train_and_evaluate(config, modality, run, data, device, amp_dtype, folder, continue_train,
+                                        log_interval)
+        finally:
+            if lock is not None:
+                lock.release()
+        accuracies[run] = record["accuracy"]
+        if config.save:  # every finished run of the folder, also those of other processes
+            summary = folder.rebuild_results(config, modality)
+            accuracies = {r["run"]: r["accuracy"] for r in summary["runs"]}
+        print(results.run_line(run, record["loss"], record["accuracy"], [accuracies[r] for r in sorted(accuracies)],
+                               record["train_seconds"] / 60, record["eval_seconds"] / 60), flush=True)
+    if config.save and summary is None:  # every selected run was already finished
+        summary = folder.rebuild_results(config, modality)
+        accuracies = {r["run"]: r["accuracy"] for r in summary["runs"]}
+    values = [accuracies[r] for r in sorted(accuracies)]
+    mean, std = results.mean_std(values)
+    if values:
+        print(f"Summary | {config.dataset_name} | {modality} | {config.model} | train_examples "
+              f"{config.train_examples} | runs {len(values)} | Mean Accuracy:{mean:.2f} | Std Dev Accuracy:{std:.2f}",
+              flush=True)
     return summary
+
+
+def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, continue_train: bool) -> None:
+    """Before any data are read: a resume must match the folder's settings; a fresh start moves aside what
+    belongs to other settings, and runs beyond ``config.runs``."""
+    differences = folder.differences(config, modality)
+    if differences and continue_train:
+        listed = "; ".join(dict.fromkeys(problem for problems in differences.values() for problem in problems))
+        raise ConfigError(f"--continue_train: {folder.path} was made with other settings: {listed} (in "
+                          f"{', '.join(differences)}). Use the same settings, or start afresh without "
+                          f"--continue_train (the old runs are moved aside)")
+    on_disk = folder.runs_on_disk()
+    if differences:
+        busy = [run for run in folder.live_locks()]
+        if busy:
+            raise ConfigError(f"{folder.path} holds runs of other settings and runs {busy} are being trained by "
+                              f"another process; wait for it, or choose another --output_dir")
+        folder.move_aside(on_disk, "the folder held runs made with other settings")
+    else:
+        extra = [run for run in on_disk if run > config.runs]
+        if extra:
+            folder.move_aside(extra, f"runs {extra} are beyond runs: {config.runs}")
+
+
+def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.ExperimentData, device: torch.device,
+                       amp_dtype: Optional[torch.dtype], folder: ExperimentFolder, continue_train: bool,
+                       log_interval: int) -> dict:
+    """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record."""
+    start = time.time()
+    runtime.seed_everything(run - 1)
+    model = build_model(config.model, modality, config.dataset.num_classes, distance=config.distance).to(device)
+    state_path = folder.state(run) if config.save else None
+    if state_path is not None and not continue_train and state_path.exists():
+        state_path.unlink()  # a fresh start of this run
+    settings = {"config": config.to_dict(), "modality": modality}
+    train_run(model, data, config, run - 1, device, state_path, resume=continue_train, log_interval=log_interval,
+              state_extra=settings)
+    train_seconds = time.time() - start
+
+    start = time.time()
+    cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws,
+                                          autocast=amp_dtype if config.eval_autocast else None)
+    result = evaluation.evaluate(model, cache, config.batch_size_test)
+    eval_seconds = time.time() - start
+    record = {"run": run, "seed": run - 1, "accuracy": result.accuracy, "draw_accuracies": result.accuracies,
+              "loss": result.loss, "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
+              "train_size": len(data.subset), "val_size": len(data.validation),
+              "memory_pool_size": len(data.memory_pool) if model.uses_memory else None,
+              "precision": runtime.precision_name(amp_dtype),
+              "eval_precision": runtime.precision_name(amp_dtype if config.eval_autocast else None), **settings}
+    if config.save:
+        metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,
+                               num_classes=config.dataset.num_classes, train_examples=config.train_examples,
+                               mem_examples=config.dataset.mem_examples, run=run, seed=run - 1,
+                               accuracy=result.accuracy, config=config.to_dict(), train_size=len(data.subset))
+        Checkpoint.save(folder.checkpoint(run), model, metadata)
+        folder.write_record(run, record)
+        if state_path is not None and state_path.exists():
+            state_path.unlink()
+    return record

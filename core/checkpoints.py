@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 import datasets
-from architectures import Classifier, build_model, describe_mismatch, is_paper_state_dict, list_heads
+from architectures import Classifier, build_model, describe_mismatch, head_entry, is_paper_state_dict, list_heads
 from architectures import load_paper_state_dict
 
-from .config import Config
+from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config
 from base.errors import UserError
 from base.files import atomic_torch_save
 from .runtime import autocast_dtype, rng_state, set_rng_state
@@ -59,9 +59,10 @@ class RunMetadata:
     seed: int = 0  # the paper: run - 1
     accuracy: Optional[float] = None  # test accuracy at the end of training
     config: Dict[str, Any] = field(default_factory=dict)  # Config.to_dict() of the run
+    train_size: Optional[int] = None  # images in the training subset (train_examples 100000 = all of them)
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
-            "accuracy", "config")
+            "accuracy", "config", "train_size")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,9 +137,13 @@ class Checkpoint:
         return cls(path, state_dict, metadata)
 
     def autocast(self, device: torch.device) -> Optional[torch.dtype]:
-        """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers
-        (fp16 runs re-evaluated on a CPU fall back to fp32)."""
-        precision = self.metadata.config.get("precision", "auto")
+        """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers: fp32
+        unless the run set ``eval_autocast`` (checkpoints older than that key were evaluated under their training
+        precision); fp16 runs re-evaluated on a CPU fall back to fp32."""
+        config = self.metadata.config
+        if not config.get("eval_autocast", "eval_autocast" not in config):
+            return None
+        precision = config.get("precision", "auto")
         if precision == "fp16" and device.type != "cuda":
             return None
         return autocast_dtype(precision, device)
@@ -159,28 +164,40 @@ class Checkpoint:
         return model.to(device).eval()
 
     def run_data(self, default_config: Optional[Config], dataset_dir=None, dataset_cache: Optional[Dict] = None,
-                 device="cpu") -> datasets.ExperimentData:
+                 device="cpu", memory_source: Optional[str] = None, val_examples: Optional[int] = None
+                 ) -> datasets.ExperimentData:
         """The data this checkpoint's run trained on: same dataset, subset, seed, memory source and size.
 
-        ``dataset_cache`` ((name, folder) -> (train, test)) shares loaded datasets between checkpoints.
+        Our checkpoints record these settings (a flag that contradicts them is an error). The paper's
+        checkpoints do not: the flags decide, else the paper's code (``PAPER_CODE_EVALUATION``: CIFAR10
+        memory from the whole training set, a 10-image CINIC10 validation split). ``dataset_cache``
+        ((name, folder) -> (train, test)) shares loaded datasets between checkpoints.
         """
-        saved = self.metadata.config
-        section = (saved.get("datasets") or {}).get(self.dataset_name, {})
-        if not section and default_config is not None and self.dataset_name in default_config.datasets:
-            section = dataclasses.asdict(default_config.datasets[self.dataset_name])
-        val_examples = int(section.get("val_examples", 6000))
-        dataset_dir = dataset_dir or saved.get("dataset_dir") or (default_config.dataset_dir if default_config
-                                                                  else "datasets")
+        saved = self.saved_config
+        if saved is not None:
+            for flag, value, recorded in (("memory_source", memory_source, saved.memory_source),
+                                          ("val_examples", val_examples, saved.dataset.val_examples)):
+                if value is not None and value != recorded:
+                    raise CheckpointError(f"{self.path} was trained with {flag}={recorded!r} but --{flag}={value!r} "
+                                          f"was given; drop the flag")
+            val, source, flip = saved.dataset.val_examples, saved.memory_source, saved.memory_flip
+            download, dataset_dir = saved.download, dataset_dir or saved.dataset_dir
+        else:
+            paper = PAPER_CODE_EVALUATION.get(self.dataset_name, {})
+            val = val_examples if val_examples is not None else paper.get("val_examples", 6000)
+            source = memory_source or paper.get("memory_source", "subset")
+            flip, download = PAPER_MEMORY_FLIP.get(self.dataset_name, False), True
+            dataset_dir = dataset_dir or (default_config.dataset_dir if default_config else "datasets")
         key = (self.dataset_name, str(dataset_dir))
         dataset_cache = {} if dataset_cache is None else dataset_cache
         if key not in dataset_cache:
-            dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir,
-                                                       download=saved.get("download", True))
+            dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir, download=download)
         train, test = dataset_cache[key]
+        uses_memory = head_entry(self.modality).uses_memory
         return datasets.ExperimentData.build(datasets.get_spec(self.dataset_name), train, test, self.train_examples,
-                                             val_examples, seed=self.seed,
-                                             memory_source=saved.get("memory_source", "subset"),
-                                             mem_examples=self.mem_examples, device=device)
+                                             val, seed=self.seed, memory_source=source,
+                                             mem_examples=self.mem_examples if uses_memory else 0, device=device,
+                                             memory_flip=flip and uses_memory)
 
 
 def list_checkpoints(directory) -> List[Path]:
@@ -196,11 +213,13 @@ def list_checkpoints(directory) -> List[Path]:
 
 # --- the resumable state of an unfinished run ---------------------------------------------------------
 
-def save_training_state(path, epoch: int, model, optimizer, scheduler, scaler, generator: torch.Generator) -> None:
-    """Everything needed to continue after ``epoch`` exactly as if never interrupted, written atomically."""
+def save_training_state(path, epoch: int, model, optimizer, scheduler, scaler, generator: torch.Generator,
+                        extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Everything needed to continue after ``epoch`` exactly as if never interrupted, written atomically;
+    ``extra`` (plain data: the config and modality the run was started with) is stored beside it."""
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                       "generator": generator.get_state(), "rng": rng_state(), "epoch": epoch}, path)
+                       "generator": generator.get_state(), "rng": rng_state(), "epoch": epoch, **(extra or {})}, path)
 
 
 def restore_training_state(path, run: int, model, optimizer, scheduler, scaler, generator: torch.Generator) -> int:

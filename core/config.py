@@ -47,8 +47,29 @@ def dataset_names() -> Tuple[str, ...]:
     return tuple(sorted(datasets.DATASETS))
 
 
+# Keys that do not change a run's numbers: how many runs, whether to save, where the data are, the device.
+NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device")
+
+
+def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
+    """``key was <saved>, now <current>`` for every result-shaping setting that differs between a saved config
+    (plain data, as written into checkpoints, states and results.json) and ``current``."""
+    try:
+        old = Config.from_dict(saved).result_settings()
+    except ConfigError as error:
+        return [f"a config this version cannot read ({str(error).splitlines()[-1].strip()})"]
+    new = current.result_settings()
+    return [f"{key} was {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)]
+
+
 # The paper's code chose the scheduler by dataset name: cosine annealing for CINIC10, MultiStepLR otherwise.
 PAPER_SCHEDULER = {"CINIC10": "cosine"}
+# The paper's code drew CINIC10 memory sets from the training stream, whose transform flips at random.
+PAPER_MEMORY_FLIP = {"CINIC10": True}
+# What the paper's evaluation code did, used for its checkpoints (which record no config): CIFAR10 memory from
+# the whole training set, and a 10-image validation split for CINIC10 (which ships its own valid/ folder).
+PAPER_CODE_EVALUATION = {"CIFAR10": {"memory_source": "full"}, "CINIC10": {"val_examples": 10}}
 
 
 def _fail_on(problems: List[str]) -> None:
@@ -88,6 +109,7 @@ class DatasetConfig:
     mem_examples: int  # images per memory set (the paper: 100)
     scheduler: str = "multistep"  # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code by name)
     val_examples: int = 6000  # held out of the training set before the subset is drawn
+    memory_flip: Optional[bool] = None  # flip memory images at random; None: as the paper's code (CINIC10 only)
 
     @staticmethod
     def problems(values: Mapping[str, Any]) -> List[str]:
@@ -129,10 +151,18 @@ class Config:
     eval_draws: int = 5  # memory models: test accuracy is the mean over this many memory draws (the paper: 5)
     download: bool = True  # download SVHN / CIFAR10 when missing
     device: str = "auto"  # auto | cpu | cuda
+    eval_autocast: bool = False  # evaluate under the training autocast; the paper evaluated in fp32
+    max_nonfinite_steps: int = 20  # fp16 + GradScaler: consecutive non-finite losses skipped before the run stops
 
     @property
     def dataset(self) -> DatasetConfig:
         return self.datasets[self.dataset_name]
+
+    @property
+    def memory_flip(self) -> bool:
+        """Whether memory images are flipped at random: the dataset's key, else the paper's code (CINIC10)."""
+        flip = self.dataset.memory_flip
+        return PAPER_MEMORY_FLIP.get(self.dataset_name, False) if flip is None else flip
 
     @staticmethod
     def problems(values: Mapping[str, Any]) -> List[str]:
@@ -143,7 +173,8 @@ class Config:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         if "model" in values and values["model"] not in list_encoders():
             found.append(f"model: unknown model {values['model']!r}; registered encoders are {list_encoders()}")
-        for name in ("train_examples", "runs", "batch_size_train", "batch_size_test", "eval_draws"):
+        for name in ("train_examples", "runs", "batch_size_train", "batch_size_test", "eval_draws",
+                     "max_nonfinite_steps"):
             if name in values and values[name] <= 0:
                 found.append(f"{name}: must be > 0, got {values[name]}")
         dataset_name, sections = values.get("dataset_name"), values.get("datasets")
@@ -164,6 +195,16 @@ class Config:
     def __post_init__(self):
         _fail_on(self.problems({**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}))
 
+    def result_settings(self) -> Dict[str, Any]:
+        """The settings that shape a run's numbers, flat (``optimizer.learning_rate``, ``CIFAR10.num_epochs``):
+        every key but ``NOT_RESULT_SHAPING`` and the sections of the other datasets."""
+        flat = {key: value for key, value in self.to_dict().items()
+                if key not in NOT_RESULT_SHAPING + ("optimizer", "datasets")}
+        flat.update({f"optimizer.{key}": value for key, value in dataclasses.asdict(self.optimizer).items()})
+        flat.update({f"{self.dataset_name}.{key}": value for key, value in dataclasses.asdict(self.dataset).items()})
+        flat[f"{self.dataset_name}.opt_milestones"] = list(self.dataset.opt_milestones)
+        return flat
+
     def to_dict(self) -> Dict[str, Any]:
         """Plain data (for checkpoints and results.json); ``Config.from_dict`` reads it back."""
         out = dataclasses.asdict(self)
@@ -180,8 +221,14 @@ class Config:
 
 # --- parsing ----------------------------------------------------------------------------------------
 
+_UNSET = object()  # an Optional key given as null
+
 def _coerce(value, kind, where, problems):
     """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats."""
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]: None, or an X
+        if value is None:
+            return _UNSET
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -226,7 +273,9 @@ def _section(raw, cls, where: str, problems: List[str], skip=(), check=True) -> 
                 problems.append(f"{prefix}{name}: missing")
             continue
         value = _coerce(raw[name], hints[name], f"{prefix}{name}", problems)
-        if value is not None:
+        if value is _UNSET:
+            values[name] = None
+        elif value is not None:
             values[name] = value
     if check:
         problems.extend(prefix + problem for problem in cls.problems(values))

@@ -54,6 +54,7 @@ class FeatureCache:
     mem_examples: int  # images per memory draw
     seed: int  # the run's seed: evaluation draws come from eval_generators(seed)
     draws: int  # memory draws averaged over (the paper: 5)
+    flipped_memory_features: Optional[torch.Tensor] = None  # [P, D] the pool flipped (memory_flip: CINIC10)
 
     @classmethod
     def build(cls, model: Classifier, data: datasets.ExperimentData, batch_size: int, seed: int, draws: int = 5,
@@ -61,13 +62,26 @@ class FeatureCache:
         """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each."""
         test_count = len(data.test_labels) if test_count is None else min(test_count, len(data.test_labels))
         test_features = encode(model, lambda i: data.test_batch(i)[0], test_count, batch_size, autocast)
-        memory_features = memory_labels = None
+        memory_features = memory_labels = flipped = None
         if model.uses_memory:
             pool = data.memory_pool
             memory_features = encode(model, lambda i: data.memory_batch(pool[i]), len(pool), batch_size, autocast)
             memory_labels = data.train_labels[pool.to(data.device)]
+            if data.memory_flip:
+                flipped = encode(model, lambda i: data.memory_batch(pool[i]).flip(-1), len(pool), batch_size, autocast)
         return cls(test_features, data.test_labels[:test_count], memory_features, memory_labels, data.mem_examples,
-                   seed, draws)
+                   seed, draws, flipped)
+
+    def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A memory draw as ``ExperimentData.memory_set`` makes it (same generator calls): pool positions, their
+        features (flipped at random with memory_flip) and labels."""
+        positions = datasets.draw_positions(len(self.memory_features), self.mem_examples, generator)
+        positions = positions.to(self.memory_features.device)
+        features = self.memory_features[positions]
+        if self.flipped_memory_features is not None:
+            flip = (torch.rand(len(positions), generator=generator) < 0.5).to(features.device)
+            features = torch.where(flip[:, None], self.flipped_memory_features[positions], features)
+        return positions, features, self.memory_labels[positions]
 
     def generators(self) -> Tuple[torch.Generator, torch.Generator]:
         return eval_generators(self.seed)
@@ -94,19 +108,17 @@ def memory_pass(model: Classifier, cache: FeatureCache, batch_size: int, generat
     explanation protocol), giving ``memory_predictions``."""
     memory_predictions = auxiliary is not None
     model.eval()
-    pool_size = len(cache.memory_features)
     logits, weights, positions, memory_preds = [], [], [], []
     for start in range(0, len(cache.test_labels), batch_size):
         features = cache.test_features[start:start + batch_size]
-        drawn = datasets.draw_positions(pool_size, cache.mem_examples, generator).to(features.device)
-        memory, memory_labels = cache.memory_features[drawn], cache.memory_labels[drawn]
+        drawn, memory, memory_labels = cache.draw(generator)
         batch_logits, batch_weights = model.classify(features, memory, memory_labels, return_weights=True)
         logits.append(batch_logits.float())
         weights.append(batch_weights.float())
         positions.append(drawn.cpu().expand(len(features), -1))
         if memory_predictions:
-            other = datasets.draw_positions(pool_size, cache.mem_examples, auxiliary).to(features.device)
-            predicted = model.classify(memory, cache.memory_features[other], cache.memory_labels[other]).argmax(1)
+            _, other, other_labels = cache.draw(auxiliary)
+            predicted = model.classify(memory, other, other_labels).argmax(1)
             memory_preds.append(predicted.expand(len(features), -1))
     return MemoryPass(torch.cat(logits), torch.cat(weights), torch.cat(positions),
                       torch.cat(memory_preds) if memory_predictions else None)

@@ -69,12 +69,18 @@ def test_checkpoint_folder_and_content_errors(tmp_path):
     assert len(str(error.value)) < 600
 
 
-def test_checkpoint_evaluates_with_the_precision_it_was_trained_with(tmp_path):
+def test_checkpoint_evaluates_with_the_precision_it_was_evaluated_with(tmp_path):
     cpu = torch.device("cpu")
+    # checkpoints without the eval_autocast key were evaluated under their training precision
     for precision, expected in (("auto", None), ("fp32", None), ("bf16", torch.bfloat16), ("fp16", None)):
         checkpoint = Checkpoint(tmp_path, {}, RunMetadata("shufflenet", "std", "DIGITS", 10, 128, 20, seed=0,
                                                           config={"precision": precision}))
         assert checkpoint.autocast(cpu) == expected, precision
+    # since: fp32, as the paper, unless eval_autocast asks for the training autocast
+    for eval_autocast, expected in ((False, None), (True, torch.bfloat16)):
+        config = {"precision": "bf16", "eval_autocast": eval_autocast}
+        checkpoint = Checkpoint(tmp_path, {}, RunMetadata("shufflenet", "std", "DIGITS", 10, 128, 20, config=config))
+        assert checkpoint.autocast(cpu) == expected, eval_autocast
 
 
 def test_resumable_state_that_does_not_fit_is_a_clear_error(tmp_path):

@@ -88,8 +88,9 @@ def test_cifar_corrupt_and_malformed_batches(tmp_path):
     folder, _ = write_cifar_folder(tmp_path)
     raw = (folder / "data_batch_3").read_bytes()
     (folder / "data_batch_3").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(D.DatasetError, match=r"data_batch_3 is not a readable CIFAR-10 batch.*delete"):
+    with pytest.raises(D.DatasetError, match=r"data_batch_3 is not a readable CIFAR-10 batch.*replace it") as error:
         D.load_dataset("CIFAR10", tmp_path, download=False)
+    assert "delete" not in str(error.value), "never advise deleting a (possibly hand-made) dataset folder"
     (folder / "data_batch_3").write_bytes(raw)
     (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((4, 100), np.uint8), "labels": [0] * 4}, protocol=2))
     with pytest.raises(D.DatasetError, match=r"test_batch: 'data' must be uint8 \[N, 3072\]"):
@@ -274,7 +275,7 @@ def test_split_sizes_determinism_disjointness_and_equality_with_random_split():
     again, _ = D.split_indices(5000, 1000, 600, seed=3)
     other, _ = D.split_indices(5000, 1000, 600, seed=4)
     assert torch.equal(subset, again) and not torch.equal(subset, other)
-    whole, _ = D.split_indices(5000, 10 ** 6, 600, seed=3)
+    whole, _ = D.split_indices(5000, D.ALL_TRAIN_EXAMPLES, 600, seed=3)
     assert len(whole) == 4400
     rest, val = torch.utils.data.random_split(range(5000), [4400, 600], generator=torch.Generator().manual_seed(3))
     paper_subset, _ = torch.utils.data.random_split(rest, [1000, 3400], generator=torch.Generator().manual_seed(3))
@@ -363,3 +364,39 @@ def test_denormalize_inverts_normalize():
     spec = D.get_spec("CIFAR10")
     restored = torch.stack([D.denormalize(x, spec.mean, spec.std) for x in D.normalize(images, spec.mean, spec.std)])
     torch.testing.assert_close(restored, images.float() / 255, atol=1e-5, rtol=0)
+
+
+def test_train_examples_beyond_what_the_split_leaves_is_refused_and_100000_means_all(digits):
+    train, test = digits
+    spec = D.get_spec("DIGITS")
+    with pytest.raises(D.DatasetError, match=r"train_examples=1200 is more than the 1097 training images left after "
+                                             r"holding out val_examples=200 of 1297: use at most 1097, 100000"):
+        D.ExperimentData.build(spec, train, test, 1200, 200, seed=0)
+    everything = D.ExperimentData.build(spec, train, test, D.ALL_TRAIN_EXAMPLES, 200, seed=0)
+    assert len(everything.subset) == 1097
+    with pytest.raises(D.DatasetError, match="train_examples=1296 is more than the 1 training images left"):
+        D.ExperimentData.build(spec, train, test, 1296, 1296, seed=0)
+
+
+def test_memory_flip_flips_about_half_of_each_memory_set(digits):
+    train, test = digits
+    data = D.ExperimentData.build(D.get_spec("CINIC10"), train, test, 300, 200, seed=0, mem_examples=100,
+                                  memory_flip=True)
+    memory = data.memory_set(torch.Generator().manual_seed(0))
+    plain = data.memory_batch(memory.indices)
+    flipped = ~torch.isclose(memory.images, plain).flatten(1).all(1)
+    assert 25 < flipped.sum() < 75 and torch.allclose(memory.images[flipped], plain[flipped].flip(-1))
+    unflipped = D.ExperimentData.build(D.get_spec("CINIC10"), train, test, 300, 200, seed=0, mem_examples=100)
+    memory = unflipped.memory_set(torch.Generator().manual_seed(0))
+    assert torch.equal(memory.images, unflipped.memory_batch(memory.indices))
+
+
+def test_cifar_batch_pickled_with_protocol_5_loads(tmp_path):
+    folder = tmp_path / D.CIFAR10_FOLDER
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.randint(0, 256, size=(4, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(pickle.dumps({"data": data, "labels": [1, 2, 3, 4]}, protocol=5))
+    train, test = D.load_dataset("CIFAR10", tmp_path, download=False)
+    assert len(train) == 20 and train.labels[:4].tolist() == [1, 2, 3, 4]

@@ -1,0 +1,142 @@
+"""One experiment's folder: the runs of one configuration, written so that processes can share it.
+
+    models/<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>/
+        <r>.pt          the checkpoint of run r (1-based; seed r - 1)
+        <r>.json        the record of run r: accuracy, draws, loss, times, real sizes, config
+        <r>.state.pt    the resumable state of an unfinished run r (it carries its config)
+        <r>.lock        held by the process that trains run r (pid, host)
+        results.json    rebuilt from the records of runs 1..runs under a lock, after every run
+
+Every file is written atomically, and each run is trained by one process at a time, so several processes
+(``train.py --runs_from=A --runs_to=B``, job arrays) can fill one folder, and the result equals one
+sequential job's. The folder holds one configuration: ``check_settings`` compares what is there with the
+current config (and refuses a resume with other settings).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from base.files import FileLock, atomic_write_json, exclusive
+
+from .checkpoints import safe_torch_load
+from .config import Config, ConfigError, setting_differences
+from .results import mean_std
+
+RUN_FILE = re.compile(r"^(\d+)\.(pt|json|state\.pt)$")
+
+
+class ExperimentFolder:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # --- paths ------------------------------------------------------------------------------------
+    def checkpoint(self, run: int) -> Path:
+        return self.path / f"{run}.pt"
+
+    def record_path(self, run: int) -> Path:
+        return self.path / f"{run}.json"
+
+    def state(self, run: int) -> Path:
+        return self.path / f"{run}.state.pt"
+
+    def lock(self, run: int) -> FileLock:
+        return FileLock(self.path / f"{run}.lock", f"run {run} of {self.path}")
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    # --- what is there ----------------------------------------------------------------------------
+    def runs_on_disk(self) -> List[int]:
+        """Every run number that has a checkpoint, a record or a resumable state here."""
+        if not self.path.is_dir():
+            return []
+        return sorted({int(m.group(1)) for p in self.path.iterdir() if (m := RUN_FILE.match(p.name))})
+
+    def record(self, run: int) -> Optional[Dict[str, Any]]:
+        path = self.record_path(run)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as error:
+            raise ConfigError(f"the run record {path} is not valid JSON ({error}); delete it to train run {run} "
+                              f"again") from None
+
+    def records(self) -> Dict[int, Dict[str, Any]]:
+        return {run: record for run in self.runs_on_disk() if (record := self.record(run)) is not None}
+
+    def saved_settings(self) -> Dict[str, Dict[str, Any]]:
+        """Where a config was saved here -> (modality, config): records, resumable states, results.json."""
+        found = {}
+        for run, record in self.records().items():
+            found[self.record_path(run).name] = (record.get("modality"), record.get("config") or {})
+        for run in self.runs_on_disk():
+            if self.state(run).is_file():
+                state = safe_torch_load(self.state(run))
+                if isinstance(state, dict) and "config" in state:
+                    found[self.state(run).name] = (state.get("modality"), state["config"])
+        if self.results_path.is_file():
+            try:
+                results = json.loads(self.results_path.read_text())
+            except ValueError as error:
+                raise ConfigError(f"{self.results_path} is not valid JSON ({error}); it is rebuilt from the run "
+                                  f"records: delete it") from None
+            found[self.results_path.name] = (results.get("modality"), results.get("config") or {})
+        return found
+
+    def differences(self, config: Config, modality: str) -> Dict[str, List[str]]:
+        """File -> the result-shaping settings in which it differs from ``config`` and ``modality``."""
+        out = {}
+        for name, (saved_modality, saved_config) in self.saved_settings().items():
+            problems = [] if saved_modality in (None, modality) else [f"modality was {saved_modality!r}, now {modality!r}"]
+            problems += setting_differences(saved_config, config) if saved_config else []
+            if problems:
+                out[name] = problems
+        return out
+
+    def live_locks(self) -> List[int]:
+        return [run for run in self._lock_runs() if self.lock(run).state() == "held"]
+
+    def _lock_runs(self) -> List[int]:
+        if not self.path.is_dir():
+            return []
+        return sorted(int(p.stem) for p in self.path.glob("*.lock") if p.stem.isdigit())
+
+    # --- changes ----------------------------------------------------------------------------------
+    def move_aside(self, runs: List[int], why: str) -> Optional[Path]:
+        """Move the files of ``runs`` (and results.json) into ``replaced-<time>/``: nothing is deleted."""
+        files = [p for p in self.path.iterdir() if (m := RUN_FILE.match(p.name)) and int(m.group(1)) in runs]
+        if not files:
+            return None
+        target = self.path / time.strftime("replaced-%Y%m%d-%H%M%S")
+        target.mkdir(exist_ok=True)
+        for path in files + ([self.results_path] if self.results_path.is_file() else []):
+            path.replace(target / path.name)
+        print(f"Note: {why}; moved {len(files)} files of runs {runs} to {target}", flush=True)
+        return target
+
+    def write_record(self, run: int, record: Dict[str, Any]) -> None:
+        atomic_write_json(record, self.record_path(run))
+
+    def rebuild_results(self, config: Config, modality: str) -> Dict[str, Any]:
+        """results.json from the records of runs 1..config.runs, under a lock: concurrent writers each rebuild it
+        from every record written before them, so the last one lists every finished run."""
+        with exclusive(self.path / ".results.lock"):
+            runs = [record for run, record in sorted(self.records().items()) if run <= config.runs]
+            summary = results_summary(config, modality, runs)
+            atomic_write_json(summary, self.results_path)
+        return summary
+
+
+def results_summary(config: Config, modality: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The content of results.json: what the experiment is, its runs, mean and std of their accuracies."""
+    mean, std = mean_std([r["accuracy"] for r in runs])
+    return {"dataset_name": config.dataset_name, "modality": modality, "model": config.model,
+            "train_examples": config.train_examples, "config": config.to_dict(),
+            "runs": [{k: v for k, v in r.items() if k not in ("config", "modality")} for r in runs],
+            "mean": mean, "std": std, "complete": len(runs) == config.runs}
