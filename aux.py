@@ -1,4 +1,4 @@
-"""What the scripts share: flag definitions, the one error guard, loading a saved run for evaluation.
+"""What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation.
 
 The library lives in core/ (config, runtime, checkpoints, evaluation, results), training.py,
 explanations.py, datasets.py and architectures/. (On Windows, AUX is a reserved file name: clone into
@@ -10,13 +10,13 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import datasets
 from architectures import Classifier
-from core import config, runtime
-from core.checkpoints import Checkpoint
 from base.errors import UserError
+from core import config, runtime
+from core.checkpoints import Checkpoint, check_one_experiment, list_checkpoints
 from core.evaluation import FeatureCache
 
 REPO = Path(__file__).resolve().parent
@@ -34,8 +34,10 @@ def exit_on_user_errors(main):
             raise SystemExit(f"error: {error}") from None
         except json.JSONDecodeError as error:
             raise SystemExit(f"error: a JSON file is not valid JSON ({error}); restore or delete it") from None
+        except UnicodeDecodeError as error:
+            raise SystemExit(f"error: a file that should be text is not UTF-8 ({error.reason})") from None
         except OSError as error:
-            where = f" ({error.filename})" if error.filename else ""
+            where = f": {error.filename}" if error.filename else ""
             raise SystemExit(f"error: {error.strerror or error}{where}") from None
     return guarded
 
@@ -48,7 +50,7 @@ def define_override_flags() -> None:
         if override.choices:
             flags.DEFINE_enum(override.flag, None, list(override.choices), f"override {override.help}")
         elif override.kind is int:
-            flags.DEFINE_integer(override.flag, None, f"override {override.help}")
+            flags.DEFINE_integer(override.flag, None, f"override {override.help}", lower_bound=override.lower_bound)
         else:
             flags.DEFINE_string(override.flag, None, f"override {override.help}")
 
@@ -58,15 +60,43 @@ def override_values(flag_values) -> Dict[str, object]:
 
 
 def define_evaluation_flags(draws: bool = True) -> None:
-    """The flags every script that evaluates saved checkpoints takes (absl)."""
+    """The flags of every script that evaluates saved checkpoints (absl). What a checkpoint records is read
+    from it; the flags fill in what a paper checkpoint lacks, and one that contradicts the checkpoint is an error."""
     from absl import flags
 
     flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
+    flags.DEFINE_alias("dir_dataset", "dataset_dir")  # the paper's spelling
     flags.DEFINE_string("config", str(DEFAULT_CONFIG), "defaults for what a paper checkpoint does not record")
-    flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)")
+    flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)", lower_bound=1)
     if draws:
-        flags.DEFINE_integer("draws", 5, "memory draws to average over")
+        flags.DEFINE_integer("draws", 5, "memory draws to average over", lower_bound=1)
     flags.DEFINE_enum("device", "auto", list(config.DEVICES), "device")
+    flags.DEFINE_enum("dataset", None, list(config.dataset_names()), "dataset (read from the checkpoint)")
+    flags.DEFINE_enum("modality", None, list(config.modalities()), "modality (read from the checkpoint)")
+    flags.DEFINE_string("model", None, "network name (read from the checkpoint)")
+    flags.DEFINE_integer("train_examples", None, "training subset size (read from the checkpoint)", lower_bound=1)
+    flags.DEFINE_integer("mem_examples", None, "memory set size (read from the checkpoint)", lower_bound=1)
+    flags.DEFINE_integer("seed", None, "run seed (read from the checkpoint; for a paper checkpoint <r>.pt, r-1)",
+                         lower_bound=0)
+    flags.DEFINE_integer("val_examples", None, "validation split of the run (read from the checkpoint; paper "
+                         "checkpoints: 6000, CINIC10 10 as the paper's code)", lower_bound=0)
+    flags.DEFINE_enum("memory_source", None, list(config.MEMORY_SOURCES), "memory pool of the run (read from the "
+                      "checkpoint; paper checkpoints: full for CIFAR10 as the paper's code, else subset)")
+
+
+def load_checkpoint(path, flag_values) -> Checkpoint:
+    """A checkpoint with the evaluation flags filling in (or checked against) its metadata."""
+    return Checkpoint.load(path, model_name=flag_values.model, modality=flag_values.modality,
+                           dataset_name=flag_values.dataset, train_examples=flag_values.train_examples,
+                           mem_examples=flag_values.mem_examples, seed=flag_values.seed)
+
+
+def load_experiment(folder, flag_values) -> List[Checkpoint]:
+    """The checkpoints of one experiment folder (the runs results.json lists), refusing a folder that mixes
+    experiments."""
+    checkpoints = [load_checkpoint(path, flag_values) for path in list_checkpoints(folder)]
+    check_one_experiment(checkpoints)
+    return checkpoints
 
 
 @dataclass
@@ -78,32 +108,32 @@ class LoadedRun:
     cache: Optional[FeatureCache]
 
 
-def load_for_evaluation(path, config_path=DEFAULT_CONFIG, dataset_dir=None, device_name="auto", batch_size=500,
-                        dataset_cache: Optional[Dict] = None, test_count: Optional[int] = None, draws: int = 5,
-                        encode_now: bool = True, **checkpoint_flags) -> LoadedRun:
-    """Load a checkpoint (flags fill in or check its metadata), rebuild the model and its run's data, and
-    encode the test set and the memory pool once (``encode_now``). ``dataset_cache`` shares datasets across
-    calls. ``path`` may also be a Checkpoint already loaded."""
-    checkpoint = path if isinstance(path, Checkpoint) else Checkpoint.load(path, **checkpoint_flags)
-    device = runtime.choose_device(device_name)
+def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Optional[Dict] = None,
+                        test_count: Optional[int] = None, encode_now: bool = True,
+                        memory_pool: Optional[Callable] = None) -> LoadedRun:
+    """Rebuild a checkpoint's model and its run's data, and encode the test set (its first ``test_count``
+    images) and the memory pool once (``encode_now``). ``dataset_cache`` shares datasets across calls;
+    ``memory_pool(data)`` replaces the run's memory pool (explanation_accuracy.py --memory_pool=full)."""
+    device = runtime.choose_device(flag_values.device)
     model = checkpoint.build_model(device)
-    data = checkpoint.run_data(config.load_config(config_path), dataset_dir, dataset_cache, device)
-    cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
-                                test_count) if encode_now else None)
+    data = checkpoint.run_data(config.load_config(flag_values.config), flag_values.dataset_dir, dataset_cache, device,
+                               memory_source=flag_values.memory_source, val_examples=flag_values.val_examples)
+    if memory_pool is not None:
+        data = data.with_memory_pool(memory_pool(data))
+    draws = flag_values.draws if "draws" in flag_values else 1
+    cache = (FeatureCache.build(model, data, flag_values.batch_size_test, checkpoint.seed, draws,
+                                checkpoint.autocast(device), test_count) if encode_now else None)
     return LoadedRun(checkpoint, model, data, cache)
 
 
-def load_for_explanation(path_model, output_root, config_path=DEFAULT_CONFIG, dataset_dir=None, device_name="auto",
-                         batch_size=500, test_count=None, encode_now=True):
-    """What both generate_* scripts start with: a memory model ready for evaluation, and its output folder
-    ``<output_root>/<DATASET>/<MODALITY>/<MODEL>``. Refuses models without memory and an output folder that
-    cannot be written, before any data are read."""
+def load_for_explanation(flag_values, output_root, test_count: Optional[int] = None, encode_now: bool = True):
+    """What both generate_* scripts start with: ``--path_model``'s memory model ready for evaluation, and its
+    output folder ``<output_root>/<DATASET>/<MODALITY>/<MODEL>``. Refuses models without memory and an
+    output folder that cannot be written, before any data are read."""
     from base.files import writable_folder
     from explanations import require_memory_model
 
-    checkpoint = Checkpoint.load(path_model)
+    checkpoint = load_checkpoint(flag_values.path_model, flag_values)
     require_memory_model(checkpoint)
     folder = writable_folder(Path(output_root) / checkpoint.dataset_name / checkpoint.modality / checkpoint.model_name)
-    loaded = load_for_evaluation(checkpoint, config_path, dataset_dir, device_name, batch_size,
-                                 test_count=test_count, encode_now=encode_now)
-    return loaded, folder
+    return load_for_evaluation(checkpoint, flag_values, test_count=test_count, encode_now=encode_now), folder

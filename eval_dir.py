@@ -10,11 +10,9 @@ from absl import app, flags
 
 import aux
 from core import evaluation, results
-from core.checkpoints import list_checkpoints
 from base.files import atomic_write_json
 
-flags.DEFINE_string("path", None, "folder with *.pt checkpoints")
-flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
+flags.DEFINE_string("path", None, "folder with the *.pt checkpoints of one experiment")
 flags.DEFINE_string("output_json", None, "also write the numbers to this JSON file")
 aux.define_evaluation_flags()
 flags.mark_flag_as_required("path")
@@ -28,17 +26,15 @@ COLUMNS = (("accuracy", "Accuracy", "Std Dev"), ("mvo_accuracy", "MVO Accuracy",
 def main(argv):
     del argv
     rows, dataset_cache = [], {}
-    for path in list_checkpoints(FLAGS.path):
+    for checkpoint in aux.load_experiment(FLAGS.path, FLAGS):
         start = time.time()
-        loaded = aux.load_for_evaluation(path, FLAGS.config, FLAGS.dataset_dir, FLAGS.device, FLAGS.batch_size_test,
-                                         dataset_cache, draws=FLAGS.draws, model_name=FLAGS.model)
-        checkpoint = loaded.checkpoint
+        loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache)
         result = evaluation.evaluate(loaded.model, loaded.cache, FLAGS.batch_size_test,
                                      majority=loaded.model.uses_memory)
-        rows.append({"checkpoint": str(path), "seed": checkpoint.seed, "modality": checkpoint.modality,
+        rows.append({"checkpoint": str(checkpoint.path), "seed": checkpoint.seed, "modality": checkpoint.modality,
                      "accuracy": result.accuracy, "mvo_accuracy": result.majority_vote_predictions,
                      "mvy_accuracy": result.majority_vote_labels})
-        print(line(path.stem, rows, (time.time() - start) / 60), flush=True)
+        print(line(checkpoint.path.stem, rows, (time.time() - start) / 60), flush=True)
     summary = {}
     for key, _, _ in COLUMNS:
         values = [r[key] for r in rows if r[key] is not None]

@@ -17,11 +17,12 @@ from absl import app, flags
 import aux
 import explanations
 from core import results
-from core.checkpoints import Checkpoint, list_checkpoints
 from base.files import atomic_write_json, writable_folder
 
 flags.DEFINE_string("path_models", None, "folder with memory or encoder_memory checkpoints (*.pt)")
-flags.DEFINE_string("model", None, "network name, for paper checkpoints that do not record it")
+flags.DEFINE_enum("memory_pool", "run", list(explanations.MEMORY_POOLS), "where memory sets are drawn from: run (the "
+                  "run's own memory pool, the principled choice) or full (the paper's code: the whole training set "
+                  "but the validation split; this reproduces the paper's Tables 5-6)")
 flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json)")
 aux.define_evaluation_flags()
 flags.mark_flag_as_required("path_models")
@@ -35,16 +36,15 @@ def fmt(value):
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    paths = list_checkpoints(FLAGS.path_models)
+    checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
     writable_folder(output_json.parent)
-    checkpoints = [Checkpoint.load(path, model_name=FLAGS.model) for path in paths]
     for checkpoint in checkpoints:  # refuse std models before any data are read
         explanations.require_memory_model(checkpoint)
     dataset_cache, rows = {}, []
     for checkpoint in checkpoints:
-        loaded = aux.load_for_evaluation(checkpoint, FLAGS.config, FLAGS.dataset_dir, FLAGS.device,
-                                         FLAGS.batch_size_test, dataset_cache, draws=FLAGS.draws)
+        pool = explanations.paper_memory_pool if FLAGS.memory_pool == "full" else None
+        loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, memory_pool=pool)
         scores = explanations.explanation_scores(loaded.model, loaded.cache, FLAGS.batch_size_test)
         row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
                "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),

@@ -16,12 +16,28 @@ import torch
 import datasets
 from architectures import Classifier
 from core.checkpoints import Checkpoint
+from core.config import PAPER_CODE_EVALUATION
 from base.errors import UserError
 from core.evaluation import FeatureCache, MemoryPass, memory_pass
 
 
 class ExplanationError(UserError, ValueError):
     """A request the explanation scripts cannot serve (a model without memory...)."""
+
+
+MEMORY_POOLS = ("run", "full")  # explanation_accuracy.py --memory_pool
+PAPER_SPLIT_SEED = 42  # the seed of the paper's data loaders when its scripts pass none
+
+
+def paper_memory_pool(data: datasets.ExperimentData) -> torch.Tensor:
+    """The pool the paper's explanation_accuracy.py drew memory sets from (``--memory_pool=full``): every
+    training image for CIFAR10, else every image left after the paper loaders' validation split (seed 42;
+    6000 images, 10 for CINIC10) -- not the run's reduced subset."""
+    count = len(data.train_labels)
+    if data.spec.name == "CIFAR10":
+        return torch.arange(count)
+    val_examples = PAPER_CODE_EVALUATION.get(data.spec.name, {}).get("val_examples", len(data.validation))
+    return datasets.split_indices(count, datasets.ALL_TRAIN_EXAMPLES, val_examples, seed=PAPER_SPLIT_SEED)[0]
 
 
 def require_memory_model(checkpoint: Checkpoint) -> None:
@@ -84,9 +100,24 @@ def show_image(axis, image: torch.Tensor, spec: datasets.DatasetSpec, title: str
     axis.axis("off")
 
 
-def show_attribution(axis, attribution: torch.Tensor, title: str) -> None:
-    heat = attribution.detach().float().abs().sum(0).cpu().numpy()
-    axis.imshow(heat, cmap="inferno")
+SIGNS = {"positive": "positive", "absolute": "absolute_value", "all": "all"}  # --sign -> captum's name
+
+
+def show_attribution(figure, axis, attribution: torch.Tensor, image: torch.Tensor, spec: datasets.DatasetSpec,
+                     title: str, sign: str = "positive") -> None:
+    """The attribution blended over its image, as the paper's figures (captum's blended heat map, plasma, the
+    top 20% of attribution values clipped as outliers)."""
+    from captum.attr import visualization
+
+    picture = datasets.denormalize(image.detach().float().cpu(), spec.mean, spec.std).permute(1, 2, 0).numpy()
+    heat = attribution.detach().float().cpu().permute(1, 2, 0).numpy()
+    if sign != "all" and not (heat > 0 if sign == "positive" else heat != 0).any():
+        axis.imshow(picture)  # nothing to show for this sign: captum would divide by zero
+    else:
+        visualization.visualize_image_attr(heat, picture, method="blended_heat_map", sign=SIGNS[sign],
+                                           plt_fig_axis=(figure, axis), use_pyplot=False, alpha_overlay=0.4,
+                                           cmap="plasma" if sign != "all" else None, outlier_perc=20,
+                                           show_colorbar=False)
     axis.set_title(title, fontsize=8)
     axis.axis("off")
 
@@ -122,12 +153,25 @@ def white_baseline(shape, spec: datasets.DatasetSpec, device) -> torch.Tensor:
     return ((1.0 - mean) / std).expand(shape).contiguous()
 
 
+BASELINES = ("white", "paper")
+
+
+def baseline_images(kind: str, shape, spec: datasets.DatasetSpec, device) -> torch.Tensor:
+    """IG baselines: 'white' (the paper's text: a white image) or 'paper' (its code: a tensor of ones in
+    normalised space, i.e. a light, slightly coloured image)."""
+    if kind == "white":
+        return white_baseline(shape, spec, device)
+    if kind == "paper":
+        return torch.ones(shape, device=device)
+    raise ValueError(f"unknown baseline {kind!r}; allowed baselines are {list(BASELINES)}")
+
+
 def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: torch.Tensor,
                          memory_features: torch.Tensor, selected: List[int], target: int, spec: datasets.DatasetSpec,
-                         n_steps: int = 50, internal_batch_size: int = 25):
+                         n_steps: int = 40, internal_batch_size: int = 25, baseline: str = "white"):
     """IG attributions of ``target`` (captum) for one input image and the memory images ``selected``.
 
-    Input and selected memory images move from white baselines to themselves; the other memory samples
+    Input and selected memory images move from their baselines (``baseline_images``) to themselves; the other memory samples
     stay as they are (``memory_features``, encoded once by the caller), so each IG step encodes
     1 + len(selected) images instead of 1 + M. Completeness: the attributions sum to f(input, memory) - f(white input, memory with
     the selected images white), up to the returned convergence delta.
@@ -151,7 +195,8 @@ def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: 
         return torch.cat(logits)
 
     inputs, chosen = image[None], memory_images[selected][None]
-    baselines = (white_baseline(inputs.shape, spec, image.device), white_baseline(chosen.shape, spec, image.device))
+    baselines = (baseline_images(baseline, inputs.shape, spec, image.device),
+                 baseline_images(baseline, chosen.shape, spec, image.device))
     attributions, delta = IntegratedGradients(forward).attribute(
         (inputs, chosen), baselines=baselines, target=target, n_steps=n_steps,
         internal_batch_size=internal_batch_size, return_convergence_delta=True)

@@ -17,9 +17,16 @@ import explanations
 from core.evaluation import eval_generators
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
-flags.DEFINE_integer("num_batches", 1, "how many figures (batches of the test set, from the first)")
-flags.DEFINE_integer("n_steps", 50, "Integrated Gradients steps")
-flags.DEFINE_integer("internal_batch_size", 25, "IG steps per forward pass (each step encodes 1 input + up to 2 memory images)")
+flags.DEFINE_string("num_batches", "1", "how many figures (batches of the test set, from the first), or 'all'")
+flags.register_validator("num_batches", lambda v: v == "all" or (v.isdigit() and int(v) >= 1),
+                         "--num_batches must be a positive integer or 'all'")
+flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps (the paper's code: 40)", lower_bound=1)
+flags.DEFINE_integer("internal_batch_size", 25, "IG steps per forward pass (each step encodes 1 input + up to 2 "
+                     "memory images)", lower_bound=1)
+flags.DEFINE_enum("baseline", "white", list(explanations.BASELINES), "IG baseline: white (the paper's text) or "
+                  "paper (its code: ones in normalised space)")
+flags.DEFINE_enum("sign", "positive", list(explanations.SIGNS), "which attributions the heat maps show (the "
+                  "paper: positive)")
 flags.DEFINE_string("output_dir", "images/saliency", "root folder of the PNGs")
 aux.define_evaluation_flags(draws=False)
 flags.FLAGS.set_default("batch_size_test", 3)  # inputs per figure
@@ -32,13 +39,13 @@ COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfac
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    loaded, folder = aux.load_for_explanation(FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir,
-                                              FLAGS.device, encode_now=False)
+    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, encode_now=False)
     checkpoint, model, data = loaded.checkpoint, loaded.model, loaded.data
     plt = explanations._pyplot()
     generator, auxiliary = eval_generators(checkpoint.seed)
     classes, deltas = data.classes, []
-    batches = min(FLAGS.num_batches, -(-len(data.test_labels) // FLAGS.batch_size_test))
+    available = -(-len(data.test_labels) // FLAGS.batch_size_test)
+    batches = available if FLAGS.num_batches == "all" else min(int(FLAGS.num_batches), available)
     progress = tqdm(total=min(batches * FLAGS.batch_size_test, len(data.test_labels)), desc="heatmaps", unit="image",
                     disable=None)
     for batch in range(batches):
@@ -64,13 +71,14 @@ def main(argv):
             selected = list(tops.values())
             input_attribution, memory_attribution, delta, difference = explanations.integrated_gradients(
                 model, images[row], memory_images, memory_features, selected, prediction, data.spec, FLAGS.n_steps,
-                FLAGS.internal_batch_size)
+                FLAGS.internal_batch_size, FLAGS.baseline)
             deltas.append(delta)
             print(f"image {int(indices[row])}: IG convergence delta {delta:.4f} (output difference {difference:.4f})"
                   + (" -- large: raise --n_steps" if explanations.not_converged(delta, difference) else ""))
             explanations.show_image(axes[row, 0], images[row], data.spec,
                                     f"label {classes[int(labels[row])]}, predicted {classes[prediction]}")
-            explanations.show_attribution(axes[row, 1], input_attribution, f"IG, delta {delta:.3f}")
+            explanations.show_attribution(figure, axes[row, 1], input_attribution, images[row], data.spec,
+                                          f"IG, delta {delta:.3f}", FLAGS.sign)
             for column, name in ((2, "example"), (4, "counterfactual")):
                 axes[row, column].axis("off")
                 axes[row, column + 1].axis("off")
@@ -80,7 +88,8 @@ def main(argv):
                                             f"top {name}\nw={weights[row, top]:.3f}, predicted "
                                             f"{classes[int(memory_predictions[top])]}",
                                             color="green" if name == "example" else "red")
-                    explanations.show_attribution(axes[row, column + 1], memory_attribution[selected.index(top)], "IG")
+                    explanations.show_attribution(figure, axes[row, column + 1], memory_attribution[selected.index(top)],
+                                                  memory_images[top], data.spec, "IG", FLAGS.sign)
             progress.update(1)
         figure.tight_layout()
         figure.savefig(folder / f"batch_{batch}.png", dpi=explanations.FIGURE_DPI)

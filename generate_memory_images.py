@@ -15,7 +15,7 @@ import explanations
 from core.evaluation import memory_pass
 
 flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
-flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)")
+flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)", lower_bound=1)
 flags.DEFINE_string("output_dir", "images/mem_images", "root folder of the PNGs")
 aux.define_evaluation_flags(draws=False)
 flags.mark_flag_as_required("path_model")
@@ -25,9 +25,7 @@ FLAGS = flags.FLAGS
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    loaded, folder = aux.load_for_explanation(FLAGS.path_model, FLAGS.output_dir, FLAGS.config, FLAGS.dataset_dir,
-                                              FLAGS.device, FLAGS.batch_size_test,
-                                              test_count=FLAGS.num_images)  # encode only the images shown
+    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, test_count=FLAGS.num_images)  # only those shown
     model, data, cache = loaded.model, loaded.data, loaded.cache
     generator, auxiliary = cache.generators()
     result = memory_pass(model, cache, FLAGS.batch_size_test, generator, auxiliary)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +32,27 @@ class CheckpointError(UserError, ValueError):
 
 
 def safe_torch_load(path) -> Any:
-    """``torch.load(weights_only=True)`` with clear errors: a file that would run code is refused."""
+    """``torch.load(weights_only=True)`` with clear errors: a file that would run code is refused, a file that
+    is no checkpoint is called so, a folder is named a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: give one *.pt file, or evaluate every "
+                              f"model in the folder with eval_dir.py --path={path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # not a forbidden object: the bytes are no pickle torch can read
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (its content is not a saved state dict)") from None
+        reason = next((line for line in str(error).splitlines() if "GLOBAL" in line), "").strip()
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain data, which would run code "
             f"when unpickled. Only load checkpoints you trust; re-save it as a state dict with plain metadata. "
-            f"({str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
+            f"({reason})") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else 'unreadable'})") from None
 
 
 @dataclass
@@ -201,14 +210,40 @@ class Checkpoint:
 
 
 def list_checkpoints(directory) -> List[Path]:
-    """``*.pt`` files in a folder (resumable ``*.state.pt`` excluded), runs in numeric order."""
+    """The checkpoints of one experiment folder, runs in numeric order: the runs results.json lists when it is
+    there (resumable ``*.state.pt`` are never models). Refuses a folder whose checkpoints mix experiments."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a folder")
+        raise CheckpointError(f"{directory} is not a folder" + (" (it is a file: evaluate it with eval.py "
+                                                                 f"--path_model={directory})" if directory.is_file() else ""))
     files = [p for p in directory.glob("*.pt") if not p.name.endswith(".state.pt")]
+    listed = _runs_listed(directory / "results.json")
+    if listed is not None:
+        files = [p for p in files if p.stem.isdigit() and int(p.stem) in listed]
     if not files:
-        raise CheckpointError(f"no *.pt checkpoints in {directory}")
+        raise CheckpointError(f"no *.pt checkpoints in {directory}" + (" of the runs results.json lists"
+                                                                       if listed is not None else ""))
     return sorted(files, key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.name))
+
+
+def _runs_listed(results_path: Path) -> Optional[set]:
+    if not results_path.is_file():
+        return None
+    try:
+        return {int(run["run"]) for run in json.loads(results_path.read_text()).get("runs", [])}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{results_path} is not a valid results file ({error}); restore it, or delete it to "
+                              f"evaluate every checkpoint of the folder") from None
+
+
+def check_one_experiment(checkpoints: List["Checkpoint"]) -> None:
+    """Refuse checkpoints of different experiments (modality, dataset, model, training size) taken together."""
+    for key in ("modality", "dataset_name", "model_name", "train_examples"):
+        values = sorted({str(getattr(c, key)) for c in checkpoints})
+        if len(values) > 1:
+            examples = ", ".join(f"{c.path.name}: {getattr(c, key)}" for c in checkpoints[:6])
+            raise CheckpointError(f"{checkpoints[0].path.parent} mixes experiments: {key} is {values} ({examples}). "
+                                  f"Put each experiment in a folder of its own")
 
 
 # --- the resumable state of an unfinished run ---------------------------------------------------------

@@ -325,6 +325,7 @@ class Override:
     help: str
     choices: Optional[Tuple[str, ...]] = None
     in_dataset: bool = False  # a key of the chosen dataset's section
+    lower_bound: Optional[int] = 1  # for counts
 
 
 def overrides() -> Tuple[Override, ...]:
@@ -341,7 +342,7 @@ def overrides() -> Tuple[Override, ...]:
         Override("epochs", "num_epochs", int, "num_epochs of the dataset (opt_milestones are scaled to match)",
                  in_dataset=True),
         Override("mem_examples", "mem_examples", int, "mem_examples of the dataset", in_dataset=True),
-        Override("val_examples", "val_examples", int, "val_examples of the dataset", in_dataset=True),
+        Override("val_examples", "val_examples", int, "val_examples of the dataset", in_dataset=True, lower_bound=0),
     )
 
 

@@ -15,3 +15,17 @@ PAPER_ARCHITECTURES = SHARED / "reference" / "paper_architectures.json"
 @pytest.fixture
 def repo():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One 1-epoch DIGITS training per paper modality (the paper's train.py flags), shared by the test files:
+    (root of the models, modality -> train.py's output)."""
+    from helpers import TINY, run_script
+
+    root = tmp_path_factory.mktemp("models")
+    outputs = {}
+    for modality in ("std", "memory", "encoder_memory"):
+        outputs[modality] = run_script("train.py", f"--modality={modality}", "--continue_train=False",
+                                       "--log_interval=100", f"--config={TINY}", f"--output_dir={root}").stdout
+    return root, outputs

@@ -10,6 +10,7 @@ import training
 from architectures import build_model, to_paper_state_dict
 from core.checkpoints import Checkpoint, CheckpointError, RunMetadata, list_checkpoints
 from core.config import load_config
+from conftest import REPO
 from helpers import TINY, run_script
 
 
@@ -95,3 +96,31 @@ def test_resumable_state_that_does_not_fit_is_a_clear_error(tmp_path):
     assert re.search(r"1.state.pt does not fit this run \(\d+ missing keys .*\d+ unexpected keys .*\); delete it to "
                      r"restart run 1", message), message
     assert len(message) < 600 and "\n" not in message, "one readable line, not torch's list of every key"
+
+
+def test_paper_checkpoints_get_the_paper_codes_evaluation_protocol(tmp_path):
+    """Without a recorded config: CINIC10 memory flipped and a 10-image validation split; CIFAR10 memory
+    from the whole training set; flags override; our checkpoints refuse contradicting flags."""
+    from test_datasets import write_cifar_folder, write_png_tree
+
+    write_png_tree(tmp_path, per_class=5)
+    model = build_model("shufflenet", "memory", 10)
+    torch.save(to_paper_state_dict(model), tmp_path / "1.pt")
+    checkpoint = Checkpoint.load(tmp_path / "1.pt", model_name="shufflenet", modality="memory",
+                                 dataset_name="CINIC10", train_examples=20, mem_examples=10)
+    data = checkpoint.run_data(None, tmp_path)
+    assert len(data.validation) == 10 and len(data.subset) == 20 and data.memory_flip
+    assert len(checkpoint.run_data(None, tmp_path, val_examples=15).validation) == 15
+    data = checkpoint.run_data(None, tmp_path, memory_source="full")
+    assert len(data.memory_pool) == 50
+    write_cifar_folder(tmp_path, n=40)  # 200 training images
+    cifar = Checkpoint.load(tmp_path / "1.pt", model_name="shufflenet", modality="memory", dataset_name="CIFAR10",
+                            train_examples=20, mem_examples=10)
+    data = cifar.run_data(None, tmp_path, val_examples=30)
+    assert len(data.memory_pool) == 200 and len(data.subset) == 20 and not data.memory_flip
+    assert len(cifar.run_data(None, tmp_path, val_examples=30, memory_source="subset").memory_pool) == 20
+    ours = Checkpoint(tmp_path / "2.pt", {}, RunMetadata("shufflenet", "memory", "CINIC10", 10, 20, 10,
+                                                         config=load_config(REPO / "config" / "train.yaml",
+                                                                            {"dataset": "CINIC10"}).to_dict()))
+    with pytest.raises(CheckpointError, match=r"trained with val_examples=6000 but --val_examples=10"):
+        ours.run_data(None, tmp_path, val_examples=10)

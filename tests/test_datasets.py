@@ -400,3 +400,11 @@ def test_cifar_batch_pickled_with_protocol_5_loads(tmp_path):
         (folder / name).write_bytes(pickle.dumps({"data": data, "labels": [1, 2, 3, 4]}, protocol=5))
     train, test = D.load_dataset("CIFAR10", tmp_path, download=False)
     assert len(train) == 20 and train.labels[:4].tolist() == [1, 2, 3, 4]
+
+
+def test_digits_table_is_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    pixels, targets = D._digits_table()
+    digits = load_digits()
+    assert np.array_equal(pixels, digits.data) and np.array_equal(targets, digits.target)

@@ -16,9 +16,8 @@ from helpers import TINY, run_script
 
 
 @pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    run_script("train.py", "--modality=encoder_memory", f"--config={TINY}", f"--output_dir={root}")
+def checkpoint_dir(trained):
+    root, _ = trained
     folder = root / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
     # a std checkpoint to be refused, saved as train.py saves
     std = build_model("shufflenet", "std", 10)
@@ -114,3 +113,30 @@ def test_integrated_gradients_completeness():
     total = (attr_input.sum() + attr_memory.sum()).item()
     assert total == pytest.approx(expected, abs=max(0.05 * abs(expected), 0.02)), (total, expected, delta)
     assert delta == pytest.approx(abs(total - expected), abs=1e-3)
+
+
+def test_integrated_gradients_with_the_paper_codes_baseline_is_complete():
+    torch.manual_seed(0)
+    model = build_model("shufflenet", "encoder_memory", 10).eval()
+    spec = datasets.get_spec("DIGITS")
+    image, memory = torch.randn(3, 32, 32), torch.randn(6, 3, 32, 32)
+    attr_input, attr_memory, delta, difference = explanations.integrated_gradients(
+        model, image, memory, model.encode(memory), [2], 1, spec, n_steps=64, internal_batch_size=64, baseline="paper")
+    baseline_memory = memory.clone()
+    baseline_memory[2] = 1.0  # the paper's code: a tensor of ones in normalised space
+    with torch.no_grad():
+        expected = (model(image[None], memory) - model(torch.ones(1, 3, 32, 32), baseline_memory))[0, 1].item()
+    assert difference == pytest.approx(expected, abs=1e-4)
+    assert (attr_input.sum() + attr_memory.sum()).item() == pytest.approx(expected, abs=max(0.05 * abs(expected), 0.02))
+    assert not torch.equal(explanations.baseline_images("paper", (3, 32, 32), spec, "cpu"),
+                           explanations.baseline_images("white", (3, 32, 32), spec, "cpu"))
+
+
+def test_the_paper_codes_explanation_memory_pool():
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 300, 200, seed=3, mem_examples=20)
+    pool = explanations.paper_memory_pool(data)
+    expected, _ = datasets.split_indices(1297, datasets.ALL_TRAIN_EXAMPLES, 200, seed=42)
+    assert torch.equal(pool, expected) and len(pool) == 1097 and not set(pool.tolist()) <= set(data.subset.tolist())
+    cifar = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, 300, 200, seed=3)
+    assert torch.equal(explanations.paper_memory_pool(cifar), torch.arange(1297))

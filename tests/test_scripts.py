@@ -14,16 +14,6 @@ from core.checkpoints import RunMetadata
 from helpers import TINY, accuracy_in, run_script, write_config
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One 1-epoch training per modality, shared by the tests below."""
-    root = tmp_path_factory.mktemp("models")
-    outputs = {}
-    for modality in ("std", "memory", "encoder_memory"):
-        outputs[modality] = run_script("train.py", f"--modality={modality}", f"--config={TINY}", f"--output_dir={root}").stdout
-    return root, outputs
-
-
 @pytest.mark.parametrize("modality", ["std", "memory", "encoder_memory"])
 def test_train_then_eval_reproduces_the_accuracy(trained, modality):
     root, outputs = trained

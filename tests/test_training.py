@@ -18,3 +18,33 @@ def test_nan_loss_stops_the_run_with_its_position():
         model.head.weight.fill_(float("nan"))
     with pytest.raises(training.TrainingDiverged, match=r"loss became nan at run 3, epoch 1, step 1"):
         training.train_run(model, data, config, run=2, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("limit,stops", [(5, False), (2, True)])
+def test_fp16_skips_non_finite_steps_and_stops_after_too_many_in_a_row(monkeypatch, limit, stops):
+    """Under fp16 + GradScaler (CPU autocast here, to test without a GPU) a non-finite loss skips its step, as
+    the paper's GradScaler loop did; more than max_nonfinite_steps in a row stop the run, saying where."""
+    import dataclasses
+
+    monkeypatch.setattr(training.runtime, "autocast_dtype", lambda precision, device: torch.float16)
+    config = load_config(TINY, {"epochs": 2})
+    config = dataclasses.replace(config, max_nonfinite_steps=limit)
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0)
+    model = build_model("shufflenet", "std", 10)
+    calls = {"n": 0}
+    real_loss = model.loss
+
+    def loss_with_three_nans(outputs, labels):
+        calls["n"] += 1
+        loss = real_loss(outputs, labels)
+        return loss * float("nan") if calls["n"] <= 3 else loss
+
+    monkeypatch.setattr(model, "loss", loss_with_three_nans)
+    if stops:
+        with pytest.raises(training.TrainingDiverged, match=r"at run 1, epoch 2, step 1, after 3 non-finite steps in "
+                                                            r"a row \(max_nonfinite_steps: 2\)"):
+            training.train_run(model, data, config, run=0, device=torch.device("cpu"))
+    else:
+        training.train_run(model, data, config, run=0, device=torch.device("cpu"))
+        assert calls["n"] == 4 and all(p.isfinite().all() for p in model.parameters())

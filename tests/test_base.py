@@ -1,0 +1,44 @@
+"""base/: atomic strict-JSON writes, lock files that name their holder, writable output folders."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from base.files import FileError, FileLock, atomic_write_json, writable_folder
+
+
+def test_json_is_strict_and_atomic(tmp_path):
+    path = tmp_path / "out" / "x.json"
+    atomic_write_json({"accuracy": float("nan"), "runs": [1.5, float("inf")], "ok": 2.0}, path)
+    assert json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON")) == {
+        "accuracy": None, "runs": [1.5, None], "ok": 2.0}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"], "no temporary file is left"
+
+
+def test_lock_names_its_holder_and_stale_locks_are_taken_over(tmp_path):
+    path = tmp_path / "1.lock"
+    with FileLock(path, "run 1") as lock:
+        assert json.loads(path.read_text())["pid"] == os.getpid() and lock.state() == "held"
+        with pytest.raises(FileError, match=rf"run 1 is being trained by another process \(pid {os.getpid()}"):
+            FileLock(path, "run 1").acquire()
+    assert not path.exists(), "released on exit"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    FileLock(path, "run 1").acquire()
+    holder = json.loads(path.read_text())
+    path.write_text(json.dumps({**holder, "pid": int(dead.stdout)}))  # a holder that died
+    lock = FileLock(path, "run 1")
+    assert lock.state() == "stale"
+    lock.acquire()
+    assert lock.stale_holder["pid"] == int(dead.stdout) and json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_writable_folder(tmp_path):
+    assert writable_folder(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileError, match="is a file, not a folder"):
+        writable_folder(tmp_path / "file")
+    with pytest.raises(FileError, match="cannot create the output folder"):
+        writable_folder(tmp_path / "file" / "below")
