@@ -67,9 +67,11 @@ def define_evaluation_flags(draws: bool = True) -> None:
     flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
     flags.DEFINE_alias("dir_dataset", "dataset_dir")  # the paper's spelling
     flags.DEFINE_string("config", str(DEFAULT_CONFIG), "defaults for what a paper checkpoint does not record")
-    flags.DEFINE_integer("batch_size_test", 500, "test batch size (each batch gets its own memory draw)", lower_bound=1)
+    flags.DEFINE_integer("batch_size_test", None, "test images per memory draw (default: the run's batch_size_test; "
+                         "paper checkpoints: 500)", lower_bound=1)
     if draws:
-        flags.DEFINE_integer("draws", 5, "memory draws to average over", lower_bound=1)
+        flags.DEFINE_integer("draws", None, "memory draws to average over (default: the run's eval_draws, else 5)",
+                             lower_bound=1)
     flags.DEFINE_enum("device", "auto", list(config.DEVICES), "device")
     flags.DEFINE_enum("dataset", None, list(config.dataset_names()), "dataset (read from the checkpoint)")
     flags.DEFINE_enum("modality", None, list(config.modalities()), "modality (read from the checkpoint)")
@@ -120,20 +122,23 @@ def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Opti
                                memory_source=flag_values.memory_source, val_examples=flag_values.val_examples)
     if memory_pool is not None:
         data = data.with_memory_pool(memory_pool(data))
-    draws = flag_values.draws if "draws" in flag_values else 1
-    cache = (FeatureCache.build(model, data, flag_values.batch_size_test, checkpoint.seed, draws,
-                                checkpoint.autocast(device), test_count) if encode_now else None)
+    saved = checkpoint.saved_config
+    batch_size = flag_values.batch_size_test or (saved.batch_size_test if saved else 500)
+    draws = (flag_values.draws if "draws" in flag_values else None) or (saved.eval_draws if saved else 5)
+    cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
+                                test_count) if encode_now else None)
     return LoadedRun(checkpoint, model, data, cache)
 
 
-def load_for_explanation(flag_values, output_root, test_count: Optional[int] = None, encode_now: bool = True):
-    """What both generate_* scripts start with: ``--path_model``'s memory model ready for evaluation, and its
-    output folder ``<output_root>/<DATASET>/<MODALITY>/<MODEL>``. Refuses models without memory and an
-    output folder that cannot be written, before any data are read."""
+def load_for_explanation(flag_values, output_root, test_count: Optional[int] = None, encode_now: bool = True,
+                         modalities: Optional[List[str]] = None, what: str = "this script"):
+    """What both generate_* scripts start with: ``--path_model``'s model ready for evaluation, and its output
+    folder ``<output_root>/<DATASET>/<MODALITY>/<MODEL>``. Refuses a modality outside ``modalities`` (default:
+    the memory heads) and an output folder that cannot be written, before any data are read."""
     from base.files import writable_folder
-    from explanations import require_memory_model
+    from explanations import memory_modalities, require_explainable
 
     checkpoint = load_checkpoint(flag_values.path_model, flag_values)
-    require_memory_model(checkpoint)
+    require_explainable(checkpoint, modalities or memory_modalities(), what)
     folder = writable_folder(Path(output_root) / checkpoint.dataset_name / checkpoint.modality / checkpoint.model_name)
     return load_for_evaluation(checkpoint, flag_values, test_count=test_count, encode_now=encode_now), folder

@@ -48,7 +48,7 @@ def main(argv):
 
 def evaluate(checkpoint, dataset_cache=None) -> evaluation.Evaluation:
     loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache)
-    return evaluation.evaluate(loaded.model, loaded.cache, FLAGS.batch_size_test)
+    return evaluation.evaluate(loaded.model, loaded.cache)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ def main(argv):
     for checkpoint in aux.load_experiment(FLAGS.path, FLAGS):
         start = time.time()
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache)
-        result = evaluation.evaluate(loaded.model, loaded.cache, FLAGS.batch_size_test,
-                                     majority=loaded.model.uses_memory)
+        result = evaluation.evaluate(loaded.model, loaded.cache, majority=loaded.model.uses_memory)
         rows.append({"checkpoint": str(checkpoint.path), "seed": checkpoint.seed, "modality": checkpoint.modality,
                      "accuracy": result.accuracy, "mvo_accuracy": result.majority_vote_predictions,
                      "mvy_accuracy": result.majority_vote_labels})

@@ -19,7 +19,8 @@ import explanations
 from core import results
 from base.files import atomic_write_json, writable_folder
 
-flags.DEFINE_string("path_models", None, "folder with memory or encoder_memory checkpoints (*.pt)")
+flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of a memory head (memory, "
+                    "encoder_memory, protonet, matching)")
 flags.DEFINE_enum("memory_pool", "run", list(explanations.MEMORY_POOLS), "where memory sets are drawn from: run (the "
                   "run's own memory pool, the principled choice) or full (the paper's code: the whole training set "
                   "but the validation split; this reproduces the paper's Tables 5-6)")
@@ -40,12 +41,12 @@ def main(argv):
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
     writable_folder(output_json.parent)
     for checkpoint in checkpoints:  # refuse std models before any data are read
-        explanations.require_memory_model(checkpoint)
+        explanations.require_memory_model(checkpoint, "explanation_accuracy.py")
     dataset_cache, rows = {}, []
     for checkpoint in checkpoints:
         pool = explanations.paper_memory_pool if FLAGS.memory_pool == "full" else None
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, memory_pool=pool)
-        scores = explanations.explanation_scores(loaded.model, loaded.cache, FLAGS.batch_size_test)
+        scores = explanations.explanation_scores(loaded.model, loaded.cache)
         row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
                "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
                "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),

@@ -1,8 +1,13 @@
-"""Memory Wrap's explanations: explanation accuracy on cached features, memory images, IG heatmaps.
+"""Explanations: explanation accuracy on cached features, memory images, IG heatmaps, prototype figures.
 
-The memory samples with positive weight explain a prediction: by example when the model predicts
-them in the same class as the input, by counterfactual otherwise. A memory sample's own prediction
-comes from the model with another memory draw, as the paper.
+Memory heads (memory, encoder_memory, protonet, matching): the memory samples with positive weight explain a
+prediction, by example when the model predicts them in the same class as the input, by counterfactual
+otherwise. A memory sample's own prediction comes from the model with another memory draw, as the paper.
+The weights are Memory Wrap's sparse content weights, Matching Networks' attention, and for ProtoNet each
+member's share of the input's similarity to the winning prototype (architectures/protonet.py).
+
+Prototype heads (prototypes, hyperspherical, deepncm): the training images nearest to each class prototype,
+and each test image's distances to the prototypes.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 import torch
 
 import datasets
-from architectures import Classifier
+from architectures import Classifier, head_entry, list_heads
 from core.checkpoints import Checkpoint
 from core.config import PAPER_CODE_EVALUATION
 from base.errors import UserError
@@ -40,10 +45,26 @@ def paper_memory_pool(data: datasets.ExperimentData) -> torch.Tensor:
     return datasets.split_indices(count, datasets.ALL_TRAIN_EXAMPLES, val_examples, seed=PAPER_SPLIT_SEED)[0]
 
 
-def require_memory_model(checkpoint: Checkpoint) -> None:
-    if checkpoint.modality == "std":
-        raise ExplanationError(f"{checkpoint.path} is a std model: it has no memory, hence no explanations. "
-                               f"Use a memory or encoder_memory checkpoint")
+def memory_modalities() -> List[str]:
+    """The heads whose predictions memory samples explain."""
+    return [name for name in list_heads() if head_entry(name).uses_memory]
+
+
+def prototype_modalities() -> List[str]:
+    """The heads that classify by distances to class prototypes (they define ``distances``)."""
+    return [name for name in list_heads() if hasattr(head_entry(name).factory, "distances")]
+
+
+def require_explainable(checkpoint: Checkpoint, modalities: List[str], what: str) -> None:
+    """One line naming the modalities ``what`` serves, for a checkpoint of another modality."""
+    if checkpoint.modality not in modalities:
+        reason = "it has no memory" if not head_entry(checkpoint.modality).uses_memory else "it is not supported"
+        raise ExplanationError(f"{checkpoint.path} is a {checkpoint.modality} model: {reason}, so {what} cannot "
+                               f"explain it; {what} serves the modalities {modalities}")
+
+
+def require_memory_model(checkpoint: Checkpoint, what: str = "this script") -> None:
+    require_explainable(checkpoint, memory_modalities(), what)
 
 
 # --- explanation accuracy -------------------------------------------------------------------------
@@ -72,10 +93,10 @@ def top_sample_scores(result: MemoryPass, labels: torch.Tensor) -> ExplanationSc
 
 
 @torch.no_grad()
-def explanation_scores(model: Classifier, cache: FeatureCache, batch_size: int) -> List[ExplanationScores]:
+def explanation_scores(model: Classifier, cache: FeatureCache) -> List[ExplanationScores]:
     """One ExplanationScores per memory draw (``cache.draws``), on cached features (no image is encoded twice)."""
     generator, auxiliary = cache.generators()
-    return [top_sample_scores(memory_pass(model, cache, batch_size, generator, auxiliary), cache.test_labels)
+    return [top_sample_scores(memory_pass(model, cache, generator, auxiliary), cache.test_labels)
             for _ in range(cache.draws)]
 
 
@@ -130,7 +151,8 @@ FIGURE_DPI = 100
 def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, memory_images: torch.Tensor,
                   weights: torch.Tensor, memory_predictions: List[str], is_example: List[bool],
                   spec: datasets.DatasetSpec) -> None:
-    """One row: the input, then the memory samples with positive weight, sorted by weight."""
+    """One row: the input, then the memory samples with positive weight, sorted by weight (the caller may keep
+    only the first ones)."""
     plt = _pyplot()
     columns = 1 + len(memory_images)
     figure, axes = plt.subplots(1, columns, figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES),
@@ -168,7 +190,8 @@ def baseline_images(kind: str, shape, spec: datasets.DatasetSpec, device) -> tor
 
 def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: torch.Tensor,
                          memory_features: torch.Tensor, selected: List[int], target: int, spec: datasets.DatasetSpec,
-                         n_steps: int = 40, internal_batch_size: int = 25, baseline: str = "white"):
+                         n_steps: int = 40, internal_batch_size: int = 25, baseline: str = "white",
+                         memory_labels: Optional[torch.Tensor] = None):
     """IG attributions of ``target`` (captum) for one input image and the memory images ``selected``.
 
     Input and selected memory images move from their baselines (``baseline_images``) to themselves; the other memory samples
@@ -191,7 +214,7 @@ def integrated_gradients(model: Classifier, image: torch.Tensor, memory_images: 
         logits = []
         for step in range(steps):
             memory_features = fixed_memory_features.index_copy(0, selected, chosen_features[step])
-            logits.append(model.classify(input_features[step:step + 1], memory_features))
+            logits.append(model.classify(input_features[step:step + 1], memory_features, memory_labels))
         return torch.cat(logits)
 
     inputs, chosen = image[None], memory_images[selected][None]
@@ -209,3 +232,43 @@ def not_converged(delta: float, difference: float, tolerance: float = 0.05) -> b
     """Completeness: attributions sum to f(x) - f(baseline) up to delta. Large: over 5% of the output
     difference, counted as at least 1 logit (so that a near-zero difference does not flag tiny deltas)."""
     return abs(delta) > tolerance * max(abs(difference), 1.0)
+
+
+# --- prototype heads --------------------------------------------------------------------------------
+
+NEAREST_PER_PROTOTYPE = 6
+
+
+def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, prototype_classes: torch.Tensor,
+                     classes, spec: datasets.DatasetSpec) -> None:
+    """A row per prototype: the training images nearest to it (``distances`` [N, P] of ``images``)."""
+    plt = _pyplot()
+    count = min(NEAREST_PER_PROTOTYPE, len(images))
+    rows = len(prototype_classes)
+    figure, axes = plt.subplots(rows, count, figsize=(1.4 * count, 1.6 * rows), dpi=FIGURE_DPI, squeeze=False)
+    for row, prototype_class in enumerate(prototype_classes.tolist()):
+        nearest = distances[:, row].argsort()[:count]
+        for column, index in enumerate(nearest.tolist()):
+            title = f"prototype {row}: {classes[prototype_class]}\n" if column == 0 else "\n"
+            show_image(axes[row, column], images[index], spec, f"{title}d={distances[index, row]:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)
+
+
+def distances_figure(path: Path, image: torch.Tensor, label: str, prediction: str, distances: torch.Tensor,
+                     prototype_classes: torch.Tensor, classes, spec: datasets.DatasetSpec) -> None:
+    """A test image and its distance to every prototype (the prototypes of the predicted class in green)."""
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(6.0, 2.5), dpi=FIGURE_DPI,
+                                         gridspec_kw={"width_ratios": [1, 2]})
+    show_image(left, image, spec, f"label {label}\npredicted {prediction}")
+    names = [f"{i}: {classes[c]}" for i, c in enumerate(prototype_classes.tolist())]
+    colours = ["green" if classes[c] == prediction else "grey" for c in prototype_classes.tolist()]
+    right.barh(range(len(names)), distances.tolist(), color=colours)
+    right.set_yticks(range(len(names)), names, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlabel("distance to the prototype", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)

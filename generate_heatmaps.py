@@ -16,7 +16,7 @@ import aux
 import explanations
 from core.evaluation import eval_generators
 
-flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
+flags.DEFINE_string("path_model", None, "checkpoint (*.pt) of a memory head (memory, encoder_memory, protonet, matching)")
 flags.DEFINE_string("num_batches", "1", "how many figures (batches of the test set, from the first), or 'all'")
 flags.register_validator("num_batches", lambda v: v == "all" or (v.isdigit() and int(v) >= 1),
                          "--num_batches must be a positive integer or 'all'")
@@ -39,7 +39,7 @@ COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfac
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, encode_now=False)
+    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, encode_now=False, what="generate_heatmaps.py")
     checkpoint, model, data = loaded.checkpoint, loaded.model, loaded.data
     plt = explanations._pyplot()
     generator, auxiliary = eval_generators(checkpoint.seed)
@@ -52,12 +52,12 @@ def main(argv):
         indices = torch.arange(batch * FLAGS.batch_size_test,
                                min((batch + 1) * FLAGS.batch_size_test, len(data.test_labels)))
         images, labels = data.test_batch(indices)
-        memory_images = data.memory_batch(data.draw_memory(generator))
+        memory, other = data.memory_set(generator), data.memory_set(auxiliary)
+        memory_images, memory_labels = memory.images, memory.labels
         with torch.no_grad():  # every image is encoded once here; IG encodes only what it attributes to
             memory_features = model.encode(memory_images)
-            logits, weights = model.classify(model.encode(images), memory_features, return_weights=True)
-            auxiliary_features = model.encode(data.memory_batch(data.draw_memory(auxiliary)))
-            memory_predictions = model.classify(memory_features, auxiliary_features).argmax(1)
+            logits, weights = model.classify(model.encode(images), memory_features, memory_labels, return_weights=True)
+            memory_predictions = model.classify(memory_features, model.encode(other.images), other.labels).argmax(1)
         predictions = logits.argmax(1)
         figure, axes = plt.subplots(len(indices), len(COLUMNS), figsize=(2 * len(COLUMNS), 2.3 * len(indices)),
                                     dpi=explanations.FIGURE_DPI, squeeze=False)
@@ -71,7 +71,7 @@ def main(argv):
             selected = list(tops.values())
             input_attribution, memory_attribution, delta, difference = explanations.integrated_gradients(
                 model, images[row], memory_images, memory_features, selected, prediction, data.spec, FLAGS.n_steps,
-                FLAGS.internal_batch_size, FLAGS.baseline)
+                FLAGS.internal_batch_size, FLAGS.baseline, memory_labels)
             deltas.append(delta)
             print(f"image {int(indices[row])}: IG convergence delta {delta:.4f} (output difference {difference:.4f})"
                   + (" -- large: raise --n_steps" if explanations.not_converged(delta, difference) else ""))

@@ -1,6 +1,10 @@
-"""For each test image, one PNG: the input (true label, prediction) and the memory samples with positive
-weight, sorted by weight, each with its weight, predicted class, and whether it is an explanation by
-example (green) or a counterfactual (red).
+"""Memory images: which training images explain each prediction.
+
+Memory heads (memory, encoder_memory, protonet, matching): for each test image one PNG, the input (true label,
+prediction) and the memory samples with positive weight, sorted by weight (at most --max_samples), each with
+its weight, predicted class, and whether it is an explanation by example (green) or a counterfactual (red).
+Prototype heads (prototypes, hyperspherical, deepncm): prototypes.png, the training images nearest to each
+class prototype, and for each test image one PNG of its distances to the prototypes.
 
     python generate_memory_images.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt --num_images=10
 
@@ -12,10 +16,12 @@ from tqdm import tqdm
 
 import aux
 import explanations
-from core.evaluation import memory_pass
+from core.evaluation import encode, memory_pass
 
-flags.DEFINE_string("path_model", None, "memory or encoder_memory checkpoint (*.pt)")
+flags.DEFINE_string("path_model", None, "checkpoint (*.pt) of a memory or prototype head")
 flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)", lower_bound=1)
+flags.DEFINE_integer("max_samples", 10, "memory samples shown per image, by weight (Matching Networks' attention "
+                     "gives every sample a positive weight)", lower_bound=1)
 flags.DEFINE_string("output_dir", "images/mem_images", "root folder of the PNGs")
 aux.define_evaluation_flags(draws=False)
 flags.mark_flag_as_required("path_model")
@@ -25,15 +31,24 @@ FLAGS = flags.FLAGS
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, test_count=FLAGS.num_images)  # only those shown
+    modalities = explanations.memory_modalities() + explanations.prototype_modalities()
+    loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, test_count=FLAGS.num_images,  # those shown
+                                              modalities=modalities, what="generate_memory_images.py")
+    if loaded.model.uses_memory:
+        memory_images(loaded, folder)
+    else:
+        prototype_images(loaded, folder)
+
+
+def memory_images(loaded, folder):
     model, data, cache = loaded.model, loaded.data, loaded.cache
     generator, auxiliary = cache.generators()
-    result = memory_pass(model, cache, FLAGS.batch_size_test, generator, auxiliary)
+    result = memory_pass(model, cache, generator, auxiliary)
     classes = data.classes
     count = len(cache.test_labels)
     for index in tqdm(range(count), desc="memory images", unit="image", disable=None):
         weights = result.content_weights[index]
-        order = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0]
+        order = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0][:FLAGS.max_samples]
         positions = result.memory_positions[index, order]
         prediction = int(result.predictions[index])
         memory_predictions = result.memory_predictions[index, order].tolist()
@@ -43,6 +58,23 @@ def main(argv):
             data.memory_batch(data.memory_pool[positions]), weights[order].tolist(),
             [classes[p] for p in memory_predictions], [p == prediction for p in memory_predictions], data.spec)
     print(f"{count} memory images written to {folder}")
+
+
+@torch.no_grad()
+def prototype_images(loaded, folder):
+    model, data, cache = loaded.model, loaded.data, loaded.cache
+    head, classes = model.head, data.classes
+    subset_features = encode(model, lambda i: data.memory_batch(data.subset[i]), len(data.subset), cache.batch_size)
+    explanations.prototype_figure(folder / "prototypes.png", data.memory_batch(data.subset),
+                                  head.distances(subset_features).cpu(), head.prototype_classes, classes, data.spec)
+    distances = head.distances(cache.test_features).cpu()
+    predictions = model.classify(cache.test_features).argmax(1).tolist()
+    for index in tqdm(range(len(cache.test_labels)), desc="distance figures", unit="image", disable=None):
+        image, label = data.test_batch(torch.tensor([index]))
+        explanations.distances_figure(folder / f"{index}.png", image[0], classes[int(label)],
+                                      classes[predictions[index]], distances[index], head.prototype_classes, classes,
+                                      data.spec)
+    print(f"prototypes.png and {len(cache.test_labels)} distance figures written to {folder}")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,15 @@
 
 Checkpoints: models/<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>/<run>.pt and results.json.
 """
+import sys
 from pathlib import Path
 
 from absl import app, flags
 
 import aux
 import training
-from core import config
+from core import config, launch, results
+from core.experiment import ExperimentFolder
 
 flags.DEFINE_enum("modality", None, list(config.modalities()),
                   "std, memory (memory-only baseline), encoder_memory (Memory Wrap), or another registered head")
@@ -22,8 +24,13 @@ flags.DEFINE_integer("run", None, "train only this run (1-based; seed run - 1), 
                      lower_bound=1)
 flags.DEFINE_integer("runs_from", None, "train only runs runs_from..runs_to (1-based, inclusive)", lower_bound=1)
 flags.DEFINE_integer("runs_to", None, "see --runs_from (default: the config's runs)", lower_bound=1)
+flags.DEFINE_integer("parallel_runs", 1, "train the selected runs in this many processes at once (each its own "
+                     "seeds; on a CPU they split the cores, on a GPU they share it); results equal a sequential job's",
+                     lower_bound=1)
 flags.DEFINE_string("config", str(aux.DEFAULT_CONFIG), "YAML config")
 flags.DEFINE_string("output_dir", "models", "root folder of the checkpoints")
+flags.DEFINE_multi_string("set", [], "set any config key, key=value (repeatable): heads.matching_steps=3, "
+                          "optimizer.learning_rate=0.05, CIFAR10.num_epochs=15, self_attention=last_stage")
 aux.define_override_flags()
 flags.mark_flag_as_required("modality")
 FLAGS = flags.FLAGS
@@ -32,12 +39,37 @@ FLAGS = flags.FLAGS
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    run_config = config.load_config(FLAGS.config, aux.override_values(FLAGS))
+    run_config = config.load_config(FLAGS.config, aux.override_values(FLAGS), FLAGS.set)
     output_dir = (Path(FLAGS.output_dir) / run_config.dataset_name / FLAGS.modality / run_config.model
                   / str(run_config.train_examples))
-    training.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
-                            runs=selected_runs(run_config.runs))
+    runs = selected_runs(run_config.runs)
+    if FLAGS.parallel_runs > 1 and len(runs) > 1:
+        run_in_parallel(run_config, output_dir, runs)
+    else:
+        training.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
+                                runs=runs)
 
+
+def run_in_parallel(run_config, output_dir, runs) -> None:
+    """This command again in FLAGS.parallel_runs processes, each on a contiguous share of the runs."""
+    if not run_config.save:
+        raise config.ConfigError("--parallel_runs needs save: True (the runs are merged through their records)")
+    own = ("parallel_runs", "run", "runs_from", "runs_to")
+    argv = [FLAGS[name].serialize() for name in FLAGS if FLAGS[name].present and name not in own]
+    chunks = launch.split_runs(runs, FLAGS.parallel_runs)
+    print(f"Training runs {runs[0]}..{runs[-1]} in {len(chunks)} processes ({launch.threads_per_worker(len(chunks))} "
+          f"CPU threads each): " + ", ".join(f"{c[0]}..{c[-1]}" for c in chunks), flush=True)
+    commands = [launch.python_command(sys.argv[0], *argv, f"--runs_from={c[0]}", f"--runs_to={c[-1]}") for c in chunks]
+    failed = [f"{c[0]}..{c[-1]}" for c, code in zip(chunks, launch.run_commands(commands, len(chunks))) if code]
+    summary = ExperimentFolder(output_dir).rebuild_results(run_config, FLAGS.modality)
+    mean, std = results.mean_std([r["accuracy"] for r in summary["runs"]])
+    if summary["runs"]:
+        print(f"Summary | {run_config.dataset_name} | {FLAGS.modality} | {run_config.model} | train_examples "
+              f"{run_config.train_examples} | runs {len(summary['runs'])} | Mean Accuracy:{mean:.2f} | "
+              f"Std Dev Accuracy:{std:.2f}", flush=True)
+    if failed:
+        raise config.ConfigError(f"the processes training runs {failed} failed (their errors are above); "
+                                 f"resume them with --continue_train")
 
 def selected_runs(total: int):
     """--run, or --runs_from/--runs_to, or every run."""

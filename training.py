@@ -16,7 +16,8 @@ from architectures import Classifier, build_model, head_entry
 from base.errors import UserError
 from base.files import writable_folder
 from core import evaluation, results, runtime
-from core.checkpoints import Checkpoint, RunMetadata, restore_training_state, save_training_state
+from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
+                              save_training_state)
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
 from core.experiment import ExperimentFolder
 
@@ -37,28 +38,50 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.opt_milestones))
 
 
-def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, run: int,
-              device: torch.device, state_path: Optional[Path] = None, resume: bool = False,
-              log_interval: int = 100, state_extra: Optional[dict] = None) -> Classifier:
-    """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run).
+def training_step(model: Classifier, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  images: torch.Tensor, labels: torch.Tensor, memory: Optional[datasets.MemorySet],
+                  execution: runtime.Execution, device: torch.device) -> torch.Tensor:
+    """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor)."""
+    images = images.contiguous(memory_format=execution.memory_format)
+    memory_images = memory.images.contiguous(memory_format=execution.memory_format) if memory is not None else None
+    with torch.autocast(device.type, dtype=execution.autocast, enabled=execution.autocast is not None):
+        outputs = model(images, memory_images, memory.labels if memory is not None else None, labels=labels)
+        loss = model.loss(outputs, labels) + model.regularization()
+    if scaler.is_enabled() or torch.isfinite(loss):  # fp32/bf16: a non-finite loss stops the run (train_run)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # under fp16, GradScaler skips a step whose gradients are not finite
+        scaler.update()
+    return loss.detach()
+
+
+def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, run: int, device: torch.device,
+              execution: runtime.Execution, state_path: Optional[Path] = None, resume: bool = False,
+              log_interval: int = 100, state_extra: Optional[dict] = None) -> runtime.Execution:
+    """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run), computing as
+    ``execution`` says; returns how it computed (a resumed run keeps the precision and memory format it started
+    with). The model ends in eval-ready form: fp32 weights, contiguous.
 
     With ``state_path``, the resumable state (model, optimizer, scheduler, grad scaler, data generator,
-    global RNGs, plus ``state_extra``: the config it was made with) is written there after every epoch;
-    with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
+    global RNGs, how it computes, plus ``state_extra``: the config it was made with) is written there after every
+    epoch; with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
     exactly the weights of an uninterrupted one.
     """
     dataset_config = config.dataset
+    state = load_training_state(state_path) if resume and state_path is not None and state_path.is_file() else None
+    if state is not None and "precision" in state:
+        execution = runtime.Execution.from_names(state)
+    model.to(memory_format=execution.memory_format)
     optimizer = make_optimizer(model, config.optimizer)
     scheduler = make_scheduler(optimizer, dataset_config)
-    amp_dtype = runtime.autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=execution.autocast == torch.float16)
     generator = torch.Generator().manual_seed(run)  # batches, flips and memory draws
     first_epoch = 1
-
-    if resume and state_path is not None and state_path.is_file():
-        last_epoch = restore_training_state(state_path, run, model, optimizer, scheduler, scaler, generator)
+    if state is not None:
+        last_epoch = restore_training_state(state, state_path, run, model, optimizer, scheduler, scaler, generator)
         first_epoch = last_epoch + 1
-        print(f"Run {run + 1}: resuming after epoch {last_epoch}", flush=True)
+        print(f"Run {run + 1}: resuming after epoch {last_epoch} ({execution.names()['precision']}, "
+              f"{execution.names()['memory_format']})", flush=True)
 
     steps = data.steps_per_epoch(config.batch_size_train)
     progress = tqdm(total=dataset_config.num_epochs * steps, initial=(first_epoch - 1) * steps,
@@ -68,28 +91,17 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     for epoch in range(first_epoch, dataset_config.num_epochs + 1):
         running_loss, finite_steps = 0.0, 0
         for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator), start=1):
-            memory_images = memory_labels = None
-            if model.uses_memory:
-                memory = data.memory_set(generator)
-                memory_images, memory_labels = memory.images, memory.labels
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(images, memory_images, memory_labels, labels=labels)
-                loss = model.loss(outputs, labels) + model.regularization()
-            loss_value = loss.item()
+            memory = data.memory_set(generator) if model.uses_memory else None
+            loss_value = training_step(model, optimizer, scaler, images, labels, memory, execution, device).item()
             finite = math.isfinite(loss_value)
             nonfinite = 0 if finite else nonfinite + 1
-            where = f"run {run + 1}, epoch {epoch}, step {step}"
             if not finite and (not scaler.is_enabled() or nonfinite > config.max_nonfinite_steps):
                 progress.close()
                 raise TrainingDiverged(
-                    f"the loss became {loss_value} at {where}"
+                    f"the loss became {loss_value} at run {run + 1}, epoch {epoch}, step {step}"
                     + (f", after {nonfinite} non-finite steps in a row (max_nonfinite_steps: "
                        f"{config.max_nonfinite_steps})" if scaler.is_enabled() else "")
                     + ": training stopped. Lower optimizer.learning_rate, or try precision: fp32")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)  # under fp16, GradScaler skips a step whose gradients are not finite
-            scaler.update()
             if finite:
                 running_loss += loss_value
                 finite_steps += 1
@@ -98,9 +110,11 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
                 progress.set_postfix(epoch=epoch, loss=f"{running_loss / max(finite_steps, 1):.4f}")
         scheduler.step()
         if state_path is not None:
-            save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator, state_extra)
+            save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator,
+                                {**(state_extra or {}), **execution.names()})
     progress.close()
-    return model
+    model.to(memory_format=torch.contiguous_format)
+    return execution
 
 
 def run_experiment(config: Config, modality: str, output_dir: Path, continue_train: bool = False,
@@ -117,7 +131,9 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         raise ConfigError(f"runs {[r for r in runs if not 1 <= r <= config.runs]} are outside 1..{config.runs} "
                           f"(runs: {config.runs}); raise --runs or pick runs in range")
     device = runtime.choose_device(config.device)
-    amp_dtype = runtime.autocast_dtype(config.precision, device)  # validates precision against the device early
+    execution = runtime.Execution.resolve(config.precision, config.memory_format, device)  # fails early if impossible
+    if device.type == "cpu":
+        runtime.keep_freed_memory()
     folder = ExperimentFolder(output_dir)
     if config.save:
         writable_folder(output_dir, "output folder")
@@ -138,7 +154,8 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""
     print(f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
           f"SizeTrain:{len(first.subset)} | SizeVal:{len(first.validation)} | {memory}"
-          f"Epochs:{config.dataset.num_epochs} | Precision:{runtime.precision_name(amp_dtype)} | "
+          f"Epochs:{config.dataset.num_epochs} | Precision:{execution.names()['precision']} | "
+          f"MemoryFormat:{execution.names()['memory_format']} | CPU:{runtime.cpu_capability()} | "
           f"Runs:{runs[0]}..{runs[-1]} of {config.runs}", flush=True)
 
     if config.save and continue_train:
@@ -157,7 +174,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
                 print(f"Note: run {run}'s lock was left by pid {lock.stale_holder.get('pid')}, which is gone; "
                       f"taking it over", flush=True)
             data = first if run == runs[0] else run_data(run)
-            record = train_and_evaluate(config, modality, run, data, device, amp_dtype, folder, continue_train,
+            record = train_and_evaluate(config, modality, run, data, device, execution, folder, continue_train,
                                         log_interval)
         finally:
             if lock is not None:
@@ -203,36 +220,38 @@ def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, cont
 
 
 def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.ExperimentData, device: torch.device,
-                       amp_dtype: Optional[torch.dtype], folder: ExperimentFolder, continue_train: bool,
+                       execution: runtime.Execution, folder: ExperimentFolder, continue_train: bool,
                        log_interval: int) -> dict:
     """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record."""
     start = time.time()
     runtime.seed_everything(run - 1)
-    model = build_model(config.model, modality, config.dataset.num_classes, distance=config.distance).to(device)
+    model = build_model(config.model, modality, config.dataset.num_classes, **config.model_options()).to(device)
     state_path = folder.state(run) if config.save else None
     if state_path is not None and not continue_train and state_path.exists():
         state_path.unlink()  # a fresh start of this run
     settings = {"config": config.to_dict(), "modality": modality}
-    train_run(model, data, config, run - 1, device, state_path, resume=continue_train, log_interval=log_interval,
-              state_extra=settings)
+    execution = train_run(model, data, config, run - 1, device, execution, state_path, resume=continue_train,
+                          log_interval=log_interval, state_extra=settings)
     train_seconds = time.time() - start
 
     start = time.time()
+    eval_autocast = execution.autocast if config.eval_autocast else None  # the paper evaluated in fp32
     cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws,
-                                          autocast=amp_dtype if config.eval_autocast else None)
-    result = evaluation.evaluate(model, cache, config.batch_size_test)
+                                          autocast=eval_autocast)
+    result = evaluation.evaluate(model, cache)
     eval_seconds = time.time() - start
     record = {"run": run, "seed": run - 1, "accuracy": result.accuracy, "draw_accuracies": result.accuracies,
               "loss": result.loss, "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
               "train_size": len(data.subset), "val_size": len(data.validation),
-              "memory_pool_size": len(data.memory_pool) if model.uses_memory else None,
-              "precision": runtime.precision_name(amp_dtype),
-              "eval_precision": runtime.precision_name(amp_dtype if config.eval_autocast else None), **settings}
+              "memory_pool_size": len(data.memory_pool) if model.uses_memory else None, **execution.names(),
+              "eval_precision": runtime.precision_name(eval_autocast), "machine": runtime.describe_machine(device),
+              **settings}
     if config.save:
         metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,
                                num_classes=config.dataset.num_classes, train_examples=config.train_examples,
                                mem_examples=config.dataset.mem_examples, run=run, seed=run - 1,
-                               accuracy=result.accuracy, config=config.to_dict(), train_size=len(data.subset))
+                               accuracy=result.accuracy, config=config.to_dict(), train_size=len(data.subset),
+                               training=execution.names())
         Checkpoint.save(folder.checkpoint(run), model, metadata)
         folder.write_record(run, record)
         if state_path is not None and state_path.exists():

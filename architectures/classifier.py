@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .registry import build_head, create_encoder, head_entry
+from .self_attention import insert_self_attention
 
 
 class Classifier(nn.Module):
@@ -81,10 +82,14 @@ class Classifier(nn.Module):
         return self.head.regularization() if hasattr(self.head, "regularization") else 0.0
 
 
-def build_model(model_name: str, modality: str, num_classes: int, **head_options) -> Classifier:
-    """Any registered encoder with any registered head; ``head_options`` (``distance=...``) go to the head."""
+def build_model(model_name: str, modality: str, num_classes: int, self_attention: Optional[str] = None,
+                self_attention_ks: int = 1, self_attention_sym: bool = False, **head_options) -> Classifier:
+    """Any registered encoder with any registered head; ``head_options`` (``distance=...``) go to the head.
+    ``self_attention`` ('last_stage' or a module path) inserts a SimpleSelfAttention block into the encoder."""
     head_entry(modality)  # unknown modality: the error names the registered ones
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     encoder = create_encoder(model_name)
+    if self_attention is not None:
+        insert_self_attention(encoder, self_attention, self_attention_ks, self_attention_sym)
     return Classifier(encoder, build_head(modality, encoder.feature_dim, num_classes, **head_options), modality)

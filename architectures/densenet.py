@@ -33,6 +33,8 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
+    last_stage = "dense4"  # where self_attention: last_stage goes (before the last BatchNorm, 4 x 4)
+
     def __init__(self, nblocks, growth_rate=12, reduction=0.5):
         super().__init__()
         self.growth_rate = growth_rate

@@ -55,6 +55,8 @@ class Block(nn.Module):
 
 
 class EfficientNet(nn.Module):
+    last_stage = "layers"  # where self_attention: last_stage goes (320 x 2 x 2)
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg

@@ -28,6 +28,7 @@ class Inception(nn.Module):
 @register_encoder("googlenet")
 class GoogLeNet(nn.Module):
     feature_dim = 1024
+    last_stage = "b5"  # where self_attention: last_stage goes (1024 x 8 x 8)
 
     def __init__(self):
         super().__init__()

@@ -37,6 +37,7 @@ class MobileNetV2(nn.Module):
     # (expansion, out_planes, num_blocks, stride); strides of conv1 and stage 2 are 1 for 32x32 inputs
     cfg = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
     feature_dim = 1280
+    last_stage = "layers"  # where self_attention: last_stage goes (the last inverted residual block, 320 x 4 x 4)
 
     def __init__(self):
         super().__init__()

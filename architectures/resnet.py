@@ -30,6 +30,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    last_stage = "layer4"  # where self_attention: last_stage goes (512 x 4 x 4)
+
     def __init__(self, block, num_blocks):
         super().__init__()
         self.in_planes = 64

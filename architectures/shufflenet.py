@@ -67,6 +67,8 @@ class DownBlock(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
+    last_stage = "layer3"  # where self_attention: last_stage goes (4 x 4)
+
     def __init__(self, net_size):
         super().__init__()
         out_channels = CONFIGS[net_size]["out_channels"]

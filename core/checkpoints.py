@@ -24,7 +24,7 @@ from architectures import load_paper_state_dict
 from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config
 from base.errors import UserError
 from base.files import atomic_torch_save
-from .runtime import autocast_dtype, rng_state, set_rng_state
+from .runtime import rng_state, set_rng_state
 
 
 class CheckpointError(UserError, ValueError):
@@ -69,9 +69,10 @@ class RunMetadata:
     accuracy: Optional[float] = None  # test accuracy at the end of training
     config: Dict[str, Any] = field(default_factory=dict)  # Config.to_dict() of the run
     train_size: Optional[int] = None  # images in the training subset (train_examples 100000 = all of them)
+    training: Optional[Dict[str, str]] = None  # how the run computed: {"precision", "memory_format"}
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
-            "accuracy", "config", "train_size")
+            "accuracy", "config", "train_size", "training")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,19 +148,22 @@ class Checkpoint:
 
     def autocast(self, device: torch.device) -> Optional[torch.dtype]:
         """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers: fp32
-        unless the run set ``eval_autocast`` (checkpoints older than that key were evaluated under their training
-        precision); fp16 runs re-evaluated on a CPU fall back to fp32."""
+        unless the run set ``eval_autocast``, then its training precision (checkpoints older than that key were
+        evaluated under their training precision); fp16 re-evaluated on a CPU falls back to fp32."""
         config = self.metadata.config
         if not config.get("eval_autocast", "eval_autocast" not in config):
             return None
-        precision = config.get("precision", "auto")
+        precision = (self.metadata.training or {}).get("precision") or config.get("precision", "auto")
         if precision == "fp16" and device.type != "cuda":
             return None
-        return autocast_dtype(precision, device)
+        if precision == "auto":  # an old checkpoint: 'auto' meant fp32 on CPU then
+            return torch.float16 if device.type == "cuda" else None
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
     def build_model(self, device="cpu") -> Classifier:
-        distance = self.metadata.config.get("distance", "cosine")
-        model = build_model(self.model_name, self.modality, self.num_classes, distance=distance)
+        saved = self.saved_config
+        options = saved.model_options() if saved is not None else {}
+        model = build_model(self.model_name, self.modality, self.num_classes, **options)
         try:
             if is_paper_state_dict(self.state_dict):
                 load_paper_state_dict(model, self.state_dict)
@@ -257,9 +261,17 @@ def save_training_state(path, epoch: int, model, optimizer, scheduler, scaler, g
                        "generator": generator.get_state(), "rng": rng_state(), "epoch": epoch, **(extra or {})}, path)
 
 
-def restore_training_state(path, run: int, model, optimizer, scheduler, scaler, generator: torch.Generator) -> int:
-    """Load what ``save_training_state`` wrote into the given objects; returns the last finished epoch."""
+def load_training_state(path) -> Dict[str, Any]:
     state = safe_torch_load(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"the resumable state {path} is not a training state; delete it to restart its run")
+    return state
+
+
+def restore_training_state(state: Mapping[str, Any], path, run: int, model, optimizer, scheduler, scaler,
+                           generator: torch.Generator) -> int:
+    """Load what ``save_training_state`` wrote (``state``, read from ``path``) into the given objects; returns the
+    last finished epoch."""
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -270,7 +282,6 @@ def restore_training_state(path, run: int, model, optimizer, scheduler, scaler, 
         return int(state["epoch"])
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         reason = (f"no entry {error}" if isinstance(error, KeyError)
-                  else describe_mismatch(model, state.get("model") if isinstance(state, dict) else state)
-                  or str(error).splitlines()[0])
+                  else describe_mismatch(model, state.get("model")) or str(error).splitlines()[0])
         raise CheckpointError(f"the resumable state {path} does not fit this run ({reason}); delete it "
                               f"to restart run {run + 1}, or run without --continue_train") from None

@@ -16,14 +16,15 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 import datasets
 from architectures import DISTANCES, list_encoders, list_heads
-
 from base.errors import UserError
+
+from .class_metric import class_metric
 
 
 class ConfigError(UserError, ValueError):
@@ -33,6 +34,7 @@ class ConfigError(UserError, ValueError):
 # --- the choice lists ------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 MEMORY_SOURCES = ("subset", "full")
 SCHEDULERS = ("multistep", "cosine")
 DISTANCE_NAMES = tuple(DISTANCES)
@@ -133,6 +135,51 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class HeadConfig:
+    """Options of the heads beyond the paper's (the ``heads:`` section); each head reads the ones it needs."""
+    matching_steps: int = 2  # matching: processing steps of the attention LSTM (the paper's script: 2)
+    matching_lstm_layers: int = 1  # matching: layers of the bidirectional LSTM over the memory set
+    prototypes_per_class: int = 1  # prototypes: learnt prototypes per class
+    prototype_distance: str = "euclidean"  # prototypes: euclidean (torch_prototypes) | squared_euclidean | cosine
+    prototypes_file: Optional[str] = None  # prototypes: fixed, given prototypes [C * k, D] (.pt, .npy or .csv)
+    prototype_dim: Optional[int] = None  # hyperspherical: dimension of the prototypes (default: num_classes)
+    prototype_seed: int = 0  # hyperspherical: seed of the prototypes' placement
+    hierarchy: Optional[str] = None  # prototypes: class metric, cifar10 (vehicles vs animals) or a CSV matrix
+    metric_loss: str = "distortion"  # prototypes with a hierarchy: distortion | rank | none
+    metric_loss_weight: float = 1.0  # weight of the metric-guidance term in the training loss
+    rank_triplets: int = 50  # rank loss: random triplets per step
+    soft_labels: bool = False  # prototypes with a hierarchy: train on soft labels softmax(-beta D[y] / max D)
+    soft_labels_beta: float = 1.0
+    hierarchical_inference: bool = False  # prototypes: YOLOv2-style inference along the tree (hierarchy: cifar10)
+
+    @staticmethod
+    def problems(values: Mapping[str, Any]) -> List[str]:
+        from architectures.prototypes import METRIC_LOSSES, PROTOTYPE_DISTANCES
+
+        found = []
+        for name, choices in (("prototype_distance", PROTOTYPE_DISTANCES), ("metric_loss", METRIC_LOSSES)):
+            if name in values and values[name] not in choices:
+                found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
+        for name in ("matching_steps", "matching_lstm_layers", "prototypes_per_class", "rank_triplets"):
+            if values.get(name, 1) < 1:
+                found.append(f"{name}: must be >= 1, got {values[name]}")
+        if values.get("prototype_dim") is not None and values["prototype_dim"] < 2:
+            found.append(f"prototype_dim: must be >= 2, got {values['prototype_dim']}")
+        if values.get("metric_loss_weight", 0) < 0 or values.get("soft_labels_beta", 1) <= 0:
+            found.append("metric_loss_weight must be >= 0 and soft_labels_beta > 0")
+        if values.get("prototypes_file") is not None and not Path(values["prototypes_file"]).is_file():
+            found.append(f"prototypes_file: {values['prototypes_file']} does not exist")
+        if values.get("hierarchical_inference") and values.get("hierarchy") != "cifar10":
+            found.append("hierarchical_inference needs a class tree: hierarchy: cifar10 (a CSV matrix has none)")
+        if values.get("soft_labels") and values.get("hierarchy") is None:
+            found.append("soft_labels need a class metric: set hierarchy (cifar10 or a CSV matrix)")
+        return found
+
+    def __post_init__(self):
+        _fail_on(self.problems(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True)
 class Config:
     model: str  # a registered encoder: mobilenet, resnet18, efficientnet, googlenet, shufflenet, densenet, ...
     save: bool  # write checkpoints and results.json
@@ -146,13 +193,18 @@ class Config:
     datasets: Mapping[str, DatasetConfig]
     # keys beyond the paper's; their defaults reproduce the paper
     memory_source: str = "subset"  # subset (the paper's text) | full (the paper's CIFAR10 code)
-    precision: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA (as the paper), fp32 on CPU | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto: fp16 + GradScaler on CUDA (the paper), bf16 on CPUs with native bf16, else fp32
+    memory_format: str = "auto"  # auto (channels_last) | channels_last | contiguous
     distance: str = "cosine"  # of the memory heads: cosine (the paper) | l2 | dot
     eval_draws: int = 5  # memory models: test accuracy is the mean over this many memory draws (the paper: 5)
     download: bool = True  # download SVHN / CIFAR10 when missing
     device: str = "auto"  # auto | cpu | cuda
     eval_autocast: bool = False  # evaluate under the training autocast; the paper evaluated in fp32
     max_nonfinite_steps: int = 20  # fp16 + GradScaler: consecutive non-finite losses skipped before the run stops
+    self_attention: Optional[str] = None  # a SimpleSelfAttention block in the encoder: last_stage, or a module path
+    self_attention_ks: int = 1  # its 1-D convolution's kernel size
+    self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
+    heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
 
     @property
     def dataset(self) -> DatasetConfig:
@@ -168,13 +220,13 @@ class Config:
     def problems(values: Mapping[str, Any]) -> List[str]:
         found = []
         for name, choices in (("memory_source", MEMORY_SOURCES), ("precision", PRECISIONS),
-                              ("distance", DISTANCE_NAMES), ("device", DEVICES)):
+                              ("memory_format", MEMORY_FORMATS), ("distance", DISTANCE_NAMES), ("device", DEVICES)):
             if name in values and values[name] not in choices:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         if "model" in values and values["model"] not in list_encoders():
             found.append(f"model: unknown model {values['model']!r}; registered encoders are {list_encoders()}")
         for name in ("train_examples", "runs", "batch_size_train", "batch_size_test", "eval_draws",
-                     "max_nonfinite_steps"):
+                     "max_nonfinite_steps", "self_attention_ks"):
             if name in values and values[name] <= 0:
                 found.append(f"{name}: must be > 0, got {values[name]}")
         dataset_name, sections = values.get("dataset_name"), values.get("datasets")
@@ -185,6 +237,13 @@ class Config:
             elif sections is not None and dataset_name not in sections:
                 found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
+        heads = values.get("heads")
+        hierarchy = heads.hierarchy if isinstance(heads, HeadConfig) else (heads or {}).get("hierarchy")
+        if hierarchy is not None and dataset_name in datasets.DATASETS:
+            try:
+                class_metric(hierarchy, datasets.DATASETS[dataset_name].num_classes)
+            except ValueError as error:
+                found.append(f"heads.hierarchy: {error}")
         for name, section in (sections or {}).items():
             expected = datasets.DATASETS[name].num_classes if name in datasets.DATASETS else None
             got = section.num_classes if isinstance(section, DatasetConfig) else section.get("num_classes")
@@ -195,12 +254,24 @@ class Config:
     def __post_init__(self):
         _fail_on(self.problems({**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}))
 
+    def model_options(self) -> Dict[str, Any]:
+        """The keyword arguments of ``build_model`` for this config: the encoder's self-attention option and every
+        head option (the class metric read from ``heads.hierarchy``)."""
+        options = {"distance": self.distance, "self_attention": self.self_attention,
+                   "self_attention_ks": self.self_attention_ks, "self_attention_sym": self.self_attention_sym,
+                   **{k: v for k, v in dataclasses.asdict(self.heads).items() if k != "hierarchy"}}
+        if self.heads.hierarchy is not None:
+            costs, parents = class_metric(self.heads.hierarchy, self.dataset.num_classes)
+            options.update(class_costs=costs.tolist(), class_parents=parents)
+        return options
+
     def result_settings(self) -> Dict[str, Any]:
         """The settings that shape a run's numbers, flat (``optimizer.learning_rate``, ``CIFAR10.num_epochs``):
         every key but ``NOT_RESULT_SHAPING`` and the sections of the other datasets."""
         flat = {key: value for key, value in self.to_dict().items()
-                if key not in NOT_RESULT_SHAPING + ("optimizer", "datasets")}
+                if key not in NOT_RESULT_SHAPING + ("optimizer", "datasets", "heads")}
         flat.update({f"optimizer.{key}": value for key, value in dataclasses.asdict(self.optimizer).items()})
+        flat.update({f"heads.{key}": value for key, value in dataclasses.asdict(self.heads).items()})
         flat.update({f"{self.dataset_name}.{key}": value for key, value in dataclasses.asdict(self.dataset).items()})
         flat[f"{self.dataset_name}.opt_milestones"] = list(self.dataset.opt_milestones)
         return flat
@@ -286,16 +357,18 @@ def _parse(raw: Any) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"the config must be a YAML mapping, got {type(raw).__name__}")
     raw = dict(raw)
+    heads_raw = raw.pop("heads", None)
     sections_raw = dict(raw.pop("datasets", None) or {})
     sections_raw.update({name: raw.pop(name) for name in list(raw) if name in datasets.DATASETS})
     problems: List[str] = []
-    top_fields = {f.name for f in dataclasses.fields(Config)} - {"optimizer", "datasets"}
+    top_fields = {f.name for f in dataclasses.fields(Config)} - {"optimizer", "datasets", "heads"}
     unknown = sorted(set(raw) - top_fields - {"optimizer"})
     if unknown:
-        problems.append(f"unknown keys {unknown}; allowed keys are {sorted(top_fields | {'optimizer'})} "
+        problems.append(f"unknown keys {unknown}; allowed keys are {sorted(top_fields | {'optimizer', 'heads'})} "
                         f"and dataset sections {list(dataset_names())}")
     top = _section({k: v for k, v in raw.items() if k in top_fields}, Config, "", problems,
-                   skip=("optimizer", "datasets"), check=False)
+                   skip=("optimizer", "datasets", "heads"), check=False)
+    heads = _section(heads_raw if heads_raw is not None else {}, HeadConfig, "heads", problems) or {}
     optimizer = None
     if "optimizer" not in raw:
         problems.append("optimizer: missing")
@@ -308,10 +381,10 @@ def _parse(raw: Any) -> Config:
         values = _section(section_raw, DatasetConfig, name, problems)
         if values is not None:
             sections[name] = values
-    problems.extend(Config.problems({**top, "datasets": sections}))
+    problems.extend(Config.problems({**top, "datasets": sections, "heads": heads}))
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    return Config(**top, optimizer=OptimizerConfig(**optimizer),
+    return Config(**top, optimizer=OptimizerConfig(**optimizer), heads=HeadConfig(**heads),
                   datasets={name: DatasetConfig(**values) for name, values in sections.items()})
 
 
@@ -339,6 +412,7 @@ def overrides() -> Tuple[Override, ...]:
         Override("device", "device", str, "device", DEVICES),
         Override("memory_source", "memory_source", str, "memory_source", MEMORY_SOURCES),
         Override("precision", "precision", str, "precision", PRECISIONS),
+        Override("memory_format", "memory_format", str, "memory_format", MEMORY_FORMATS),
         Override("epochs", "num_epochs", int, "num_epochs of the dataset (opt_milestones are scaled to match)",
                  in_dataset=True),
         Override("mem_examples", "mem_examples", int, "mem_examples of the dataset", in_dataset=True),
@@ -391,9 +465,33 @@ def apply_overrides(raw: Any, values: Mapping[str, Any]) -> Any:
     return raw
 
 
-def load_config(path, override_values: Optional[Mapping[str, Any]] = None) -> Config:
-    """Read YAML, apply overrides (None values are ignored), check everything once."""
-    raw = apply_overrides(read_yaml(path), override_values or {})
+def apply_settings(raw: Any, settings: Sequence[str]) -> Any:
+    """``raw`` with ``key=value`` settings applied (train.py --set): dotted keys reach into sections
+    (``heads.matching_steps=3``, ``optimizer.learning_rate=0.01``, ``CIFAR10.num_epochs=5``); values are YAML."""
+    raw = copy.deepcopy(raw)
+    for setting in settings:
+        key, separator, text = setting.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--set {setting!r}: expected key=value, e.g. heads.matching_steps=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {setting!r}: the value is not YAML ({error})") from None
+        *sections, name = key.split(".")
+        target = raw
+        for section in sections:
+            if not isinstance(target, dict):
+                break
+            target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {setting!r}: {'.'.join(sections)} is not a section of the config")
+        target[name] = value
+    return raw
+
+
+def load_config(path, override_values: Optional[Mapping[str, Any]] = None, settings: Sequence[str] = ()) -> Config:
+    """Read YAML, apply ``key=value`` settings and flag overrides (None values are ignored), check everything once."""
+    raw = apply_overrides(apply_settings(read_yaml(path), settings), override_values or {})
     try:
         return _parse(raw)
     except ConfigError as error:

@@ -7,7 +7,7 @@ is tensor work on the cached features (tests/test_evaluation.py proves it equals
 number of draws.
 
     cache = FeatureCache.build(model, data, batch_size=500, seed=run, draws=5)
-    result = evaluate(model, cache, batch_size=500)     # mean accuracy over the draws
+    result = evaluate(model, cache)                     # mean accuracy over the draws
 """
 from __future__ import annotations
 
@@ -33,14 +33,22 @@ def eval_generators(seed: int) -> Tuple[torch.Generator, torch.Generator]:
 
 @torch.no_grad()
 def encode(model: Classifier, images_of, count: int, batch_size: int, autocast: Optional[torch.dtype] = None) -> torch.Tensor:
-    """Features of ``count`` images, ``images_of(index_tensor)`` giving normalised images; eval mode, once each."""
+    """Features of ``count`` images, ``images_of(index_tensor)`` giving normalised images; eval mode, once each.
+
+    Computed in channels_last (faster convolutions on CPU and GPU; the model is given back contiguous), so that
+    train.py, eval.py and the explanation scripts encode the same way and print the same numbers."""
     model.eval()
     device = next(model.parameters()).device
     chunks = []
-    for start in range(0, count, batch_size):
-        indices = torch.arange(start, min(start + batch_size, count))
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            chunks.append(model.encode(images_of(indices)).float())
+    model.to(memory_format=torch.channels_last)
+    try:
+        for start in range(0, count, batch_size):
+            indices = torch.arange(start, min(start + batch_size, count))
+            images = images_of(indices).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                chunks.append(model.encode(images).float())
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return torch.cat(chunks) if chunks else torch.zeros(0)
 
 
@@ -54,6 +62,7 @@ class FeatureCache:
     mem_examples: int  # images per memory draw
     seed: int  # the run's seed: evaluation draws come from eval_generators(seed)
     draws: int  # memory draws averaged over (the paper: 5)
+    batch_size: int  # test images per memory draw (the paper: 500, its batch_size_test)
     flipped_memory_features: Optional[torch.Tensor] = None  # [P, D] the pool flipped (memory_flip: CINIC10)
 
     @classmethod
@@ -70,7 +79,7 @@ class FeatureCache:
             if data.memory_flip:
                 flipped = encode(model, lambda i: data.memory_batch(pool[i]).flip(-1), len(pool), batch_size, autocast)
         return cls(test_features, data.test_labels[:test_count], memory_features, memory_labels, data.mem_examples,
-                   seed, draws, flipped)
+                   seed, draws, batch_size, flipped)
 
     def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A memory draw as ``ExperimentData.memory_set`` makes it (same generator calls): pool positions, their
@@ -101,7 +110,7 @@ class MemoryPass:
 
 
 @torch.no_grad()
-def memory_pass(model: Classifier, cache: FeatureCache, batch_size: int, generator: torch.Generator,
+def memory_pass(model: Classifier, cache: FeatureCache, generator: torch.Generator,
                 auxiliary: Optional[torch.Generator] = None) -> MemoryPass:
     """Test batches in order; each gets a fresh memory draw. With an ``auxiliary`` generator, a second
     draw per batch is the memory with which the memory samples themselves are classified (the paper's
@@ -109,8 +118,8 @@ def memory_pass(model: Classifier, cache: FeatureCache, batch_size: int, generat
     memory_predictions = auxiliary is not None
     model.eval()
     logits, weights, positions, memory_preds = [], [], [], []
-    for start in range(0, len(cache.test_labels), batch_size):
-        features = cache.test_features[start:start + batch_size]
+    for start in range(0, len(cache.test_labels), cache.batch_size):
+        features = cache.test_features[start:start + cache.batch_size]
         drawn, memory, memory_labels = cache.draw(generator)
         batch_logits, batch_weights = model.classify(features, memory, memory_labels, return_weights=True)
         logits.append(batch_logits.float())
@@ -144,19 +153,19 @@ def majority_vote(values: torch.Tensor, weights: torch.Tensor, num_classes: int)
 
 
 @torch.no_grad()
-def evaluate(model: Classifier, cache: FeatureCache, batch_size: int, majority: bool = False) -> Evaluation:
+def evaluate(model: Classifier, cache: FeatureCache, majority: bool = False) -> Evaluation:
     """Test accuracy; memory models: mean over ``cache.draws`` passes with fresh memory draws (the paper uses 5)."""
     model.eval()
     labels = cache.test_labels
     if not model.uses_memory:
-        logits = torch.cat([model.classify(cache.test_features[i:i + batch_size]).float()
-                            for i in range(0, len(labels), batch_size)])
+        logits = torch.cat([model.classify(cache.test_features[i:i + cache.batch_size]).float()
+                            for i in range(0, len(labels), cache.batch_size)])
         return Evaluation(accuracy(logits.argmax(1), labels), [accuracy(logits.argmax(1), labels)],
                           model.loss(logits, labels).item())
     generator, auxiliary = cache.generators()
     accuracies, losses, mvo, mvy = [], [], [], []
     for _ in range(cache.draws):
-        result = memory_pass(model, cache, batch_size, generator, auxiliary if majority else None)
+        result = memory_pass(model, cache, generator, auxiliary if majority else None)
         accuracies.append(accuracy(result.predictions, labels))
         losses.append(model.loss(result.logits, labels).item())
         if majority:

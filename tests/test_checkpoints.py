@@ -10,6 +10,9 @@ import training
 from architectures import build_model, to_paper_state_dict
 from core.checkpoints import Checkpoint, CheckpointError, RunMetadata, list_checkpoints
 from core.config import load_config
+from core.runtime import Execution
+
+FP32 = Execution(None, torch.contiguous_format)
 from conftest import REPO
 from helpers import TINY, run_script
 
@@ -91,7 +94,8 @@ def test_resumable_state_that_does_not_fit_is_a_clear_error(tmp_path):
     state = tmp_path / "1.state.pt"
     torch.save({"model": build_model("densenet", "std", 10).state_dict()}, state)
     with pytest.raises(CheckpointError) as error:
-        training.train_run(build_model("shufflenet", "std", 10), data, config, 0, torch.device("cpu"), state, resume=True)
+        training.train_run(build_model("shufflenet", "std", 10), data, config, 0, torch.device("cpu"), FP32, state,
+                           resume=True)
     message = str(error.value)
     assert re.search(r"1.state.pt does not fit this run \(\d+ missing keys .*\d+ unexpected keys .*\); delete it to "
                      r"restart run 1", message), message

@@ -17,8 +17,8 @@ def test_cached_feature_evaluation_equals_direct_path(modality):
         model.train()
         model(data.test_batch(torch.arange(64))[0], data.memory_batch(data.subset[:30]))
     model.eval()
-    cache = FeatureCache.build(model, data, batch_size=100, seed=0)
-    cached = memory_pass(model, cache, 125, torch.Generator().manual_seed(5))
+    cache = FeatureCache.build(model, data, batch_size=125, seed=0)  # test batches of 125, each its memory draw
+    cached = memory_pass(model, cache, torch.Generator().manual_seed(5))
     generator = torch.Generator().manual_seed(5)
     direct_logits, direct_weights = [], []
     with torch.no_grad():
@@ -48,9 +48,28 @@ def test_cache_of_the_first_test_images_gives_the_same_first_results():
     full = FeatureCache.build(model, data, batch_size=250, seed=0)
     first = FeatureCache.build(model, data, batch_size=250, seed=0, test_count=7)
     assert len(first.test_features) == len(first.test_labels) == 7
-    full_pass = memory_pass(model, full, 250, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
-    first_pass = memory_pass(model, first, 250, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
+    full_pass = memory_pass(model, full, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
+    first_pass = memory_pass(model, first, torch.Generator().manual_seed(2), torch.Generator().manual_seed(3))
     assert torch.equal(first_pass.memory_positions, full_pass.memory_positions[:7])
     assert torch.equal(first_pass.memory_predictions, full_pass.memory_predictions[:7])
     torch.testing.assert_close(first_pass.logits, full_pass.logits[:7])
 
+
+
+@pytest.mark.parametrize("modality", ["encoder_memory", "protonet"])
+def test_cached_evaluation_with_flipped_memory_equals_the_direct_path(modality):
+    """memory_flip (the paper's CINIC10 code): the cache holds both orientations and draws them as memory_set does."""
+    torch.manual_seed(0)
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("CINIC10"), train, test, 300, 200, seed=1, mem_examples=30,
+                                         memory_flip=True)
+    model = build_model("shufflenet", modality, 10).eval()
+    cache = FeatureCache.build(model, data, batch_size=125, seed=0)
+    cached = memory_pass(model, cache, torch.Generator().manual_seed(5))
+    generator, direct = torch.Generator().manual_seed(5), []
+    with torch.no_grad():
+        for start in range(0, len(data.test_labels), 125):
+            images, _ = data.test_batch(torch.arange(start, min(start + 125, len(data.test_labels))))
+            memory = data.memory_set(generator)
+            direct.append(model(images, memory.images, memory.labels))
+    torch.testing.assert_close(cached.logits, torch.cat(direct), atol=1e-4, rtol=1e-4)

@@ -1,4 +1,6 @@
 """training.py: the training loop's own guarantees."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -6,6 +8,9 @@ import datasets
 import training
 from architectures import build_model
 from core.config import load_config
+from core.runtime import Execution
+
+FP32 = Execution(None, torch.contiguous_format)
 from helpers import TINY
 
 
@@ -17,16 +22,14 @@ def test_nan_loss_stops_the_run_with_its_position():
     with torch.no_grad():
         model.head.weight.fill_(float("nan"))
     with pytest.raises(training.TrainingDiverged, match=r"loss became nan at run 3, epoch 1, step 1"):
-        training.train_run(model, data, config, run=2, device=torch.device("cpu"))
+        training.train_run(model, data, config, run=2, device=torch.device("cpu"), execution=FP32)
 
 
 @pytest.mark.parametrize("limit,stops", [(5, False), (2, True)])
 def test_fp16_skips_non_finite_steps_and_stops_after_too_many_in_a_row(monkeypatch, limit, stops):
     """Under fp16 + GradScaler (CPU autocast here, to test without a GPU) a non-finite loss skips its step, as
     the paper's GradScaler loop did; more than max_nonfinite_steps in a row stop the run, saying where."""
-    import dataclasses
-
-    monkeypatch.setattr(training.runtime, "autocast_dtype", lambda precision, device: torch.float16)
+    fp16 = Execution(torch.float16, torch.contiguous_format)
     config = load_config(TINY, {"epochs": 2})
     config = dataclasses.replace(config, max_nonfinite_steps=limit)
     train, test = datasets.load_dataset("DIGITS", None)
@@ -44,7 +47,22 @@ def test_fp16_skips_non_finite_steps_and_stops_after_too_many_in_a_row(monkeypat
     if stops:
         with pytest.raises(training.TrainingDiverged, match=r"at run 1, epoch 2, step 1, after 3 non-finite steps in "
                                                             r"a row \(max_nonfinite_steps: 2\)"):
-            training.train_run(model, data, config, run=0, device=torch.device("cpu"))
+            training.train_run(model, data, config, run=0, device=torch.device("cpu"), execution=fp16)
     else:
-        training.train_run(model, data, config, run=0, device=torch.device("cpu"))
+        training.train_run(model, data, config, run=0, device=torch.device("cpu"), execution=fp16)
         assert calls["n"] == 4 and all(p.isfinite().all() for p in model.parameters())
+
+
+def test_a_resumed_run_keeps_the_precision_and_memory_format_it_started_with(tmp_path):
+    """'auto' may resolve otherwise on the machine that resumes (bf16 here, fp32 there): the run keeps its own."""
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0)
+    started = Execution(torch.bfloat16, torch.channels_last)
+    state = tmp_path / "1.state.pt"
+    one_epoch, two_epochs = load_config(TINY, {"epochs": 1}), load_config(TINY, {"epochs": 2})
+    training.train_run(build_model("shufflenet", "std", 10), data, one_epoch, 0, torch.device("cpu"), started, state)
+    assert torch.load(state, weights_only=True)["precision"] == "bf16"
+    model = build_model("shufflenet", "std", 10)
+    used = training.train_run(model, data, two_epochs, 0, torch.device("cpu"), FP32, state, resume=True)
+    assert used == started and torch.load(state, weights_only=True)["epoch"] == 2
+    assert next(model.parameters()).is_contiguous(), "the model ends contiguous, ready for fp32 evaluation"

@@ -1,0 +1,270 @@
+"""Training and evaluation speed, each lever against the paper's step, measured in one run: `make bench`.
+
+    python bench/bench_training.py                       # everything (about 40 min on 2 CPU cores)
+    python bench/bench_training.py --networks=mobilenet  # the headline rows only
+    python bench/bench_training.py --sections=training --steps=3 --rounds=3
+
+Sections (all printed as Markdown tables, with the machine they were measured on):
+- training: input images/s of the real train.py step (batch 128 from ExperimentData, a memory set of 100 for
+  memory heads, forward, backward, SGD update) per network x modality x lever, as the median over interleaved
+  rounds, and each lever's ratio to the paper's step (fp32, contiguous NCHW, glibc's default allocator).
+  Levers: the allocator (runtime.keep_freed_memory), channels_last, bf16 autocast; 'auto' is what
+  precision: auto + memory_format: auto pick on this machine. On a CUDA GPU: fp16 + GradScaler,
+  channels_last, torch.compile.
+- evaluation: a memory model's test accuracy over 5 memory draws plus explanation accuracy, on features
+  encoded once (core/evaluation.py) against the batch-by-batch path that encodes test batch and memory anew
+  for every batch and draw.
+- layer: MemoryWrapLayer l2 and dot against cosine (forward + backward, B=500, M=100, D=1280).
+- data: the share of an epoch spent producing batches and memory sets.
+- parallel: wall time of 4 DIGITS runs (2 epochs) in 1 process vs train.py --parallel_runs=2 (1, 2, 4, 8 on a GPU).
+"""
+import argparse
+import datetime
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import datasets  # noqa: E402
+import training  # noqa: E402
+from architectures import build_model  # noqa: E402
+from architectures.memory import MemoryWrapLayer  # noqa: E402
+from core import evaluation, runtime  # noqa: E402
+from core.runtime import Execution  # noqa: E402
+
+NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
+BATCH, MEMORY, TRAIN_EXAMPLES = 128, 100, 5000
+
+
+def fake_cifar(count: int, seed: int = 0) -> datasets.ImageSet:
+    """CIFAR10-shaped uint8 images (random pixels: speed does not depend on content)."""
+    generator = torch.Generator().manual_seed(seed)
+    return datasets.ImageSet(torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                             torch.randint(0, 10, (count,), generator=generator), datasets.CIFAR10_CLASSES)
+
+
+class Lever:
+    def __init__(self, name, execution, allocator=True, compile_mode=None):
+        self.name, self.execution, self.allocator, self.compile_mode = name, execution, allocator, compile_mode
+
+
+def levers_for(device: torch.device, all_bf16: bool):
+    contiguous, channels_last = torch.contiguous_format, torch.channels_last
+    if device.type == "cuda":
+        return [Lever("fp32 NCHW (paper's code without AMP)", Execution(None, contiguous)),
+                Lever("fp16 NCHW (paper)", Execution(torch.float16, contiguous)),
+                Lever("fp16 channels_last", Execution(torch.float16, channels_last)),
+                Lever("fp16 channels_last compile", Execution(torch.float16, channels_last), compile_mode="default"),
+                Lever("fp16 channels_last compile+CUDA graphs", Execution(torch.float16, channels_last),
+                      compile_mode="reduce-overhead")]
+    levers = [Lever("fp32 NCHW (paper)", Execution(None, contiguous), allocator=False),
+              Lever("+ allocator", Execution(None, contiguous)),
+              Lever("+ channels_last", Execution(None, channels_last))]
+    if runtime.native_bf16() or all_bf16:  # emulated bf16 is ~5x slower: measured on mobilenet only, below
+        levers += [Lever("bf16 NCHW", Execution(torch.bfloat16, contiguous)),
+                   Lever("bf16 channels_last", Execution(torch.bfloat16, channels_last))]
+    return levers
+
+
+def make_step(network, modality, lever, device, data):
+    torch.manual_seed(0)
+    model = build_model(network, modality, 10).to(device).to(memory_format=lever.execution.memory_format).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=lever.execution.autocast == torch.float16)
+    if lever.compile_mode:
+        model = torch.compile(model, mode=lever.compile_mode)
+    generator = torch.Generator().manual_seed(0)
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        batch = next(batches, None)
+        if batch is None:
+            batches = data.batches(BATCH, generator)
+            batch = next(batches)
+        memory = data.memory_set(generator) if modality != "std" else None
+        loss = training.training_step(model, optimizer, scaler, *batch, memory, lever.execution, device)
+        loss.item()  # the train.py loop reads the loss every step
+    return step
+
+
+def measure_training(networks, modalities, device, steps, rounds, all_bf16):
+    train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
+    data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
+                                         mem_examples=MEMORY, device=device)
+    auto = Execution.resolve("auto", "auto", device)
+    rows = []
+    for network in networks:
+        for modality in modalities:
+            levers = levers_for(device, all_bf16 or network == "mobilenet")
+            trials = []
+            for lever in levers:
+                runtime.keep_freed_memory(lever.allocator)
+                try:
+                    trials.append((lever, make_step(network, modality, lever, device, data), []))
+                    trials[-1][1]()  # warm-up (and compilation)
+                except Exception as error:  # a lever that does not run here is reported, not fatal
+                    print(f"  {network} {modality} {lever.name}: failed ({type(error).__name__}: {error})")
+                    trials.pop()
+            for _ in range(rounds):  # interleaved, so that a slow moment of the machine hits every lever
+                for lever, step, speeds in trials:
+                    runtime.keep_freed_memory(lever.allocator)
+                    step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    speeds.append(BATCH * steps / (time.perf_counter() - start))
+            speeds = {lever.name: statistics.median(values) for lever, _, values in trials}
+            auto_name = next(lever.name for lever, _, _ in trials if lever.allocator == (device.type == "cpu")
+                             and lever.execution == auto and not lever.compile_mode)
+            rows.append((network, modality, speeds, auto_name))
+            print(f"  measured {network} {modality}: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()),
+                  flush=True)
+    runtime.keep_freed_memory(device.type == "cpu")
+    names = list(dict.fromkeys(name for _, _, speeds, _ in rows for name in speeds))
+    print(f"\n### Training: input images/s (batch {BATCH}, memory {MEMORY}, SGD; median of {rounds} rounds of "
+          f"{steps} steps); ratio to the paper's step in brackets\n")
+    print("| network | modality | " + " | ".join(names) + " | auto = | auto / paper |")
+    print("|---|---|" + "---|" * (len(names) + 2))
+    for network, modality, speeds, auto_name in rows:
+        base = speeds[names[0]]
+        cells = [f"{speeds[n]:.1f} ({speeds[n] / base:.2f}x)" if n in speeds else "-" for n in names]
+        print(f"| {network} | {modality} | " + " | ".join(cells) + f" | {auto_name} | "
+              f"**{speeds[auto_name] / base:.2f}x** |")
+    return rows
+
+
+def measure_evaluation(device, test_count=2000, pool=1000, batch_size=500, draws=5):
+    """Test accuracy (5 draws) + explanation accuracy (5 draws), cached features vs batch by batch."""
+    from explanations import explanation_scores
+
+    train, test = fake_cifar(pool + 100, seed=1), fake_cifar(test_count, seed=2)
+    data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, pool, 100, seed=0,
+                                         mem_examples=MEMORY, device=device)
+    torch.manual_seed(0)
+    model = build_model("mobilenet", "encoder_memory", 10).to(device).eval()
+
+    def reference():  # the paper's protocol: every batch and draw encodes its test batch and memory sets
+        generator, auxiliary = evaluation.eval_generators(0)
+        with torch.no_grad():
+            for _ in range(draws):  # test accuracy
+                for start in range(0, test_count, batch_size):
+                    images, _ = data.test_batch(torch.arange(start, min(start + batch_size, test_count)))
+                    model(images, data.memory_batch(data.draw_memory(generator))).argmax(1)
+            for _ in range(draws):  # explanation accuracy: the memory samples classified with another memory set
+                for start in range(0, test_count, batch_size):
+                    images, _ = data.test_batch(torch.arange(start, min(start + batch_size, test_count)))
+                    memory = data.memory_batch(data.draw_memory(generator))
+                    model(images, memory, return_weights=True)
+                    model(memory, data.memory_batch(data.draw_memory(auxiliary))).argmax(1)
+
+    def cached():
+        cache = evaluation.FeatureCache.build(model, data, batch_size, seed=0, draws=draws)
+        evaluation.evaluate(model, cache)
+        explanation_scores(model, cache)
+
+    times = {}
+    for name, function in (("batch by batch (reference)", reference), ("features encoded once", cached)):
+        start = time.perf_counter()
+        function()
+        times[name] = time.perf_counter() - start
+    base = times["batch by batch (reference)"]
+    print(f"\n### Evaluation: mobilenet encoder_memory, {test_count} test images, memory pool {pool}, {draws} draws "
+          f"of test accuracy + {draws} of explanation accuracy\n")
+    print("| path | seconds | speed-up |\n|---|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.1f} | {base / seconds:.1f}x |")
+
+
+def measure_layer(repeats=10):
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_memory_layer import time_layer
+
+    torch.manual_seed(0)
+    x, memory = torch.randn(500, 1280, requires_grad=True), torch.randn(100, 1280, requires_grad=True)
+    times = {d: time_layer(MemoryWrapLayer(1280, 10, distance=d), x, memory, repeats) for d in ("cosine", "l2", "dot")}
+    print("\n### MemoryWrapLayer (forward + backward, B=500, M=100, D=1280; target <= 1.15x cosine)\n")
+    print("| distance | ms / call | ratio to cosine |\n|---|---|---|")
+    for distance, seconds in times.items():
+        print(f"| {distance} | {seconds * 1e3:.1f} | {seconds / times['cosine']:.2f} |")
+
+
+def measure_data(device, training_rows):
+    train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
+    data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
+                                         mem_examples=MEMORY, device=device)
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    steps = 0
+    for images, labels in data.batches(BATCH, generator):
+        memory = data.memory_set(generator)
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    produce = time.perf_counter() - start
+    print(f"\n### Data: one epoch of {TRAIN_EXAMPLES} examples ({steps} steps of {BATCH} + memory {MEMORY})\n")
+    print("| training (auto) | epoch seconds | batch production seconds | share |\n|---|---|---|---|")
+    for network, modality, speeds, auto_name in training_rows:
+        if modality != "std":
+            epoch = steps * BATCH / speeds[auto_name]
+            print(f"| {network} {modality} | {epoch:.1f} | {produce:.3f} | {100 * produce / (epoch + produce):.2f}% |")
+
+
+def measure_parallel(device, worker_counts, runs=4):
+    print(f"\n### Parallel runs: {runs} DIGITS encoder_memory runs (config/digits.yaml, 2 epochs), wall time\n")
+    print("| processes | threads each | seconds | runs / hour | speed-up |\n|---|---|---|---|---|")
+    base = None
+    for workers in worker_counts:
+        with tempfile.TemporaryDirectory() as output:
+            command = [sys.executable, "train.py", "--modality=encoder_memory", "--config=config/digits.yaml",
+                       f"--runs={runs}", "--epochs=2", f"--parallel_runs={workers}", f"--output_dir={output}"]
+            start = time.perf_counter()
+            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - start
+        base = base or seconds
+        threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else "-"
+        print(f"| {workers} | {threads} | {seconds:.1f} | {runs * 3600 / seconds:.0f} | {base / seconds:.2f}x |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--modalities", default="std,encoder_memory")
+    parser.add_argument("--sections", default="training,evaluation,layer,data,parallel")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    parser.add_argument("--all_bf16", action="store_true", help="measure emulated bf16 on every network too")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    machine = runtime.describe_machine(device)
+    print(f"Machine: {machine['cpu']} | CPU capability {machine['cpu_capability']} | native bf16 "
+          f"{'yes' if machine['native_bf16'] else 'no'} | {machine['threads']} threads | torch {machine['torch']}"
+          + (f" | GPU {machine['gpu']}" if "gpu" in machine else "") + f" | {datetime.date.today()}", flush=True)
+    sections = args.sections.split(",")
+    runtime.keep_freed_memory(device.type == "cpu")  # every section but the paper's own training step uses it
+    rows = []
+    if "training" in sections or "data" in sections:
+        rows = measure_training(args.networks.split(","), args.modalities.split(","), device, args.steps,
+                                args.rounds, args.all_bf16)
+    if "evaluation" in sections:
+        measure_evaluation(device)
+    if "layer" in sections:
+        measure_layer()
+    if "data" in sections:
+        measure_data(device, rows)
+    if "parallel" in sections:
+        measure_parallel(device, (1, 2, 4, 8) if device.type == "cuda" else (1, 2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Run commands in parallel worker processes: train.py --parallel_runs and grid.py's local workers.
+
+Each worker is an ordinary process (a ``train.py`` command), so what several workers write into one experiment
+folder is merged through its per-run records, exactly as the runs of one sequential job. On a CPU the cores
+are split between the workers (``OMP_NUM_THREADS``); on a GPU the workers share the device.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence
+
+
+def split_runs(runs: Sequence[int], workers: int) -> List[List[int]]:
+    """``runs`` in at most ``workers`` contiguous chunks of nearly equal size."""
+    workers = max(1, min(workers, len(runs)))
+    size, extra = divmod(len(runs), workers)
+    chunks, start = [], 0
+    for worker in range(workers):
+        end = start + size + (worker < extra)
+        chunks.append(list(runs[start:end]))
+        start = end
+    return chunks
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_commands(commands: Sequence[Sequence[str]], workers: int, cwd: Optional[str] = None,
+                 threads: Optional[int] = None, quiet: bool = False) -> List[int]:
+    """Run ``commands`` with at most ``workers`` at a time; each gets ``threads`` CPU threads (default: the
+    cores divided between the workers). Output goes to this process's (unless ``quiet``). Returns the exit
+    codes, in the order of ``commands``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads or threads_per_worker(workers))}
+    pending = list(enumerate(commands))
+    running, codes = {}, [None] * len(commands)
+    while pending or running:
+        while pending and len(running) < workers:
+            index, command = pending.pop(0)
+            output = subprocess.DEVNULL if quiet else None
+            running[index] = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=output, stderr=output)
+        for index, process in list(running.items()):
+            if process.poll() is not None:
+                codes[index] = process.returncode
+                del running[index]
+        time.sleep(0.05)
+    return codes
+
+
+def python_command(script: str, *args: str) -> List[str]:
+    return [sys.executable, script, *args]
