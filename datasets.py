@@ -336,18 +336,21 @@ class DatasetSpec:
     num_classes: int
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]
-    flip: bool  # random horizontal flip of training batches
+    flip: bool  # random horizontal flip of training batches (the paper's augmentation)
     read: Callable[[Path, bool], Tuple[ImageSet, ImageSet]]
+    autoaugment_policy: str = "cifar10"  # augment: autoaugment's policy (the paper's ViT: svhn for SVHN)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
-    "SVHN": DatasetSpec("SVHN", 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, read_svhn),
+    "SVHN": DatasetSpec("SVHN", 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, read_svhn, "svhn"),
     "CIFAR10": DatasetSpec("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True, read_cifar10),
     "CINIC10": DatasetSpec("CINIC10", 10, (0.47889522, 0.47227842, 0.43047404),
                            (0.24205776, 0.23828046, 0.25874835), True, read_cinic10),
     # mean and std of the 1297 DIGITS training images (checked in tests/test_datasets.py)
-    "DIGITS": DatasetSpec("DIGITS", 10, (0.3055, 0.3055, 0.3055), (0.3242, 0.3242, 0.3242), False, read_digits),
+    "DIGITS": DatasetSpec("DIGITS", 10, (0.3055, 0.3055, 0.3055), (0.3242, 0.3242, 0.3242), False, read_digits, "svhn"),
 }
+
+AUGMENTATIONS = ("auto", "none", "flip", "autoaugment")
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -409,10 +412,11 @@ def draw_positions(pool_size: int, mem_examples: int, generator: torch.Generator
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> normalised float32, on the images' device."""
+    """uint8 [N, 3, H, W] (or floats in [0, 1]) -> normalised float32, on the images' device."""
     mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float().div_(255.0) - mean_t) / std_t
+    unit = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    return (unit - mean_t) / std_t
 
 
 def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -428,6 +432,25 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+class AutoAugment:
+    """The AutoAugment policies (CIFAR-10's, or SVHN's) on whole batches on their device, via kornia; seeded by
+    the run's generator (kornia draws from torch's global RNG, forked here so that it is left untouched).
+    uint8 [N, 3, H, W] -> floats in [0, 1]."""
+
+    def __init__(self, policy: str):
+        from kornia.augmentation.auto import AutoAugment as KorniaAutoAugment
+
+        self.policy = policy
+        self.augment = KorniaAutoAugment(policy=policy)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self.augment(images.float() / 255.0).clamp_(0.0, 1.0)
+
+
 @dataclass
 class MemorySet:
     """A memory set: ``indices`` into the training set, their normalised ``images`` and their ``labels``."""
@@ -438,11 +461,11 @@ class MemorySet:
 
 class ExperimentData:
     """One run's data and its memory protocol: the dataset on the device, the seeded subset, the memory pool
-    and the memory size, batch preparation (flip and normalisation on whole batches)."""
+    and the memory size, batch preparation (flip, AutoAugment and normalisation on whole batches)."""
 
     def __init__(self, spec: DatasetSpec, train: ImageSet, test: ImageSet, subset: torch.Tensor,
                  validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu",
-                 memory_flip: bool = False):
+                 memory_flip: bool = False, augment: str = "auto"):
         self.spec = spec
         self.device = torch.device(device)
         self.train_images = train.images.to(self.device)
@@ -455,11 +478,16 @@ class ExperimentData:
         self.memory_pool = memory_pool  # indices into the training set that memory sets are drawn from
         self.mem_examples = mem_examples  # images per memory set
         self.memory_flip = memory_flip  # flip memory images at random (the paper's CINIC10 code); else never augmented
+        if augment not in AUGMENTATIONS:
+            raise DatasetError(f"augment must be one of {list(AUGMENTATIONS)}, got {augment!r}")
+        # training batches: flip (auto: the paper's, CIFAR10 and CINIC10), then AutoAugment (the paper's ViT)
+        self.flip = spec.flip if augment in ("auto", "autoaugment") else augment == "flip"
+        self.autoaugment = AutoAugment(spec.autoaugment_policy) if augment == "autoaugment" else None
 
     @classmethod
     def build(cls, spec: DatasetSpec, train: ImageSet, test: ImageSet, train_examples: int, val_examples: int,
               seed: int, memory_source: str = "subset", mem_examples: int = 0, device="cpu",
-              memory_flip: bool = False) -> "ExperimentData":
+              memory_flip: bool = False, augment: str = "auto") -> "ExperimentData":
         subset, validation = split_indices(len(train), train_examples, val_examples, seed)
         if memory_source == "subset":
             pool = subset
@@ -470,7 +498,7 @@ class ExperimentData:
         if mem_examples > len(pool):
             raise DatasetError(f"mem_examples={mem_examples} is larger than the {memory_source} memory pool "
                                f"({len(pool)} images); lower mem_examples or raise train_examples")
-        return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip)
+        return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment)
 
     def with_memory_pool(self, pool: torch.Tensor) -> "ExperimentData":
         """The same run's data with another memory pool (indices into the training set)."""
@@ -489,8 +517,10 @@ class ExperimentData:
         for start in range(0, len(order) - batch_size + 1, batch_size):
             indices = order[start:start + batch_size].to(self.device)
             images = self.train_images[indices]
-            if self.spec.flip:
+            if self.flip:
                 images = random_flip(images, generator)
+            if self.autoaugment is not None:
+                images = self.autoaugment(images, generator)
             yield self._prepare(images), self.train_labels[indices]
 
     def steps_per_epoch(self, batch_size: int) -> int:

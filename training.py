@@ -27,26 +27,43 @@ class TrainingDiverged(UserError, RuntimeError):
 
 
 def make_optimizer(model: torch.nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (the paper's CNNs) or Adam with betas 0.9, 0.999 (its ViT)."""
+    if config.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
+                                weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.nesterov)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
-    """Stepped once per epoch, as the paper."""
+    """Stepped once per epoch, as the paper: MultiStepLR (/10 at each milestone), cosine annealing to min_lr, or
+    warmup_cosine: during epoch e (0-based) lr * (e + 1) / warmup for e < warmup, then cosine from lr down to min_lr
+    at the end of the last epoch (the paper's ViT used warmup_scheduler's GradualWarmupScheduler: its first epoch
+    trains at lr 0 and its cosine runs num_epochs beyond the warm-up, so it ends above min_lr)."""
     if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.num_epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.num_epochs, eta_min=config.min_lr)
+    if config.scheduler == "warmup_cosine":
+        base = optimizer.param_groups[0]["lr"]
+        warmup, total, floor = config.warmup_epochs, config.num_epochs, config.min_lr / base
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / warmup
+            progress = min(1.0, (epoch - warmup) / max(1, total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.opt_milestones))
 
 
 def training_step(model: Classifier, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   images: torch.Tensor, labels: torch.Tensor, memory: Optional[datasets.MemorySet],
-                  execution: runtime.Execution, device: torch.device) -> torch.Tensor:
+                  execution: runtime.Execution, device: torch.device, label_smoothing: float = 0.0) -> torch.Tensor:
     """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor)."""
     images = images.contiguous(memory_format=execution.memory_format)
     memory_images = memory.images.contiguous(memory_format=execution.memory_format) if memory is not None else None
     with torch.autocast(device.type, dtype=execution.autocast, enabled=execution.autocast is not None):
         outputs = model(images, memory_images, memory.labels if memory is not None else None, labels=labels)
-        loss = model.loss(outputs, labels) + model.regularization()
+        loss = model.loss(outputs, labels, label_smoothing) + model.regularization()
     if scaler.is_enabled() or torch.isfinite(loss):  # fp32/bf16: a non-finite loss stops the run (train_run)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -92,7 +109,8 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
         running_loss, finite_steps = 0.0, 0
         for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator), start=1):
             memory = data.memory_set(generator) if model.uses_memory else None
-            loss_value = training_step(model, optimizer, scaler, images, labels, memory, execution, device).item()
+            loss_value = training_step(model, optimizer, scaler, images, labels, memory, execution, device,
+                                       config.label_smoothing).item()
             finite = math.isfinite(loss_value)
             nonfinite = 0 if finite else nonfinite + 1
             if not finite and (not scaler.is_enabled() or nonfinite > config.max_nonfinite_steps):
@@ -138,6 +156,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     if config.save:
         writable_folder(output_dir, "output folder")
         prepare_folder(folder, config, modality, continue_train)
+    make_model(config, modality)  # options a model cannot be built with fail here, before any data are read
 
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download)
     uses_memory = head_entry(modality).uses_memory
@@ -148,7 +167,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         return datasets.ExperimentData.build(spec, train, test, config.train_examples, config.dataset.val_examples,
                                              seed=run - 1, memory_source=config.memory_source,
                                              mem_examples=mem_examples, device=device,
-                                             memory_flip=config.memory_flip and uses_memory)
+                                             memory_flip=config.memory_flip and uses_memory, augment=config.augment)
 
     first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before training
     memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""
@@ -197,6 +216,15 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     return summary
 
 
+def make_model(config: Config, modality: str) -> Classifier:
+    """The run's model; options it cannot be built with (a self_attention position that is no feature map, given
+    prototypes of the wrong shape...) are a ConfigError."""
+    try:
+        return build_model(config.model, modality, config.dataset.num_classes, **config.model_options())
+    except (ValueError, TypeError, OSError) as error:
+        raise ConfigError(f"a {config.model} {modality} model cannot be built with this config: {error}") from None
+
+
 def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, continue_train: bool) -> None:
     """Before any data are read: a resume must match the folder's settings; a fresh start moves aside what
     belongs to other settings, and runs beyond ``config.runs``."""
@@ -225,7 +253,7 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
     """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record."""
     start = time.time()
     runtime.seed_everything(run - 1)
-    model = build_model(config.model, modality, config.dataset.num_classes, **config.model_options()).to(device)
+    model = make_model(config, modality).to(device)
     state_path = folder.state(run) if config.save else None
     if state_path is not None and not continue_train and state_path.exists():
         state_path.unlink()  # a fresh start of this run

@@ -8,11 +8,11 @@
     memory.py             MemoryWrapLayer, BaselineMemory, sparsemax (stand-alone: copy it into your project)
     self_attention.py     SimpleSelfAttention, an encoder option
     paper_checkpoints.py  the paper's state-dict layout <-> ours
-    <network>.py          one encoder each, registered by name
+    <network>.py          one encoder each (or a family: resnet18 and resnet34), registered by name
 
 Importing this package registers every encoder and head (the lines below).
 """
-from . import densenet, efficientnet, googlenet, mobilenet, resnet, shufflenet  # noqa: F401  (encoders)
+from . import densenet, efficientnet, googlenet, mobilenet, resnet, shufflenet, vit, wide_resnet  # noqa: F401  (encoders)
 from . import heads, protonet, matching, prototypes, deepncm  # noqa: F401  (heads, in this order)
 from .classifier import Classifier, build_model
 from .memory import DISTANCES, MLP, BaselineMemory, MemoryWrapLayer, pairwise_distance, sparsemax

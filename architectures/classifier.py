@@ -73,9 +73,12 @@ class Classifier(nn.Module):
         memory_features = self.encode(memory_images) if memory_images is not None else None
         return self.classify(features, memory_features, memory_labels, return_weights)
 
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The head's loss on its outputs: cross-entropy unless the head defines its own ``loss``."""
-        return self.head.loss(outputs, labels) if hasattr(self.head, "loss") else F.cross_entropy(outputs, labels)
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The head's loss on its outputs: cross-entropy (with ``label_smoothing``) unless the head defines its own
+        ``loss`` (which then ignores label smoothing)."""
+        if hasattr(self.head, "loss"):
+            return self.head.loss(outputs, labels)
+        return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing)
 
     def regularization(self) -> torch.Tensor | float:
         """What the head adds to the training loss beyond ``loss`` (e.g. a metric-guidance term), or 0."""

@@ -1,4 +1,6 @@
-"""DenseNet-CIFAR (densenet_cifar: [6,12,24,16], growth 12; kuangliu/pytorch-cifar). Features: 384."""
+"""DenseNets, CIFAR variants (kuangliu/pytorch-cifar): densenet_cifar ([6, 12, 24, 16], growth 12; features 384),
+the paper's "densenet", and DenseNet-169 ([6, 12, 32, 32], growth 32; features 1664). The paper's code maps the
+name densenet169 to densenet_cifar by mistake; here it is the real DenseNet-169."""
 import math
 
 import torch
@@ -69,3 +71,8 @@ class DenseNet(nn.Module):
 @register_encoder("densenet")
 def densenet_cifar():
     return DenseNet([6, 12, 24, 16], growth_rate=12)
+
+
+@register_encoder("densenet169")
+def densenet169():
+    return DenseNet([6, 12, 32, 32], growth_rate=32)

@@ -1,4 +1,4 @@
-"""ResNet18, CIFAR variant (kuangliu/pytorch-cifar) with the paper's He initialisation. Features: 512."""
+"""ResNet-18 and ResNet-34, CIFAR variants (kuangliu/pytorch-cifar) with the paper's He initialisation. Features: 512."""
 import math
 
 import torch.nn.functional as F
@@ -67,3 +67,8 @@ class ResNet(nn.Module):
 @register_encoder("resnet18")
 def resnet18():
     return ResNet(BasicBlock, [2, 2, 2, 2])
+
+
+@register_encoder("resnet34")
+def resnet34():
+    return ResNet(BasicBlock, [3, 4, 6, 3])

@@ -1,4 +1,5 @@
-"""ShuffleNetV2 (net_size 0.5), CIFAR variant (kuangliu/pytorch-cifar, as used by the paper). Features: 1024."""
+"""ShuffleNetV2, CIFAR variant (kuangliu/pytorch-cifar, as used by the paper): net_size 0.5 (shufflenet) and 1
+(shufflenet1x). Features: 1024."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,3 +100,8 @@ class ShuffleNetV2(nn.Module):
 @register_encoder("shufflenet")
 def shufflenet_v2_half():
     return ShuffleNetV2(net_size=0.5)
+
+
+@register_encoder("shufflenet1x")
+def shufflenet_v2_1x():
+    return ShuffleNetV2(net_size=1)

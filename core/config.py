@@ -36,7 +36,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 MEMORY_SOURCES = ("subset", "full")
-SCHEDULERS = ("multistep", "cosine")
+SCHEDULERS = ("multistep", "cosine", "warmup_cosine")
+OPTIMIZERS = ("sgd", "adam")
+AUGMENTATIONS = ("auto", "none", "flip", "autoaugment")
 DISTANCE_NAMES = tuple(DISTANCES)
 
 
@@ -83,19 +85,24 @@ def _fail_on(problems: List[str]) -> None:
 class OptimizerConfig:
     learning_rate: float  # the paper: 1e-1
     weight_decay: float  # the paper: 5e-4
-    momentum: float  # the paper: 0.9
-    nesterov: bool  # the paper: True
+    momentum: Optional[float] = None  # SGD: the paper's 0.9 (required for SGD)
+    nesterov: Optional[bool] = None  # SGD: the paper's True (required for SGD)
+    name: str = "sgd"  # sgd (the paper's CNNs) | adam (its ViT: betas 0.9, 0.999)
 
     @staticmethod
     def problems(values: Mapping[str, Any]) -> List[str]:
         found = []
+        if values.get("name", "sgd") not in OPTIMIZERS:
+            found.append(f"name: {values['name']!r} is not one of {list(OPTIMIZERS)}")
+        elif values.get("name", "sgd") == "sgd":
+            found += [f"{key}: missing (SGD needs it)" for key in ("momentum", "nesterov") if values.get(key) is None]
         if values.get("learning_rate", 1) <= 0:
             found.append(f"learning_rate: must be > 0, got {values['learning_rate']}")
         if values.get("weight_decay", 0) < 0:
             found.append(f"weight_decay: must be >= 0, got {values['weight_decay']}")
-        if not 0 <= values.get("momentum", 0) < 1:
+        if not 0 <= (values.get("momentum") or 0) < 1:
             found.append(f"momentum: must be in [0, 1), got {values['momentum']}")
-        if values.get("nesterov") and values.get("momentum", 1) == 0:
+        if values.get("nesterov") and values.get("momentum") == 0:
             found.append("nesterov: Nesterov momentum needs momentum > 0")
         return found
 
@@ -107,9 +114,11 @@ class OptimizerConfig:
 class DatasetConfig:
     num_classes: int
     num_epochs: int
-    opt_milestones: Tuple[int, ...]  # epochs after which MultiStepLR divides the learning rate by 10
     mem_examples: int  # images per memory set (the paper: 100)
-    scheduler: str = "multistep"  # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code by name)
+    opt_milestones: Tuple[int, ...] = ()  # multistep: epochs after which the learning rate is divided by 10
+    scheduler: str = "multistep"  # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code) | warmup_cosine
+    warmup_epochs: int = 0  # warmup_cosine: epochs of linear warm-up (the paper's ViT: 5)
+    min_lr: float = 0.0  # cosine, warmup_cosine: the learning rate at the end (the paper's ViT: 1e-5)
     val_examples: int = 6000  # held out of the training set before the subset is drawn
     memory_flip: Optional[bool] = None  # flip memory images at random; None: as the paper's code (CINIC10 only)
 
@@ -128,6 +137,11 @@ class DatasetConfig:
             found.append(f"opt_milestones: must be positive and strictly increasing, got {milestones}")
         if values.get("scheduler", "multistep") not in SCHEDULERS:
             found.append(f"scheduler: {values['scheduler']!r} is not one of {list(SCHEDULERS)}")
+        if values.get("scheduler") == "warmup_cosine" and not 0 <= values.get("warmup_epochs", 0) < values.get(
+                "num_epochs", 1):
+            found.append(f"warmup_epochs: must be in [0, num_epochs), got {values['warmup_epochs']}")
+        if values.get("min_lr", 0) < 0:
+            found.append(f"min_lr: must be >= 0, got {values['min_lr']}")
         return found
 
     def __post_init__(self):
@@ -201,6 +215,8 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     eval_autocast: bool = False  # evaluate under the training autocast; the paper evaluated in fp32
     max_nonfinite_steps: int = 20  # fp16 + GradScaler: consecutive non-finite losses skipped before the run stops
+    label_smoothing: float = 0.0  # of the cross-entropy (the paper's ViT text: 0.1; its code applied none)
+    augment: str = "auto"  # training batches: auto (the paper: flip CIFAR10/CINIC10) | none | flip | autoaugment
     self_attention: Optional[str] = None  # a SimpleSelfAttention block in the encoder: last_stage, or a module path
     self_attention_ks: int = 1  # its 1-D convolution's kernel size
     self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
@@ -220,7 +236,8 @@ class Config:
     def problems(values: Mapping[str, Any]) -> List[str]:
         found = []
         for name, choices in (("memory_source", MEMORY_SOURCES), ("precision", PRECISIONS),
-                              ("memory_format", MEMORY_FORMATS), ("distance", DISTANCE_NAMES), ("device", DEVICES)):
+                              ("memory_format", MEMORY_FORMATS), ("distance", DISTANCE_NAMES), ("device", DEVICES),
+                              ("augment", AUGMENTATIONS)):
             if name in values and values[name] not in choices:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         if "model" in values and values["model"] not in list_encoders():
@@ -237,6 +254,8 @@ class Config:
             elif sections is not None and dataset_name not in sections:
                 found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
+        if not 0 <= values.get("label_smoothing", 0) < 1:
+            found.append(f"label_smoothing: must be in [0, 1), got {values['label_smoothing']}")
         heads = values.get("heads")
         hierarchy = heads.hierarchy if isinstance(heads, HeadConfig) else (heads or {}).get("hierarchy")
         if hierarchy is not None and dataset_name in datasets.DATASETS:
@@ -413,7 +432,8 @@ def overrides() -> Tuple[Override, ...]:
         Override("memory_source", "memory_source", str, "memory_source", MEMORY_SOURCES),
         Override("precision", "precision", str, "precision", PRECISIONS),
         Override("memory_format", "memory_format", str, "memory_format", MEMORY_FORMATS),
-        Override("epochs", "num_epochs", int, "num_epochs of the dataset (opt_milestones are scaled to match)",
+        Override("epochs", "num_epochs", int, "num_epochs of the dataset (opt_milestones and warmup_epochs are scaled "
+                 "to match)",
                  in_dataset=True),
         Override("mem_examples", "mem_examples", int, "mem_examples of the dataset", in_dataset=True),
         Override("val_examples", "val_examples", int, "val_examples of the dataset", in_dataset=True, lower_bound=0),
@@ -439,7 +459,8 @@ def read_yaml(path) -> Any:
 def apply_overrides(raw: Any, values: Mapping[str, Any]) -> Any:
     """``raw`` with the flag values set (None values are ignored).
 
-    ``epochs`` rescales ``opt_milestones`` proportionally (e.g. 300 epochs [150, 225] -> 15 epochs [8, 11]).
+    ``epochs`` rescales ``opt_milestones`` and ``warmup_epochs`` proportionally (e.g. 300 epochs [150, 225] ->
+    15 epochs [8, 11]).
     """
     raw = copy.deepcopy(raw)
     values = {k: v for k, v in (values or {}).items() if v is not None}
@@ -459,6 +480,9 @@ def apply_overrides(raw: Any, values: Mapping[str, Any]) -> Any:
             milestones = section.get("opt_milestones")
             if isinstance(milestones, list) and all(isinstance(m, int) for m in milestones) and new > 0:
                 section["opt_milestones"] = sorted({max(1, round(m * new / old)) for m in milestones})
+            warmup = section.get("warmup_epochs")
+            if isinstance(warmup, int) and warmup > 0 and new > 0:
+                section["warmup_epochs"] = min(max(1, round(warmup * new / old)), new - 1)
         for flag, value in values.items():
             if table[flag].in_dataset:
                 section[table[flag].key] = value

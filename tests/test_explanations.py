@@ -62,7 +62,7 @@ def test_std_models_and_unwritable_output_refused(checkpoint_dir, tmp_path):
                          ("generate_memory_images.py", f"--path_model={root / 'std' / '1.pt'}"),
                          ("generate_heatmaps.py", f"--path_model={root / 'std' / '1.pt'}")):
         result = run_script(script, flag, check=False)
-        assert result.returncode != 0 and "is a std model: it has no memory" in result.stderr, script
+        assert result.returncode != 0 and "is a std model: it has no memory, so" in result.stderr, script
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", f"--output_dir={blocker}",
@@ -140,3 +140,53 @@ def test_the_paper_codes_explanation_memory_pool():
     assert torch.equal(pool, expected) and len(pool) == 1097 and not set(pool.tolist()) <= set(data.subset.tolist())
     cifar = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, 300, 200, seed=3)
     assert torch.equal(explanations.paper_memory_pool(cifar), torch.arange(1297))
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """Untrained checkpoints of the related methods' heads, saved as train.py saves them."""
+    from core.config import load_config
+
+    root = tmp_path_factory.mktemp("heads")
+    config = load_config(TINY)
+    paths = {}
+    for modality in ("protonet", "matching", "prototypes", "deepncm", "hyperspherical"):
+        torch.manual_seed(0)
+        model = build_model("shufflenet", modality, 10, **config.model_options())
+        folder = root / modality
+        Checkpoint.save(folder / "1.pt", model, RunMetadata("shufflenet", modality, "DIGITS", 10, 128, 20, run=1,
+                                                            config=config.to_dict()))
+        paths[modality] = folder
+    return paths
+
+
+@pytest.mark.parametrize("modality", ["protonet", "matching"])
+def test_memory_heads_of_the_related_methods_are_explained(untrained, modality, tmp_path):
+    folder = untrained[modality]
+    out = run_script("explanation_accuracy.py", f"--path_models={folder}", f"--output_json={tmp_path / 'x.json'}").stdout
+    draws = json.loads((tmp_path / "x.json").read_text())["models"][0]["draws"]
+    assert len(draws) == 5 and all(d["examples"] + d["counterfactuals"] == 500 for d in draws), out
+    run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", "--num_images=2", "--max_samples=4",
+               f"--output_dir={tmp_path}")
+    pngs = sorted(tmp_path.rglob("*.png"))
+    assert [p.name for p in pngs] == ["0.png", "1.png"]
+    with Image.open(pngs[0]) as image:  # matching weighs every sample: at most --max_samples are shown
+        assert image.size[0] <= 5 * explanations.MEMORY_FIGURE_COLUMN_INCHES * explanations.FIGURE_DPI
+    out = run_script("generate_heatmaps.py", f"--path_model={folder / '1.pt'}", "--batch_size_test=1", "--n_steps=4",
+                     f"--output_dir={tmp_path / 'heat'}").stdout
+    assert "image 0: IG convergence delta" in out and len(list((tmp_path / "heat").rglob("*.png"))) == 1
+
+
+@pytest.mark.parametrize("modality", ["prototypes", "deepncm", "hyperspherical"])
+def test_prototype_heads_get_prototype_figures_and_clear_refusals(untrained, modality, tmp_path):
+    folder = untrained[modality]
+    out = run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", "--num_images=2",
+                     f"--output_dir={tmp_path}").stdout
+    assert "prototypes.png and 2 distance figures" in out
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["0.png", "1.png", "prototypes.png"]
+    for script, flag in (("explanation_accuracy.py", f"--path_models={folder}"),
+                         ("generate_heatmaps.py", f"--path_model={folder / '1.pt'}")):
+        result = run_script(script, flag, check=False)
+        assert result.returncode != 0 and f"is a {modality} model: it has no memory, so {script} cannot explain it; " \
+                                          f"{script} serves the modalities ['memory', 'encoder_memory', 'protonet', " \
+                                          f"'matching']" in result.stderr, result.stderr
