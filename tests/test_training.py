@@ -38,9 +38,9 @@ def test_fp16_skips_non_finite_steps_and_stops_after_too_many_in_a_row(monkeypat
     calls = {"n": 0}
     real_loss = model.loss
 
-    def loss_with_three_nans(outputs, labels):
+    def loss_with_three_nans(outputs, labels, label_smoothing=0.0):
         calls["n"] += 1
-        loss = real_loss(outputs, labels)
+        loss = real_loss(outputs, labels, label_smoothing)
         return loss * float("nan") if calls["n"] <= 3 else loss
 
     monkeypatch.setattr(model, "loss", loss_with_three_nans)
