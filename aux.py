@@ -34,6 +34,8 @@ def exit_on_user_errors(main):
             raise SystemExit(f"error: {error}") from None
         except json.JSONDecodeError as error:
             raise SystemExit(f"error: a JSON file is not valid JSON ({error}); restore or delete it") from None
+        except BrokenPipeError:  # the output was piped into a command that stopped reading (head): not an error
+            raise SystemExit(0) from None
         except UnicodeDecodeError as error:
             raise SystemExit(f"error: a file that should be text is not UTF-8 ({error.reason})") from None
         except OSError as error:

@@ -507,11 +507,15 @@ class ExperimentData:
         return other
 
     # training batches --------------------------------------------------------------------------
-    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, generator: torch.Generator,
+                shard: Tuple[int, int] = (0, 1)) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled full batches of the subset, prepared: ``(images, labels)`` on the device.
 
         The last partial batch is dropped, as the paper; fewer images than a batch make one batch of all.
+        ``shard=(rank, world_size)`` (data-parallel training) yields every rank's share of the same batches: the
+        batch is drawn and augmented whole, then rank r keeps its images r, r + world_size, ...
         """
+        rank, world_size = shard
         batch_size = min(batch_size, len(self.subset))
         order = self.subset[torch.randperm(len(self.subset), generator=generator)]
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -521,7 +525,7 @@ class ExperimentData:
                 images = random_flip(images, generator)
             if self.autoaugment is not None:
                 images = self.autoaugment(images, generator)
-            yield self._prepare(images), self.train_labels[indices]
+            yield self._prepare(images[rank::world_size]), self.train_labels[indices[rank::world_size]]
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.subset) // min(batch_size, len(self.subset))

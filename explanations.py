@@ -23,6 +23,7 @@ from architectures import Classifier, head_entry, list_heads
 from core.checkpoints import Checkpoint
 from core.config import PAPER_CODE_EVALUATION
 from base.errors import UserError
+from base.files import atomic_write_bytes
 from core.evaluation import FeatureCache, MemoryPass, memory_pass
 
 
@@ -114,6 +115,11 @@ def _pyplot():
     return plt
 
 
+def save_figure(figure, path: Path) -> None:
+    """A PNG written atomically (a crash leaves no half-written figure)."""
+    atomic_write_bytes(path, lambda f: figure.savefig(f, format="png", dpi=FIGURE_DPI))
+
+
 def show_image(axis, image: torch.Tensor, spec: datasets.DatasetSpec, title: str, color="black") -> None:
     picture = datasets.denormalize(image.detach().float().cpu(), spec.mean, spec.std).permute(1, 2, 0).numpy()
     axis.imshow(picture)
@@ -162,7 +168,7 @@ def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, 
         kind = "example" if example else "counterfactual"
         show_image(axis, memory, spec, f"w={weight:.3f}\npredicted {predicted}\n{kind}",
                    color="green" if example else "red")
-    figure.savefig(path, dpi=FIGURE_DPI)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -252,7 +258,7 @@ def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, 
             title = f"prototype {row}: {classes[prototype_class]}\n" if column == 0 else "\n"
             show_image(axes[row, column], images[index], spec, f"{title}d={distances[index, row]:.3f}")
     figure.tight_layout()
-    figure.savefig(path, dpi=FIGURE_DPI)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -270,5 +276,5 @@ def distances_figure(path: Path, image: torch.Tensor, label: str, prediction: st
     right.invert_yaxis()
     right.set_xlabel("distance to the prototype", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=FIGURE_DPI)
+    save_figure(figure, path)
     plt.close(figure)

@@ -92,7 +92,7 @@ def main(argv):
                                                   memory_images[top], data.spec, "IG", FLAGS.sign)
             progress.update(1)
         figure.tight_layout()
-        figure.savefig(folder / f"batch_{batch}.png", dpi=explanations.FIGURE_DPI)
+        explanations.save_figure(figure, folder / f"batch_{batch}.png")
         plt.close(figure)
     progress.close()
     print(f"{batches} heatmap figures written to {folder}; IG convergence delta: max {max(deltas):.4f}, "

@@ -3,9 +3,12 @@
     python train.py --modality=encoder_memory                       # config/train.yaml
     python train.py --modality=std --config=config/digits.yaml      # the quickstart
     python train.py --modality=memory --dataset=CIFAR10 --train_examples=1000 --continue_train
+    python train.py --modality=encoder_memory --runs_from=1 --runs_to=5       # a shard of the runs
+    torchrun --nproc_per_node=4 train.py --modality=encoder_memory            # data-parallel: one run, 4 processes
 
 Checkpoints: models/<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>/<run>.pt and results.json.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from absl import app, flags
 import aux
 import training
 from core import config, launch, results
+from core.distributed import Distributed
 from core.experiment import ExperimentFolder
 
 flags.DEFINE_enum("modality", None, list(config.modalities()),
@@ -43,11 +47,21 @@ def main(argv):
     output_dir = (Path(FLAGS.output_dir) / run_config.dataset_name / FLAGS.modality / run_config.model
                   / str(run_config.train_examples))
     runs = selected_runs(run_config.runs)
-    if FLAGS.parallel_runs > 1 and len(runs) > 1:
-        run_in_parallel(run_config, output_dir, runs)
-    else:
-        training.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
-                                runs=runs)
+    distributed = Distributed.from_environment(run_config.device)  # torchrun --nproc_per_node=N train.py ...
+    if distributed is not None:
+        if FLAGS.parallel_runs > 1:
+            raise config.ConfigError("--parallel_runs does not combine with torchrun: one or the other")
+        if not distributed.is_main:
+            sys.stdout = open(os.devnull, "w")  # rank 0 reports
+    try:
+        if FLAGS.parallel_runs > 1 and len(runs) > 1:
+            run_in_parallel(run_config, output_dir, runs)
+        else:
+            training.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
+                                    runs=runs, distributed=distributed)
+    finally:
+        if distributed is not None:
+            distributed.finish()
 
 
 def run_in_parallel(run_config, output_dir, runs) -> None:

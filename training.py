@@ -19,6 +19,7 @@ from core import evaluation, results, runtime
 from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
                               save_training_state)
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
+from core.distributed import Distributed, unwrap
 from core.experiment import ExperimentFolder
 
 
@@ -55,15 +56,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.opt_milestones))
 
 
-def training_step(model: Classifier, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   images: torch.Tensor, labels: torch.Tensor, memory: Optional[datasets.MemorySet],
                   execution: runtime.Execution, device: torch.device, label_smoothing: float = 0.0) -> torch.Tensor:
-    """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor)."""
+    """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor). ``model``
+    is a Classifier, or one wrapped in DistributedDataParallel."""
+    classifier = unwrap(model)
     images = images.contiguous(memory_format=execution.memory_format)
     memory_images = memory.images.contiguous(memory_format=execution.memory_format) if memory is not None else None
     with torch.autocast(device.type, dtype=execution.autocast, enabled=execution.autocast is not None):
         outputs = model(images, memory_images, memory.labels if memory is not None else None, labels=labels)
-        loss = model.loss(outputs, labels, label_smoothing) + model.regularization()
+        loss = classifier.loss(outputs, labels, label_smoothing) + classifier.regularization()
     if scaler.is_enabled() or torch.isfinite(loss):  # fp32/bf16: a non-finite loss stops the run (train_run)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -74,7 +77,8 @@ def training_step(model: Classifier, optimizer: torch.optim.Optimizer, scaler: t
 
 def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, run: int, device: torch.device,
               execution: runtime.Execution, state_path: Optional[Path] = None, resume: bool = False,
-              log_interval: int = 100, state_extra: Optional[dict] = None) -> runtime.Execution:
+              log_interval: int = 100, state_extra: Optional[dict] = None,
+              distributed: Optional[Distributed] = None) -> runtime.Execution:
     """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run), computing as
     ``execution`` says; returns how it computed (a resumed run keeps the precision and memory format it started
     with). The model ends in eval-ready form: fp32 weights, contiguous.
@@ -82,17 +86,21 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     With ``state_path``, the resumable state (model, optimizer, scheduler, grad scaler, data generator,
     global RNGs, how it computes, plus ``state_extra``: the config it was made with) is written there after every
     epoch; with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
-    exactly the weights of an uninterrupted one.
+    exactly the weights of an uninterrupted one. With ``distributed`` (torchrun), every rank trains its share of
+    each batch (core/distributed.py) and rank 0 alone writes the state.
     """
     dataset_config = config.dataset
+    main = distributed is None or distributed.is_main
     state = load_training_state(state_path) if resume and state_path is not None and state_path.is_file() else None
     if state is not None and "precision" in state:
         execution = runtime.Execution.from_names(state)
     model.to(memory_format=execution.memory_format)
+    network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
+    shard = (distributed.rank, distributed.world_size) if distributed else (0, 1)
     optimizer = make_optimizer(model, config.optimizer)
     scheduler = make_scheduler(optimizer, dataset_config)
     scaler = torch.amp.GradScaler(device.type, enabled=execution.autocast == torch.float16)
-    generator = torch.Generator().manual_seed(run)  # batches, flips and memory draws
+    generator = torch.Generator().manual_seed(run)  # batches, flips and memory draws (data-parallel: batches only)
     first_epoch = 1
     if state is not None:
         last_epoch = restore_training_state(state, state_path, run, model, optimizer, scheduler, scaler, generator)
@@ -102,15 +110,24 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
 
     steps = data.steps_per_epoch(config.batch_size_train)
     progress = tqdm(total=dataset_config.num_epochs * steps, initial=(first_epoch - 1) * steps,
-                    desc=f"run {run + 1}", unit="step", disable=None, file=sys.stdout, leave=False)
+                    desc=f"run {run + 1}", unit="step", disable=None if main else True, file=sys.stdout, leave=False)
     nonfinite = 0  # consecutive non-finite losses (skipped under fp16 + GradScaler)
     model.train()
     for epoch in range(first_epoch, dataset_config.num_epochs + 1):
         running_loss, finite_steps = 0.0, 0
-        for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator), start=1):
-            memory = data.memory_set(generator) if model.uses_memory else None
-            loss_value = training_step(model, optimizer, scaler, images, labels, memory, execution, device,
-                                       config.label_smoothing).item()
+        memory_generator = generator
+        if distributed is not None:  # this rank's own memory sets and dropout masks, the same on a resume
+            memory_generator = torch.Generator().manual_seed(distributed.seed(run, epoch))
+            torch.manual_seed(distributed.seed(run, epoch) + 1)
+        for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator, shard), start=1):
+            memory = data.memory_set(memory_generator) if model.uses_memory else None
+            loss = training_step(network, optimizer, scaler, images, labels, memory, execution, device,
+                                 config.label_smoothing)
+            if distributed is not None:  # every rank stops together on a non-finite loss
+                torch.distributed.all_reduce(loss, torch.distributed.ReduceOp.AVG
+                                             if device.type == "cuda" else torch.distributed.ReduceOp.SUM)
+                loss = loss if device.type == "cuda" else loss / distributed.world_size
+            loss_value = loss.item()
             finite = math.isfinite(loss_value)
             nonfinite = 0 if finite else nonfinite + 1
             if not finite and (not scaler.is_enabled() or nonfinite > config.max_nonfinite_steps):
@@ -127,7 +144,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
             if step % log_interval == 0 or step == steps:
                 progress.set_postfix(epoch=epoch, loss=f"{running_loss / max(finite_steps, 1):.4f}")
         scheduler.step()
-        if state_path is not None:
+        if state_path is not None and main:
             save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator,
                                 {**(state_extra or {}), **execution.names()})
     progress.close()
@@ -136,26 +153,35 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
 
 
 def run_experiment(config: Config, modality: str, output_dir: Path, continue_train: bool = False,
-                   log_interval: int = 100, runs: Optional[Sequence[int]] = None) -> Optional[dict]:
+                   log_interval: int = 100, runs: Optional[Sequence[int]] = None,
+                   distributed: Optional[Distributed] = None) -> Optional[dict]:
     """Train and evaluate the runs of one experiment (1-based ``runs``, default all ``config.runs``), and
     return results.json's content (``None`` without ``save``: nothing is written).
 
     The folder holds one configuration: ``continue_train`` refuses other result-shaping settings than
     the folder's; a fresh start moves the runs of other settings, and runs beyond ``config.runs``, aside.
-    Each run is trained under its lock, so other processes may train other runs of the same folder.
+    Each run is trained under its lock, so other processes may train other runs of the same folder. With
+    ``distributed`` (torchrun), the ranks train every run together and rank 0 alone writes and evaluates.
     """
     runs = list(range(1, config.runs + 1)) if runs is None else list(runs)
     if not runs or any(not 1 <= run <= config.runs for run in runs):
         raise ConfigError(f"runs {[r for r in runs if not 1 <= r <= config.runs]} are outside 1..{config.runs} "
                           f"(runs: {config.runs}); raise --runs or pick runs in range")
     device = runtime.choose_device(config.device)
+    if distributed is not None:
+        device = distributed.device(device)
+        if config.sync_batchnorm and device.type != "cuda":
+            raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
+    main = distributed is None or distributed.is_main
     execution = runtime.Execution.resolve(config.precision, config.memory_format, device)  # fails early if impossible
     if device.type == "cpu":
         runtime.keep_freed_memory()
     folder = ExperimentFolder(output_dir)
-    if config.save:
+    if config.save and main:
         writable_folder(output_dir, "output folder")
         prepare_folder(folder, config, modality, continue_train)
+    if distributed is not None:
+        distributed.barrier()
     make_model(config, modality)  # options a model cannot be built with fail here, before any data are read
 
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download)
@@ -175,7 +201,8 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
           f"SizeTrain:{len(first.subset)} | SizeVal:{len(first.validation)} | {memory}"
           f"Epochs:{config.dataset.num_epochs} | Precision:{execution.names()['precision']} | "
           f"MemoryFormat:{execution.names()['memory_format']} | CPU:{runtime.cpu_capability()} | "
-          f"Runs:{runs[0]}..{runs[-1]} of {config.runs}", flush=True)
+          f"Runs:{runs[0]}..{runs[-1]} of {config.runs}"
+          + (f" | Ranks:{distributed.world_size}" if distributed else ""), flush=True)
 
     if config.save and continue_train:
         finished = [run for run in runs if folder.record(run) is not None]
@@ -187,23 +214,27 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     for run in runs:
         if config.save and continue_train and folder.record(run) is not None:
             continue  # finished by an earlier job
-        lock = folder.lock(run).acquire() if config.save else None
+        lock = folder.lock(run).acquire() if config.save and main else None
         try:
             if lock is not None and lock.stale_holder:
                 print(f"Note: run {run}'s lock was left by pid {lock.stale_holder.get('pid')}, which is gone; "
                       f"taking it over", flush=True)
             data = first if run == runs[0] else run_data(run)
             record = train_and_evaluate(config, modality, run, data, device, execution, folder, continue_train,
-                                        log_interval)
+                                        log_interval, distributed)
         finally:
             if lock is not None:
                 lock.release()
+        if record is None:  # a rank other than 0: rank 0 evaluates and reports
+            continue
         accuracies[run] = record["accuracy"]
         if config.save:  # every finished run of the folder, also those of other processes
             summary = folder.rebuild_results(config, modality)
             accuracies = {r["run"]: r["accuracy"] for r in summary["runs"]}
         print(results.run_line(run, record["loss"], record["accuracy"], [accuracies[r] for r in sorted(accuracies)],
                                record["train_seconds"] / 60, record["eval_seconds"] / 60), flush=True)
+    if not main:
+        return None
     if config.save and summary is None:  # every selected run was already finished
         summary = folder.rebuild_results(config, modality)
         accuracies = {r["run"]: r["accuracy"] for r in summary["runs"]}
@@ -249,8 +280,9 @@ def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, cont
 
 def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.ExperimentData, device: torch.device,
                        execution: runtime.Execution, folder: ExperimentFolder, continue_train: bool,
-                       log_interval: int) -> dict:
-    """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record."""
+                       log_interval: int, distributed: Optional[Distributed] = None) -> Optional[dict]:
+    """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record (None
+    on the ranks other than 0 of a data-parallel run: they train, and wait while rank 0 evaluates and saves)."""
     start = time.time()
     runtime.seed_everything(run - 1)
     model = make_model(config, modality).to(device)
@@ -259,8 +291,11 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
         state_path.unlink()  # a fresh start of this run
     settings = {"config": config.to_dict(), "modality": modality}
     execution = train_run(model, data, config, run - 1, device, execution, state_path, resume=continue_train,
-                          log_interval=log_interval, state_extra=settings)
+                          log_interval=log_interval, state_extra=settings, distributed=distributed)
     train_seconds = time.time() - start
+    if distributed is not None and not distributed.is_main:
+        distributed.barrier()  # rank 0 evaluates and writes
+        return None
 
     start = time.time()
     eval_autocast = execution.autocast if config.eval_autocast else None  # the paper evaluated in fp32
@@ -273,6 +308,7 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               "train_size": len(data.subset), "val_size": len(data.validation),
               "memory_pool_size": len(data.memory_pool) if model.uses_memory else None, **execution.names(),
               "eval_precision": runtime.precision_name(eval_autocast), "machine": runtime.describe_machine(device),
+              "ranks": distributed.world_size if distributed else 1,
               **settings}
     if config.save:
         metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,
@@ -284,4 +320,6 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
         folder.write_record(run, record)
         if state_path is not None and state_path.exists():
             state_path.unlink()
+    if distributed is not None:
+        distributed.barrier()
     return record

@@ -221,6 +221,7 @@ class Config:
     self_attention_ks: int = 1  # its 1-D convolution's kernel size
     self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
+    sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
 
     @property
     def dataset(self) -> DatasetConfig:

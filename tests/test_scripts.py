@@ -62,7 +62,8 @@ def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
     run_script(*args, f"--output_dir={reference}")
     interrupted = tmp_path / "interrupted"
     folder = interrupted / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
-    process = subprocess.Popen([sys.executable, *args, f"--output_dir={interrupted}"], cwd=REPO,
+    shard = ["--runs_from=1", "--runs_to=2"]  # a killed shard resumes as a killed job does
+    process = subprocess.Popen([sys.executable, *args, *shard, f"--output_dir={interrupted}"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (folder / "2.state.pt").exists():  # run 2 has finished an epoch
@@ -71,7 +72,7 @@ def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(json.loads((folder / "results.json").read_text())["runs"]) == 1
-    resumed = run_script(*args, f"--output_dir={interrupted}", "--continue_train").stdout
+    resumed = run_script(*args, *shard, f"--output_dir={interrupted}", "--continue_train").stdout
     assert "Restarting training process after run 1" in resumed and "Run 2: resuming after epoch" in resumed
     expected = json.loads((reference / "DIGITS/encoder_memory/shufflenet/128/results.json").read_text())
     got = json.loads((folder / "results.json").read_text())

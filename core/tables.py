@@ -1,0 +1,154 @@
+"""The paper's tables from experiment folders: Table 1 (accuracy), Tables 5-6 (explanation and counterfactual
+accuracy), as rows dataset x network x modality and columns training sizes, each cell mean ± std over runs.
+
+    rows = collect_accuracy("models")                 # one Row per experiment folder with a results.json
+    table = Table.build(rows, "accuracy")
+    table.markdown(), table.csv(), table.latex()
+
+A cell with fewer runs than its experiment asks for shows the count (e.g. "12/15"); a cell with no results is
+shown as missing, never as zero.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from base.files import atomic_write_bytes
+
+from .results import mean_std
+
+ALL_TRAIN_EXAMPLES = 100_000
+MISSING = "—"
+
+
+@dataclass
+class Row:
+    """The numbers of one experiment folder."""
+    dataset: str
+    model: str
+    modality: str
+    train_examples: int
+    values: List[float]  # one per run
+    expected_runs: Optional[int] = None
+    folder: Optional[Path] = None
+
+
+def collect_accuracy(root) -> List[Row]:
+    """Every results.json under ``root``: test accuracy per run."""
+    rows = []
+    for path in sorted(Path(root).rglob("results.json")):
+        if any(part.startswith("replaced-") for part in path.parts):
+            continue  # runs moved aside by a fresh start
+        results = json.loads(path.read_text())
+        values = [run["accuracy"] for run in results.get("runs", []) if run.get("accuracy") is not None]
+        rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
+                        values, (results.get("config") or {}).get("runs"), path.parent))
+    return rows
+
+
+def collect_explanations(root, key: str) -> List[Row]:
+    """Every explanation_accuracy.json under ``root`` (explanation_accuracy.py): ``key`` per model, e.g.
+    explanation_accuracy (Table 5) or counterfactual_accuracy (Table 6). The experiment is read from the
+    folder's results.json, or from the folder names (<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>)."""
+    rows = []
+    for path in sorted(Path(root).rglob("explanation_accuracy.json")):
+        models = json.loads(path.read_text()).get("models", [])
+        results_path = path.parent / "results.json"
+        if results_path.is_file():
+            results = json.loads(results_path.read_text())
+            where = (results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]))
+        else:
+            dataset, modality, model, size = path.parent.parts[-4:]
+            where = (dataset, model, modality, int(size))
+        rows.append(Row(*where, [m[key] for m in models if m.get(key) is not None], len(models), path.parent))
+    return rows
+
+
+def size_label(train_examples: int) -> str:
+    return "Full" if train_examples >= ALL_TRAIN_EXAMPLES else str(train_examples)
+
+
+@dataclass
+class Table:
+    title: str
+    sizes: List[int]
+    cells: Dict[Tuple[str, str, str], Dict[int, Row]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, rows: Sequence[Row], title: str, modality_order: Sequence[str] = ()) -> "Table":
+        order = {name: i for i, name in enumerate(modality_order)}
+        table = cls(title, sorted({row.train_examples for row in rows}))
+        for row in sorted(rows, key=lambda r: (r.dataset, r.model, order.get(r.modality, len(order)), r.modality)):
+            table.cells.setdefault((row.dataset, row.model, row.modality), {})[row.train_examples] = row
+        return table
+
+    def cell(self, key, size: int, precision: int = 2) -> str:
+        row = self.cells[key].get(size)
+        if row is None or not row.values:
+            return MISSING
+        mean, std = mean_std(row.values)
+        text = f"{mean:.{precision}f} ± {std:.{precision}f}"
+        if row.expected_runs and len(row.values) < row.expected_runs:
+            text += f" ({len(row.values)}/{row.expected_runs})"
+        return text
+
+    def markdown(self) -> str:
+        header = "| dataset | network | modality | " + " | ".join(size_label(s) for s in self.sizes) + " |"
+        lines = [header, "|" + "---|" * (3 + len(self.sizes))]
+        for key in self.cells:
+            lines.append("| " + " | ".join(key) + " | " + " | ".join(self.cell(key, s) for s in self.sizes) + " |")
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        """Long format: one line per cell (missing cells have empty numbers)."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["dataset", "network", "modality", "train_examples", "mean", "std", "runs", "expected_runs"])
+        for key, by_size in self.cells.items():
+            for size in self.sizes:
+                row = by_size.get(size)
+                mean, std = mean_std(row.values) if row and row.values else (None, None)
+                writer.writerow([*key, size, "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
+                                 len(row.values) if row else 0, (row.expected_runs or "") if row else ""])
+        return out.getvalue()
+
+    def latex(self) -> str:
+        columns = "lll" + "c" * len(self.sizes)
+        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
+                 "Dataset & Network & Variant & " + " & ".join(size_label(s) for s in self.sizes) + " \\\\",
+                 "\\midrule"]
+        for key in self.cells:
+            values = [self.cell(key, s).replace("±", "$\\pm$").replace(MISSING, "--") for s in self.sizes]
+            lines.append(" & ".join(part.replace("_", "\\_") for part in key) + " & " + " & ".join(values) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines)
+
+    def figure(self, path: Path, ylabel: str) -> None:
+        """Accuracy against training size, a line per modality with std error bars, a panel per dataset x network."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = list(dict.fromkeys((dataset, model) for dataset, model, _ in self.cells))
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, dpi=100)
+        for axis, (dataset, model) in zip(axes[0], panels):
+            for (d, m, modality), by_size in self.cells.items():
+                if (d, m) != (dataset, model):
+                    continue
+                points = [(s, *mean_std(by_size[s].values)) for s in self.sizes if s in by_size and by_size[s].values]
+                if points:
+                    sizes, means, stds = zip(*points)
+                    axis.errorbar([size_label(s) for s in sizes], means, yerr=stds, marker="o", capsize=3,
+                                  label=modality)
+            axis.set_title(f"{dataset}, {model}", fontsize=10)
+            axis.set_xlabel("training examples")
+            axis.set_ylabel(ylabel)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7)
+        figure.tight_layout()
+        atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
+        plt.close(figure)

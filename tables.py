@@ -1,0 +1,65 @@
+"""The paper's tables and a figure from the experiments under a folder.
+
+    python tables.py --root=models                      # Table 1: accuracy, mean ± std over runs
+    python tables.py --root=models --dataset=DIGITS --model=shufflenet --output=docs/digits
+
+Rows: dataset x network x modality; columns: training sizes (100000 = Full). Written as <output>_accuracy.md,
+.csv (one line per cell) and .tex, with <output>_accuracy.png (accuracy against training size, a line per
+modality, std error bars); where explanation_accuracy.py has run, also <output>_explanation.* (the paper's
+Table 5) and <output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer
+runs than asked for show their count (e.g. 12/15).
+"""
+from pathlib import Path
+
+from absl import app, flags
+
+import aux
+from base.files import atomic_write_bytes, writable_folder
+from core import config
+from core.tables import Table, collect_accuracy, collect_explanations
+
+flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
+flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")
+flags.DEFINE_multi_string("dataset", [], "only these datasets (repeatable)")
+flags.DEFINE_multi_string("model", [], "only these networks (repeatable)")
+flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
+FLAGS = flags.FLAGS
+
+TABLES = (("accuracy", "Table 1: test accuracy (%)", None),
+          ("explanation", "Table 5: explanation accuracy (%)", "explanation_accuracy"),
+          ("counterfactual", "Table 6: accuracy on the inputs whose top memory sample is a counterfactual (%)",
+           "counterfactual_accuracy"))
+
+
+@aux.exit_on_user_errors
+def main(argv):
+    del argv
+    root = Path(FLAGS.root)
+    if not root.is_dir():
+        raise config.ConfigError(f"--root={root} is not a folder: give train.py's --output_dir")
+    output = Path(FLAGS.output) if FLAGS.output else root / "table"
+    writable_folder(output.parent)
+    keep = lambda row: ((not FLAGS.dataset or row.dataset in FLAGS.dataset) and  # noqa: E731
+                        (not FLAGS.model or row.model in FLAGS.model) and
+                        (not FLAGS.modality or row.modality in FLAGS.modality))
+    written = []
+    for name, title, key in TABLES:
+        rows = [row for row in (collect_accuracy(root) if key is None else collect_explanations(root, key)) if keep(row)]
+        if not rows:
+            if key is None:
+                raise config.ConfigError(f"no results.json under {root} (train.py writes one per experiment)")
+            continue
+        table = Table.build(rows, title, config.modalities())
+        print(f"\n{title}\n\n{table.markdown()}")
+        for suffix, text in (("md", f"{title}\n\n{table.markdown()}\n"), ("csv", table.csv()), ("tex", table.latex() + "\n")):
+            path = output.with_name(f"{output.name}_{name}.{suffix}")
+            atomic_write_bytes(path, lambda f, text=text: f.write(text.encode()))
+            written.append(path)
+        figure = output.with_name(f"{output.name}_{name}.png")
+        table.figure(figure, "accuracy (%)")
+        written.append(figure)
+    print("\nWritten: " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    app.run(main)

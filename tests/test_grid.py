@@ -1,0 +1,116 @@
+"""grid.py, tables.py and data-parallel training with torchrun, on DIGITS."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from core.tables import Row, Table
+from helpers import TINY, run_script
+
+
+@pytest.fixture
+def grid(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text((REPO / "tests" / "grid_tiny.yaml").read_text().replace("OUTPUT", str(tmp_path / "models")))
+    return path
+
+
+def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path):
+    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert "4 runs: 4 missing" in status
+    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
+    assert "0 runs done, 0 running elsewhere, 4 to run with 2 workers" in out and "4 runs finished, 0 failed" in out
+    folder = tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128"
+    assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2]
+    (folder / "2.json").unlink()
+    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert "4 runs: 3 done, 1 missing" in status and "deepncm         +." in status
+    printed = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
+    assert len(printed) == 1 and "--modality=deepncm" in printed[0] and "--run=2" in printed[0]
+    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
+    assert "3 runs done, 0 running elsewhere, 1 to run" in out
+    assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+
+
+def test_grid_commands_through_xargs_and_as_job_array_tasks(grid, tmp_path):
+    printed = subprocess.run([sys.executable, "grid.py", f"--grid={grid}", "--print"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout
+    assert len(printed.splitlines()) == 4
+    subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", "{}"], input="\n".join(printed.splitlines()[:3]) + "\n",
+                   cwd=tmp_path, capture_output=True, text=True, check=True)  # any folder: the commands are absolute
+    run_script("grid.py", f"--grid={grid}", "--task=4")  # the last run, as Slurm's array task 4 would
+    assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert "the grid has 4 runs" in run_script("grid.py", f"--grid={grid}", "--task=5", check=False).stderr
+
+
+def test_grid_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("config: tests/tiny_digits.yaml\nnetworks: [shufflenet]\ndatasets: [MNIST]\nmodalities: [std]\n")
+    result = run_script("grid.py", f"--grid={bad}", "--status", check=False)
+    assert result.returncode != 0 and "train_examples: missing" in result.stderr and "['MNIST'] are not among" in \
+        result.stderr and "Traceback" not in result.stderr
+
+
+def test_tables_show_missing_cells_as_missing(tmp_path):
+    rows = [Row("DIGITS", "shufflenet", "std", 500, [90.0, 92.0], 2), Row("DIGITS", "shufflenet", "std", 1000, [95.0], 3),
+            Row("DIGITS", "shufflenet", "encoder_memory", 500, [94.0, 96.0], 2)]
+    table = Table.build(rows, "t", ["std", "memory", "encoder_memory"])
+    markdown = table.markdown()
+    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 | 95.00 ± 0.00 (1/3) |" in markdown
+    assert "| DIGITS | shufflenet | encoder_memory | 95.00 ± 1.00 | — |" in markdown
+    assert "DIGITS,shufflenet,encoder_memory,1000,,,0," in table.csv()
+    assert "-- \\\\" in table.latex() and "$\\pm$" in table.latex()
+    for name, row in (("std", rows[0]), ("encoder_memory", rows[2])):
+        folder = tmp_path / "models" / "DIGITS" / name / "shufflenet" / str(row.train_examples)
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({
+            "dataset_name": "DIGITS", "model": "shufflenet", "modality": name, "train_examples": row.train_examples,
+            "config": {"runs": 2}, "runs": [{"run": i + 1, "accuracy": a} for i, a in enumerate(row.values)]}))
+    out = run_script("tables.py", f"--root={tmp_path / 'models'}", f"--output={tmp_path / 'out' / 'digits'}").stdout
+    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 |" in out
+    for suffix in ("md", "csv", "tex", "png"):
+        assert (tmp_path / "out" / f"digits_accuracy.{suffix}").is_file()
+
+
+def torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py", "--modality=encoder_memory",
+            f"--config={TINY}", *args]
+
+
+def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(tmp_path):
+    out = subprocess.run(torchrun(f"--output_dir={tmp_path / 'once'}"), cwd=REPO, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "once" / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["1.json", "1.pt", "results.json"]
+    record = json.loads((folder / "1.json").read_text())
+    assert record["ranks"] == 2 and 0 <= record["accuracy"] <= 100 and out.stdout.count("Run:1 |") == 1
+    # an interrupted data-parallel run resumes from its last epoch, and ends as an uninterrupted one
+    reference = subprocess.run(torchrun("--epochs=6", f"--output_dir={tmp_path / 'reference'}"), cwd=REPO,
+                               capture_output=True, text=True, timeout=240)
+    assert reference.returncode == 0, reference.stderr
+    killed = tmp_path / "killed" / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
+    process = subprocess.Popen(torchrun("--epochs=6", f"--output_dir={tmp_path / 'killed'}"), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "1.state.pt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    # the launcher and its workers (torchrun starts them in sessions of their own); the state file appeared by an
+    # atomic rename, so it is complete
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path / "killed")], check=False)
+    process.wait()
+    from core.experiment import ExperimentFolder
+    while ExperimentFolder(killed).lock(1).state() == "held":  # until the killed ranks are gone
+        assert time.time() < deadline
+        time.sleep(0.05)
+    resumed = subprocess.run(torchrun("--epochs=6", f"--output_dir={tmp_path / 'killed'}", "--continue_train"),
+                             cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Run 1: resuming after epoch" in resumed.stdout, resumed.stdout + resumed.stderr[-3000:]
+    expected = json.loads((tmp_path / "reference" / "DIGITS/encoder_memory/shufflenet/128/1.json").read_text())
+    got = json.loads((killed / "1.json").read_text())
+    assert (got["accuracy"], got["loss"]) == (expected["accuracy"], expected["loss"])
