@@ -21,7 +21,8 @@ from .config import ConfigError, dataset_names, load_config, modalities, read_ya
 from .experiment import ExperimentFolder
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "train.py"
-GRID_KEYS = {"config", "output_dir", "runs", "networks", "datasets", "train_examples", "modalities", "settings", "cells"}
+GRID_KEYS = {"config", "output_dir", "runs", "networks", "datasets", "train_examples", "modalities", "settings", "cells",
+             "variants"}
 AXES = {"networks": "model", "datasets": "dataset", "train_examples": "train_examples", "modalities": "modality"}
 
 
@@ -100,20 +101,32 @@ class Grid:
         base = Path(raw["config"]).resolve()  # commands run from any folder
         base_config = load_config(base)  # fails early on a bad base config
         runs = int(raw.get("runs", base_config.runs))
+        output_dir = Path(raw.get("output_dir", "models")).resolve()
+        cells = cls._cells(raw, raw, base, output_dir, runs, list(raw.get("settings") or []))
+        for name, variant in (raw.get("variants") or {}).items():  # copies of the grid in folders of their own
+            unknown = sorted(set(variant) - set(AXES) - {"settings"})
+            if unknown:
+                raise ConfigError(f"{path}: variant {name}: unknown keys {unknown}; a variant may set {sorted(AXES)} "
+                                  f"and settings")
+            cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, runs,
+                                list(raw.get("settings") or []) + list(variant.get("settings") or []))
+        return cls(Path(path), cells)
+
+    @staticmethod
+    def _cells(axes, raw, base: Path, output_dir: Path, runs: int, settings: List[str]) -> List[Cell]:
         cells = []
-        for dataset, model, size, modality in itertools.product(raw["datasets"], raw["networks"],
-                                                                raw["train_examples"], raw["modalities"]):
+        for dataset, model, size, modality in itertools.product(axes["datasets"], axes["networks"],
+                                                                axes["train_examples"], axes["modalities"]):
             where = {"dataset": dataset, "model": model, "train_examples": size, "modality": modality}
-            settings = list(raw.get("settings") or [])
+            cell_settings = list(settings)
             for special in raw.get("cells") or []:
                 if all(where.get(key) == value for key, value in (special.get("where") or {}).items()):
-                    settings += list(special.get("settings") or [])
-            cell = Cell(str(base), str(Path(raw.get("output_dir", "models")).resolve()), runs, dataset, model,
-                        int(size), modality, tuple(settings))
+                    cell_settings += list(special.get("settings") or [])
             load_config(base, {"dataset": dataset, "model": model, "train_examples": int(size), "runs": runs},
-                        settings)  # every cell's config is valid before anything runs
-            cells.append(cell)
-        return cls(Path(path), cells)
+                        cell_settings)  # every cell's config is valid before anything runs
+            cells.append(Cell(str(base), str(output_dir), runs, dataset, model, int(size), modality,
+                              tuple(cell_settings)))
+        return cells
 
     def runs(self) -> Iterator[GridRun]:
         for cell in self.cells:
