@@ -521,3 +521,28 @@ def load_config(path, override_values: Optional[Mapping[str, Any]] = None, setti
         return _parse(raw)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def choices_table() -> str:
+    """The README's table of every config key with a fixed set of values, built from the lists above (the flag
+    that overrides a key, and its default, come from ``overrides()`` and the dataclasses)."""
+    from architectures.prototypes import METRIC_LOSSES, PROTOTYPE_DISTANCES
+
+    flags = {o.key: f"`--{o.flag}`" for o in overrides()}
+    defaults = {**{f"heads.{f.name}": f.default for f in dataclasses.fields(HeadConfig)},
+                **{f"optimizer.{f.name}": f.default for f in dataclasses.fields(OptimizerConfig)},
+                **{f"<dataset>.{f.name}": f.default for f in dataclasses.fields(DatasetConfig)},
+                **{f.name: f.default for f in dataclasses.fields(Config)}}
+    rows = [("model", list_encoders()), ("modality", modalities()), ("dataset_name", dataset_names()),
+            ("device", DEVICES), ("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
+            ("memory_source", MEMORY_SOURCES), ("distance", DISTANCE_NAMES), ("augment", AUGMENTATIONS),
+            ("optimizer.name", OPTIMIZERS), ("<dataset>.scheduler", SCHEDULERS),
+            ("heads.prototype_distance", PROTOTYPE_DISTANCES), ("heads.metric_loss", METRIC_LOSSES)]
+    lines = ["| key | flag | values | default |", "|---|---|---|---|"]
+    for key, values in rows:
+        default = defaults.get(key, dataclasses.MISSING)
+        shown = "a train.py flag (required)" if key == "modality" else (
+            "set in the YAML" if default is dataclasses.MISSING else f"`{default}`")
+        flag = "`--modality`" if key == "modality" else flags.get(key, "`--set`")
+        lines.append(f"| `{key}` | {flag} | {', '.join(f'`{v}`' for v in values)} | {shown} |")
+    return "\n".join(lines)

@@ -92,3 +92,10 @@ def test_the_papers_config_loads_unchanged_and_behaves_as_its_code(tmp_path):
 def test_config_round_trips_through_its_dict():
     config = load_config(REPO / "config" / "train.yaml", {"dataset": "CINIC10", "epochs": 7})
     assert Config.from_dict(config.to_dict()) == config
+
+
+def test_the_readme_table_of_choices_is_built_from_the_choice_lists():
+    from core.config import choices_table
+
+    assert choices_table() in (REPO / "README.md").read_text(), "README's table of choices is stale: paste " \
+                                                                  "core.config.choices_table() into it"

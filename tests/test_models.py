@@ -1,5 +1,6 @@
 """The six encoders and the one composition, against the paper's reference architectures."""
 import json
+import sys
 
 import pytest
 import torch
@@ -157,3 +158,11 @@ def test_the_readme_example_head_is_one_file_that_composes_with_every_encoder(mo
         assert model.head.weight.grad is not None and next(model.encoder.parameters()).grad is not None
     with pytest.raises(ValueError, match="already registered"):
         exec(compile(block, "README example head", "exec"), dict(namespace))
+
+
+def test_the_readme_parameter_table_is_the_registry_s():
+    sys.path.insert(0, str(REPO / "bench"))
+    from parameters import parameter_table
+
+    assert parameter_table() in (REPO / "README.md").read_text(), "README's parameter table is stale: rerun " \
+                                                                   "python bench/parameters.py"

@@ -1,0 +1,29 @@
+"""The README's table of parameter counts: every registered encoder with the paper's three heads.
+
+Run: python bench/parameters.py   (the models are built on the meta device: nothing is allocated)
+"""
+import pathlib
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from architectures import build_model, create_encoder, list_encoders  # noqa: E402
+
+PAPER_SIX = ("mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet")
+MODALITIES = ("std", "memory", "encoder_memory")
+
+
+def parameter_table() -> str:
+    lines = ["| `--model` | features D | std | memory | encoder_memory |", "|---|---|---|---|---|"]
+    ordered = list(PAPER_SIX) + [name for name in list_encoders() if name not in PAPER_SIX]
+    with torch.device("meta"):
+        for name in ordered:
+            counts = [sum(p.numel() for p in build_model(name, m, 10).parameters()) for m in MODALITIES]
+            lines.append(f"| `{name}` | {create_encoder(name).feature_dim} | " + " | ".join(f"{c:,}" for c in counts)
+                         + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(parameter_table())
