@@ -18,11 +18,10 @@ demo: setup
 	$(PY) train.py --config=config/digits.yaml --modality=encoder_memory
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup
-	$(PY) bench/bench_memory_layer.py
-	$(PY) bench/bench_data.py
+	$(PY) bench/bench_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

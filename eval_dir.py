@@ -1,6 +1,7 @@
-"""Evaluate every saved model in a folder: mean and std of accuracy; for memory models also the paper's
-majority-vote baselines (among the memory samples with positive weight: the majority of their predicted
-classes, MVO, and of their true labels, MVY).
+"""Evaluate the models of one experiment folder (the runs its results.json lists): mean and std of accuracy;
+for memory models also the paper's majority-vote baselines (among the memory samples with positive weight: the
+majority of their predicted classes, MVO, and of their true labels, MVY). A folder that mixes experiments
+(modalities, datasets, networks, training sizes) is refused.
 
     python eval_dir.py --path=models/DIGITS/encoder_memory/shufflenet/1000/
 """

@@ -1,13 +1,15 @@
-"""Explanation accuracy of every memory model in a folder (the paper's Tables 5-6).
+"""Explanation accuracy of the models of one experiment folder (the paper's Tables 5-6), for the memory heads
+(memory, encoder_memory, protonet, matching).
 
     python explanation_accuracy.py --path_models=models/DIGITS/encoder_memory/shufflenet/1000/
+    python explanation_accuracy.py --path_models=<DIR> --memory_pool=full    # memory as the paper's code drew it
 
 For each model, averaged over 5 memory draws (same data, subset and seed as eval.py):
 - explanation accuracy: % of test images whose highest-weight memory sample is predicted in the same
   class as the image (the memory sample's prediction uses another memory draw, as the paper);
 - counterfactual accuracy: the model's accuracy on the images whose top memory sample is predicted in
   another class; example accuracy: on the images whose top memory sample is an explanation by example.
-Mean and std over the models are printed and written as JSON.
+Mean and std over the models are printed and written as JSON (tables.py turns it into Tables 5-6).
 """
 import dataclasses
 from pathlib import Path

@@ -2,11 +2,13 @@
 
     python generate_heatmaps.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt --batch_size_test=3
 
-Target: the predicted class; baselines: white images for the input and for the memory. One PNG per
+For the memory heads (memory, encoder_memory, protonet, matching). Target: the predicted class; baselines:
+white images for the input and the memory (--baseline=paper: the paper code's tensor of ones). One PNG per
 batch: a row per input with the input and its attribution, the top explanation by example and its
 attribution, the top counterfactual and its attribution (weights in the titles; a missing category
-leaves its cells empty). Saved under images/saliency/<DATASET>/<MODALITY>/<MODEL>/. captum's
-convergence delta is printed per input, with a warning when it exceeds 5% of the output difference.
+leaves its cells empty), blended over the image as the paper's figures (--sign). Saved under
+images/saliency/<DATASET>/<MODALITY>/<MODEL>/. captum's convergence delta is printed per input, with a
+warning when it exceeds 5% of the output difference.
 """
 import torch
 from absl import app, flags

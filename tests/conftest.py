@@ -1,10 +1,14 @@
 import os
 import pathlib
 
-import pytest
-import torch
+# `make test` runs the tests in 2 processes (pytest-xdist, -n 2): every test process and every script it starts
+# uses one thread, so that two of them share 2 cores without fighting over them.
+os.environ["OMP_NUM_THREADS"] = "1"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

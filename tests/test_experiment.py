@@ -27,7 +27,8 @@ def test_shards_in_parallel_processes_equal_one_sequential_job(tmp_path):
     train(tmp_path / "sequential", "--runs=3")
     shards = [subprocess.Popen([sys.executable, "train.py", "--modality=std", f"--config={TINY}", "--runs=3",
                                 f"--output_dir={tmp_path / 'sharded'}", *flags], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for flags in (["--runs_from=1", "--runs_to=2"], ["--run=3"])]
+                               stderr=subprocess.PIPE, text=True)
+              for flags in (["--runs_from=1", "--runs_to=2"], ["--run=3"])]
     for shard in shards:
         out, err = shard.communicate(timeout=240)
         assert shard.returncode == 0, err

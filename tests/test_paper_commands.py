@@ -5,6 +5,8 @@ import pytest
 
 from helpers import accuracy_in, run_script
 
+pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
+
 ENCODER_MEMORY = ("DIGITS", "encoder_memory", "shufflenet", "128")
 
 

@@ -13,6 +13,8 @@ from conftest import REPO
 from core.checkpoints import RunMetadata
 from helpers import TINY, accuracy_in, run_script, write_config
 
+pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
+
 
 @pytest.mark.parametrize("modality", ["std", "memory", "encoder_memory"])
 def test_train_then_eval_reproduces_the_accuracy(trained, modality):

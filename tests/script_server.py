@@ -1,0 +1,86 @@
+"""Runs the repository's scripts for the tests, each in a process of its own forked from this one.
+
+Starting a script costs about 2.5 s of CPU before its first line: `import torch` (1.3 s) and torch._dynamo,
+which the first optimizer construction imports (1.2 s). This server imports them once, never runs a torch
+operation (so no thread pool exists to be forked), and forks a child per request: the child changes to the
+requested folder, takes the requested argv and environment, sends its output to the requested files, and runs
+the script as `python script.py ...` would (``runpy``, ``__name__ == "__main__"``). The server answers with the
+child's exit status. tests/helpers.py starts one server per test process.
+
+    python tests/script_server.py <unix socket path>
+"""
+import json
+import os
+import runpy
+import socket
+import sys
+import traceback
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import absl.app  # noqa: E402,F401
+import matplotlib.pyplot  # noqa: E402,F401
+import torch  # noqa: E402,F401
+import torch._dynamo  # noqa: E402,F401
+import captum.attr  # noqa: E402,F401
+
+import aux  # noqa: E402,F401  (the project's library modules: they define no flags)
+import explanations  # noqa: E402,F401
+import training  # noqa: E402,F401
+
+
+def run_child(request, listener, connection) -> None:
+    """In the forked child: become the requested script run, then exit with its status."""
+    listener.close()
+    connection.close()
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    script = request["argv"][0]
+    sys.argv = list(request["argv"])
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exit_.code or 0
+    except BaseException:  # noqa: BLE001  (as the interpreter: print the traceback, exit 1)
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve(path: str) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    while True:
+        connection, _ = listener.accept()
+        with connection:
+            request = json.loads(connection.makefile().readline())
+            if request == "stop":
+                return
+            pid = os.fork()
+            if pid == 0:
+                run_child(request, listener, connection)
+            _, status = os.waitpid(pid, 0)
+            connection.sendall((json.dumps(os.waitstatus_to_exitcode(status)) + "\n").encode())
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
