@@ -173,7 +173,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         if config.sync_batchnorm and device.type != "cuda":
             raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
     main = distributed is None or distributed.is_main
-    execution = runtime.Execution.resolve(config.precision, config.memory_format, device)  # fails early if impossible
+    execution = runtime.Execution.resolve(config.precision, config.memory_format, device, config.model)  # fails early
     if device.type == "cpu":
         runtime.keep_freed_memory()
     folder = ExperimentFolder(output_dir)

@@ -98,9 +98,9 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
     train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
     data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
                                          mem_examples=MEMORY, device=device)
-    auto = Execution.resolve("auto", "auto", device)
     rows = []
     for network in networks:
+        auto = Execution.resolve("auto", "auto", device, network)
         for modality in modalities:
             levers = levers_for(device, all_bf16 or network == "mobilenet")
             trials = []

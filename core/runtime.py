@@ -3,7 +3,7 @@
     seed_everything(run)                       # the paper's set_seed
     state = rng_state(); set_rng_state(state)  # plain data, loadable with weights_only=True
     device = choose_device("auto")
-    dtype = autocast_dtype("auto", device)     # None means fp32; auto: fp16 on CUDA, bf16 on CPUs that have it
+    dtype = autocast_dtype("auto", device, "mobilenet")  # None: fp32; auto: fp16 on CUDA, bf16 on CPUs with it
     fmt = memory_format("auto", device)        # channels_last on CPU and CUDA
     keep_freed_memory()                        # CPU: reuse freed activation buffers instead of page-faulting anew
 """
@@ -73,17 +73,23 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+# Networks that train faster in fp32 than in bf16 even on CPUs with native bf16 (their depthwise convolutions,
+# channel shuffles and squeeze-excitation gain nothing from bf16 and pay its conversions: bench/bench_training.py,
+# the README's table). On a CPU, precision 'auto' picks fp32 for them.
+FP32_ON_CPU = ("efficientnet", "shufflenet", "shufflenet1x")
+
+
+def autocast_dtype(precision: str, device: torch.device, model_name: Optional[str] = None) -> Optional[torch.dtype]:
     """The autocast dtype of a precision setting on a device; None means fp32.
 
-    'auto': fp16 autocast (with GradScaler) on CUDA, as the paper; on a CPU, bf16 where it is native (about 2.5x
-    faster there), else fp32 (emulated bf16 is about 5x slower). An explicit 'bf16' on a CPU without native
-    bf16 warns; 'fp16' needs CUDA.
+    'auto': fp16 autocast (with GradScaler) on CUDA, as the paper; on a CPU, bf16 where it is native (2-4x faster
+    there for most networks), else fp32 (emulated bf16 is about 5x slower); fp32 for the networks of
+    ``FP32_ON_CPU``. An explicit 'bf16' on a CPU without native bf16 warns; 'fp16' needs CUDA.
     """
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if native_bf16() else None
+        return torch.bfloat16 if native_bf16() and model_name not in FP32_ON_CPU else None
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32' (or 'auto')")
     if precision == "bf16" and device.type == "cpu" and not native_bf16():
@@ -154,8 +160,9 @@ class Execution:
         self.autocast, self.memory_format = autocast, memory_format
 
     @classmethod
-    def resolve(cls, precision: str, memory_format_setting: str, device: torch.device) -> "Execution":
-        return cls(autocast_dtype(precision, device), memory_format(memory_format_setting, device))
+    def resolve(cls, precision: str, memory_format_setting: str, device: torch.device,
+                model_name: Optional[str] = None) -> "Execution":
+        return cls(autocast_dtype(precision, device, model_name), memory_format(memory_format_setting, device))
 
     @classmethod
     def from_names(cls, names: Mapping[str, str]) -> "Execution":

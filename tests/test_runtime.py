@@ -84,3 +84,13 @@ def test_keep_freed_memory_can_be_turned_on_and_off():
         pytest.skip("no glibc here: the allocator is left as it is")
     assert runtime.keep_freed_memory(False)
     assert runtime.keep_freed_memory(True)
+
+
+def test_auto_keeps_fp32_for_the_networks_that_train_faster_in_it(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    for name in runtime.FP32_ON_CPU:
+        assert runtime.autocast_dtype("auto", cpu, name) is None, name
+        assert runtime.autocast_dtype("bf16", cpu, name) == torch.bfloat16, "an explicit choice is kept"
+    assert runtime.Execution.resolve("auto", "auto", cpu, "mobilenet").names() == {"precision": "bf16",
+                                                                                  "memory_format": "channels_last"}
