@@ -3,7 +3,8 @@
     python tables.py --root=models                      # Table 1: accuracy, mean ± std over runs
     python tables.py --root=models --dataset=DIGITS --model=shufflenet --output=docs/digits
 
-Rows: dataset x network x modality; columns: training sizes (100000 = Full). Written as <output>_accuracy.md,
+Rows: dataset x network x modality (a grid variant's experiments, under <root>/<variant>/, as "modality
+[variant]"); columns: training sizes (100000 = Full). Written as <output>_accuracy.md,
 .csv (one line per cell) and .tex, with <output>_accuracy.png (accuracy against training size, a line per
 modality, std error bars); where explanation_accuracy.py has run, also <output>_explanation.* (the paper's
 Table 5) and <output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer

@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from base.errors import UserError
 from base.files import atomic_write_bytes
 
 from .results import mean_std
+
+class TableError(UserError, ValueError):
+    """The experiments under a root cannot make one table."""
+
 
 ALL_TRAIN_EXAMPLES = 100_000
 MISSING = "—"
@@ -35,6 +40,22 @@ class Row:
     values: List[float]  # one per run
     expected_runs: Optional[int] = None
     folder: Optional[Path] = None
+    variant: str = ""  # a grid variant: the folders between the root and <DATASET>/<MODALITY>/<MODEL>/<SIZE>
+
+    @property
+    def label(self) -> str:
+        """The modality as the tables show it: with its variant, e.g. 'encoder_memory [fp32]'."""
+        return f"{self.modality} [{self.variant}]" if self.variant else self.modality
+
+
+def variant_of(root, folder: Path) -> str:
+    """The grid variant of an experiment folder: the folders between ``root`` and the experiment's
+    <DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES> (grid.py puts a variant's copy of a grid under its name)."""
+    try:
+        parts = folder.resolve().relative_to(Path(root).resolve()).parts
+    except ValueError:
+        return ""
+    return "/".join(parts[:-4])
 
 
 def collect_accuracy(root) -> List[Row]:
@@ -46,7 +67,7 @@ def collect_accuracy(root) -> List[Row]:
         results = json.loads(path.read_text())
         values = [run["accuracy"] for run in results.get("runs", []) if run.get("accuracy") is not None]
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
-                        values, (results.get("config") or {}).get("runs"), path.parent))
+                        values, (results.get("config") or {}).get("runs"), path.parent, variant_of(root, path.parent)))
     return rows
 
 
@@ -64,7 +85,8 @@ def collect_explanations(root, key: str) -> List[Row]:
         else:
             dataset, modality, model, size = path.parent.parts[-4:]
             where = (dataset, model, modality, int(size))
-        rows.append(Row(*where, [m[key] for m in models if m.get(key) is not None], len(models), path.parent))
+        rows.append(Row(*where, [m[key] for m in models if m.get(key) is not None], len(models), path.parent,
+                        variant_of(root, path.parent)))
     return rows
 
 
@@ -82,8 +104,14 @@ class Table:
     def build(cls, rows: Sequence[Row], title: str, modality_order: Sequence[str] = ()) -> "Table":
         order = {name: i for i, name in enumerate(modality_order)}
         table = cls(title, sorted({row.train_examples for row in rows}))
-        for row in sorted(rows, key=lambda r: (r.dataset, r.model, order.get(r.modality, len(order)), r.modality)):
-            table.cells.setdefault((row.dataset, row.model, row.modality), {})[row.train_examples] = row
+        for row in sorted(rows, key=lambda r: (r.dataset, r.model, r.variant != "", r.variant,
+                                               order.get(r.modality, len(order)), r.modality)):
+            by_size = table.cells.setdefault((row.dataset, row.model, row.label), {})
+            if row.train_examples in by_size:
+                raise TableError(f"two experiments fill one cell ({row.dataset}, {row.model}, {row.label}, "
+                                 f"{row.train_examples}): {by_size[row.train_examples].folder} and {row.folder}; "
+                                 "give tables.py a --root that holds one of them")
+            by_size[row.train_examples] = row
         return table
 
     def cell(self, key, size: int, precision: int = 2) -> str:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import REPO
-from core.tables import Row, Table
+from core.tables import Row, Table, TableError, collect_accuracy
 from helpers import TINY, run_script
 
 
@@ -74,6 +74,28 @@ def test_tables_show_missing_cells_as_missing(tmp_path):
     assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 |" in out
     for suffix in ("md", "csv", "tex", "png"):
         assert (tmp_path / "out" / f"digits_accuracy.{suffix}").is_file()
+
+
+def write_results(folder, modality, values):
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "dataset_name": "DIGITS", "model": "shufflenet", "modality": modality, "train_examples": 500,
+        "config": {"runs": len(values)}, "runs": [{"run": i + 1, "accuracy": a} for i, a in enumerate(values)]}))
+
+
+def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(tmp_path):
+    root = tmp_path / "models"
+    write_results(root / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [90.0, 92.0])
+    write_results(root / "fp32" / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [80.0, 82.0])
+    table = Table.build(collect_accuracy(root), "t")
+    markdown = table.markdown()
+    assert "| DIGITS | shufflenet | encoder_memory | 91.00 ± 1.00 |" in markdown
+    assert "| DIGITS | shufflenet | encoder_memory [fp32] | 81.00 ± 1.00 |" in markdown
+    assert markdown.index("encoder_memory |") < markdown.index("encoder_memory [fp32]"), "variants after the grid"
+    write_results(root / "copy" / "fp32" / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [1.0])
+    rows = collect_accuracy(root / "copy") + collect_accuracy(root)  # one fp32 variant twice, seen from two roots
+    with pytest.raises(TableError, match="two experiments fill one cell"):
+        Table.build(rows, "t")
 
 
 def torchrun(*args):
