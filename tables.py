@@ -4,10 +4,11 @@
     python tables.py --root=models --dataset=DIGITS --model=shufflenet --output=docs/digits
 
 Rows: dataset x network x modality (a grid variant's experiments, under <root>/<variant>/, as "modality
-[variant]"); columns: training sizes (100000 = Full). Written as <output>_accuracy.md,
-.csv (one line per cell) and .tex, with <output>_accuracy.png (accuracy against training size, a line per
-modality, std error bars); where explanation_accuracy.py has run, also <output>_explanation.* (the paper's
-Table 5) and <output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer
+[variant]"); columns: training sizes (100000 = Full). Written as <output>_accuracy.md, .csv (one line per
+cell) and .tex, with <output>_accuracy.png (accuracy against training size, a line per modality, std error
+bars); the training seconds per epoch of the same cells as <output>_epoch_seconds.*; where
+explanation_accuracy.py has run, also <output>_explanation.* (the paper's Table 5) and
+<output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer
 runs than asked for show their count (e.g. 12/15).
 """
 from pathlib import Path
@@ -17,16 +18,18 @@ from absl import app, flags
 import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
-from core.tables import Table, collect_accuracy, collect_explanations
+from core.tables import Table, collect_accuracy, collect_epoch_seconds, collect_explanations
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")
 flags.DEFINE_multi_string("dataset", [], "only these datasets (repeatable)")
 flags.DEFINE_multi_string("model", [], "only these networks (repeatable)")
 flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
+flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
 FLAGS = flags.FLAGS
 
 TABLES = (("accuracy", "Table 1: test accuracy (%)", None),
+          ("epoch_seconds", "Training seconds per epoch", "epoch_seconds"),
           ("explanation", "Table 5: explanation accuracy (%)", "explanation_accuracy"),
           ("counterfactual", "Table 6: accuracy on the inputs whose top memory sample is a counterfactual (%)",
            "counterfactual_accuracy"))
@@ -42,13 +45,19 @@ def main(argv):
     writable_folder(output.parent)
     keep = lambda row: ((not FLAGS.dataset or row.dataset in FLAGS.dataset) and  # noqa: E731
                         (not FLAGS.model or row.model in FLAGS.model) and
-                        (not FLAGS.modality or row.modality in FLAGS.modality))
+                        (not FLAGS.modality or row.modality in FLAGS.modality) and
+                        (not FLAGS.variant or (row.variant or "none") in FLAGS.variant))
     written = []
     for name, title, key in TABLES:
-        rows = [row for row in (collect_accuracy(root) if key is None else collect_explanations(root, key)) if keep(row)]
+        collect = {None: collect_accuracy, "epoch_seconds": collect_epoch_seconds}.get(key)
+        found = collect(root) if collect else collect_explanations(root, key)
+        rows = [row for row in found if keep(row)]
         if not rows:
-            if key is None:
+            if key is None and not found:
                 raise config.ConfigError(f"no results.json under {root} (train.py writes one per experiment)")
+            if key is None:
+                raise config.ConfigError(f"none of the {len(found)} experiments under {root} matches --dataset, "
+                                         "--model, --modality and --variant")
             continue
         table = Table.build(rows, title, config.modalities())
         print(f"\n{title}\n\n{table.markdown()}")
@@ -56,9 +65,10 @@ def main(argv):
             path = output.with_name(f"{output.name}_{name}.{suffix}")
             atomic_write_bytes(path, lambda f, text=text: f.write(text.encode()))
             written.append(path)
-        figure = output.with_name(f"{output.name}_{name}.png")
-        table.figure(figure, "accuracy (%)")
-        written.append(figure)
+        if key != "epoch_seconds":
+            figure = output.with_name(f"{output.name}_{name}.png")
+            table.figure(figure, "accuracy (%)")
+            written.append(figure)
     print("\nWritten: " + ", ".join(str(p) for p in written))
 
 

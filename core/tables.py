@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from base.errors import UserError
 from base.files import atomic_write_bytes
@@ -60,14 +60,29 @@ def variant_of(root, folder: Path) -> str:
 
 def collect_accuracy(root) -> List[Row]:
     """Every results.json under ``root``: test accuracy per run."""
+    return collect_runs(root, lambda run, config: run.get("accuracy"))
+
+
+def collect_epoch_seconds(root) -> List[Row]:
+    """Every results.json under ``root``: training seconds per epoch of each run (its train_seconds over the
+    dataset's num_epochs; a resumed run counts the epochs of its last process only, so it reads high or low)."""
+    def per_epoch(run, config):
+        epochs = ((config.get("datasets") or {}).get(config.get("dataset_name")) or {}).get("num_epochs")
+        return run["train_seconds"] / epochs if run.get("train_seconds") is not None and epochs else None
+    return collect_runs(root, per_epoch)
+
+
+def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[Row]:
+    """One Row per results.json under ``root``, with ``value(run, config)`` per run that has one."""
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         if any(part.startswith("replaced-") for part in path.parts):
             continue  # runs moved aside by a fresh start
         results = json.loads(path.read_text())
-        values = [run["accuracy"] for run in results.get("runs", []) if run.get("accuracy") is not None]
+        config = results.get("config") or {}
+        values = [v for v in (value(run, config) for run in results.get("runs", [])) if v is not None]
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
-                        values, (results.get("config") or {}).get("runs"), path.parent, variant_of(root, path.parent)))
+                        values, config.get("runs"), path.parent, variant_of(root, path.parent)))
     return rows
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import REPO
-from core.tables import Row, Table, TableError, collect_accuracy
+from core.tables import Row, Table, TableError, collect_accuracy, collect_epoch_seconds
 from helpers import TINY, run_script
 
 
@@ -74,13 +74,17 @@ def test_tables_show_missing_cells_as_missing(tmp_path):
     assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 |" in out
     for suffix in ("md", "csv", "tex", "png"):
         assert (tmp_path / "out" / f"digits_accuracy.{suffix}").is_file()
+    assert (tmp_path / "out" / "digits_epoch_seconds.md").is_file()
+    result = run_script("tables.py", f"--root={tmp_path / 'models'}", "--variant=fp32", check=False)
+    assert result.returncode == 1 and "none of the 2 experiments" in result.stderr and "Traceback" not in result.stderr
 
 
 def write_results(folder, modality, values):
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({
         "dataset_name": "DIGITS", "model": "shufflenet", "modality": modality, "train_examples": 500,
-        "config": {"runs": len(values)}, "runs": [{"run": i + 1, "accuracy": a} for i, a in enumerate(values)]}))
+        "config": {"runs": len(values), "dataset_name": "DIGITS", "datasets": {"DIGITS": {"num_epochs": 10}}},
+        "runs": [{"run": i + 1, "accuracy": a, "train_seconds": a - 50} for i, a in enumerate(values)]}))
 
 
 def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(tmp_path):
@@ -93,6 +97,8 @@ def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(
     assert "| DIGITS | shufflenet | encoder_memory [fp32] | 81.00 ± 1.00 |" in markdown
     assert markdown.index("encoder_memory |") < markdown.index("encoder_memory [fp32]"), "variants after the grid"
     write_results(root / "copy" / "fp32" / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [1.0])
+    seconds = Table.build(collect_epoch_seconds(root / "fp32"), "t").markdown()
+    assert "| DIGITS | shufflenet | encoder_memory | 3.10 ± 0.10 |" in seconds  # train_seconds / num_epochs
     rows = collect_accuracy(root / "copy") + collect_accuracy(root)  # one fp32 variant twice, seen from two roots
     with pytest.raises(TableError, match="two experiments fill one cell"):
         Table.build(rows, "t")
