@@ -182,11 +182,12 @@ class Table:
             for (d, m, modality), by_size in self.cells.items():
                 if (d, m) != (dataset, model):
                     continue
-                points = [(s, *mean_std(by_size[s].values)) for s in self.sizes if s in by_size and by_size[s].values]
+                points = [(i, *mean_std(by_size[s].values)) for i, s in enumerate(self.sizes)
+                          if s in by_size and by_size[s].values]
                 if points:
-                    sizes, means, stds = zip(*points)
-                    axis.errorbar([size_label(s) for s in sizes], means, yerr=stds, marker="o", capsize=3,
-                                  label=modality)
+                    positions, means, stds = zip(*points)
+                    axis.errorbar(positions, means, yerr=stds, marker="o", capsize=3, label=modality)
+            axis.set_xticks(range(len(self.sizes)), [size_label(s) for s in self.sizes])
             axis.set_title(f"{dataset}, {model}", fontsize=10)
             axis.set_xlabel("training examples")
             axis.set_ylabel(ylabel)
