@@ -11,6 +11,7 @@ explanation_accuracy.py has run, also <output>_explanation.* (the paper's Table 
 <output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer
 runs than asked for show their count (e.g. 12/15).
 """
+import functools
 from pathlib import Path
 
 from absl import app, flags
@@ -28,11 +29,13 @@ flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
 flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
 FLAGS = flags.FLAGS
 
-TABLES = (("accuracy", "Table 1: test accuracy (%)", None),
-          ("epoch_seconds", "Training seconds per epoch", "epoch_seconds"),
-          ("explanation", "Table 5: explanation accuracy (%)", "explanation_accuracy"),
-          ("counterfactual", "Table 6: accuracy on the inputs whose top memory sample is a counterfactual (%)",
-           "counterfactual_accuracy"))
+TABLES = (  # name, title, how its rows are collected, whether it gets a figure
+    ("accuracy", "Table 1: test accuracy (%)", collect_accuracy, True),
+    ("epoch_seconds", "Training seconds per epoch", collect_epoch_seconds, False),
+    ("explanation", "Table 5: explanation accuracy (%)",
+     functools.partial(collect_explanations, key="explanation_accuracy"), True),
+    ("counterfactual", "Table 6: accuracy on the inputs whose top memory sample is a counterfactual (%)",
+     functools.partial(collect_explanations, key="counterfactual_accuracy"), True))
 
 
 @aux.exit_on_user_errors
@@ -48,16 +51,14 @@ def main(argv):
                         (not FLAGS.modality or row.modality in FLAGS.modality) and
                         (not FLAGS.variant or (row.variant or "none") in FLAGS.variant))
     written = []
-    for name, title, key in TABLES:
-        collect = {None: collect_accuracy, "epoch_seconds": collect_epoch_seconds}.get(key)
-        found = collect(root) if collect else collect_explanations(root, key)
+    for name, title, collect, with_figure in TABLES:
+        found = collect(root)
         rows = [row for row in found if keep(row)]
+        if not rows and name == "accuracy":
+            raise config.ConfigError(f"no results.json under {root} (train.py writes one per experiment)" if not found
+                                     else f"none of the {len(found)} experiments under {root} matches --dataset, "
+                                     "--model, --modality and --variant")
         if not rows:
-            if key is None and not found:
-                raise config.ConfigError(f"no results.json under {root} (train.py writes one per experiment)")
-            if key is None:
-                raise config.ConfigError(f"none of the {len(found)} experiments under {root} matches --dataset, "
-                                         "--model, --modality and --variant")
             continue
         table = Table.build(rows, title, config.modalities())
         print(f"\n{title}\n\n{table.markdown()}")
@@ -65,7 +66,7 @@ def main(argv):
             path = output.with_name(f"{output.name}_{name}.{suffix}")
             atomic_write_bytes(path, lambda f, text=text: f.write(text.encode()))
             written.append(path)
-        if key != "epoch_seconds":
+        if with_figure:
             figure = output.with_name(f"{output.name}_{name}.png")
             table.figure(figure, "accuracy (%)")
             written.append(figure)

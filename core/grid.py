@@ -11,6 +11,7 @@ cell's other runs (core/experiment.py merges them).
 from __future__ import annotations
 
 import itertools
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -76,6 +77,23 @@ class GridRun:
         return self.cell.run_state(self.run)
 
 
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def axis_problems(raw) -> List[str]:
+    """What is wrong with the axes a grid (or one of its variants) sets: each a non-empty list, the datasets and
+    modalities among the known ones."""
+    problems = []
+    for key in AXES:
+        if key in raw and (not isinstance(raw[key], list) or not raw[key]):
+            problems.append(f"{key}: expected a non-empty list, got {raw[key]!r}")
+    for key, allowed in (("datasets", dataset_names()), ("modalities", modalities())):
+        unknown = [v for v in raw.get(key) or [] if v not in allowed] if isinstance(raw.get(key), list) else []
+        if unknown:
+            problems.append(f"{key}: {unknown} are not among {list(allowed)}")
+    return problems
+
+
 @dataclass
 class Grid:
     path: Path
@@ -89,13 +107,21 @@ class Grid:
         problems = [f"unknown keys {sorted(set(raw) - GRID_KEYS)}; a grid has {sorted(GRID_KEYS)}"] \
             if set(raw) - GRID_KEYS else []
         problems += [f"{key}: missing" for key in ("config", *AXES) if key not in raw]
-        for key, allowed in (("datasets", dataset_names()), ("modalities", modalities())):
-            unknown = [v for v in raw.get(key) or [] if v not in allowed]
-            if unknown:
-                problems.append(f"{key}: {unknown} are not among {list(allowed)}")
-        for key in AXES:
-            if key in raw and (not isinstance(raw[key], list) or not raw[key]):
-                problems.append(f"{key}: expected a non-empty list, got {raw[key]!r}")
+        problems += axis_problems(raw)
+        variants = raw.get("variants") or {}
+        if not isinstance(variants, dict):
+            problems.append(f"variants: expected a mapping of names to grid keys, got {variants!r}")
+            variants = {}
+        for name, variant in variants.items():
+            if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+                problems.append(f"variant {name!r}: a name of letters, digits, '_' and '-' (it names a folder)")
+            elif not isinstance(variant, dict):
+                problems.append(f"variant {name}: expected a mapping of grid keys, got {variant!r}")
+            elif set(variant) - set(AXES) - {"settings"}:
+                problems.append(f"variant {name}: unknown keys {sorted(set(variant) - set(AXES) - {'settings'})}; a "
+                                f"variant may set {sorted(AXES)} and settings")
+            else:
+                problems += [f"variant {name}: {problem}" for problem in axis_problems(variant)]
         if problems:
             raise ConfigError(f"{path}: " + "; ".join(problems))
         base = Path(raw["config"]).resolve()  # commands run from any folder
@@ -103,11 +129,7 @@ class Grid:
         runs = int(raw.get("runs", base_config.runs))
         output_dir = Path(raw.get("output_dir", "models")).resolve()
         cells = cls._cells(raw, raw, base, output_dir, runs, list(raw.get("settings") or []))
-        for name, variant in (raw.get("variants") or {}).items():  # copies of the grid in folders of their own
-            unknown = sorted(set(variant) - set(AXES) - {"settings"})
-            if unknown:
-                raise ConfigError(f"{path}: variant {name}: unknown keys {unknown}; a variant may set {sorted(AXES)} "
-                                  f"and settings")
+        for name, variant in variants.items():  # copies of the grid in folders of their own
             cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, runs,
                                 list(raw.get("settings") or []) + list(variant.get("settings") or []))
         return cls(Path(path), cells)

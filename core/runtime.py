@@ -75,7 +75,7 @@ def native_bf16() -> bool:
 
 # Networks that train faster in fp32 than in bf16 even on CPUs with native bf16 (their depthwise convolutions,
 # channel shuffles and squeeze-excitation gain nothing from bf16 and pay its conversions: bench/bench_training.py,
-# the README's table). On a CPU, precision 'auto' picks fp32 for them.
+# the README's table, shufflenet1x included). On a CPU, precision 'auto' picks fp32 for them.
 FP32_ON_CPU = ("efficientnet", "shufflenet", "shufflenet1x")
 
 

@@ -22,6 +22,7 @@ from base.files import atomic_write_bytes
 
 from .results import mean_std
 
+
 class TableError(UserError, ValueError):
     """The experiments under a root cannot make one table."""
 

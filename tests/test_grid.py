@@ -1,5 +1,6 @@
 """grid.py, tables.py and data-parallel training with torchrun, on DIGITS."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -7,6 +8,8 @@ import time
 import pytest
 
 from conftest import REPO
+from core.config import ConfigError
+from core.grid import Grid
 from core.tables import Row, Table, TableError, collect_accuracy, collect_epoch_seconds
 from helpers import TINY, run_script
 
@@ -55,6 +58,35 @@ def test_grid_errors(tmp_path):
         result.stderr and "Traceback" not in result.stderr
 
 
+def write_grid(tmp_path, variants: str):
+    path = tmp_path / "variants.yaml"
+    path.write_text((REPO / "tests" / "grid_tiny.yaml").read_text().replace("OUTPUT", str(tmp_path / "models"))
+                    + variants)
+    return path
+
+
+def test_a_grid_variant_is_a_copy_of_the_grid_in_a_folder_of_its_own(tmp_path):
+    grid = Grid.load(write_grid(tmp_path, "variants:\n  fp32:\n    modalities: [std]\n"
+                                          "    settings: [precision=fp32]\n"))
+    own, copies = grid.cells[:2], grid.cells[2:]
+    assert [c.modality for c in own] == ["std", "deepncm"] and all(c.settings == () for c in own)
+    assert len(copies) == 1 and copies[0].modality == "std" and copies[0].settings == ("precision=fp32",)
+    assert copies[0].output_dir == str(tmp_path / "models" / "fp32")
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("variants: [fp32]\n", "variants: expected a mapping"),
+    ("variants:\n  ../up:\n    settings: [precision=fp32]\n", "variant '../up': a name of letters"),
+    ("variants:\n  fp32: precision=fp32\n", "variant fp32: expected a mapping of grid keys"),
+    ("variants:\n  fp32:\n    precision: fp32\n", "variant fp32: unknown keys ['precision']"),
+    ("variants:\n  fp32:\n    modalities: [bogus]\n", "variant fp32: modalities: ['bogus'] are not among"),
+    ("variants:\n  fp32:\n    networks: []\n", "variant fp32: networks: expected a non-empty list"),
+])
+def test_bad_grid_variants_are_one_line_errors(tmp_path, variants, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Grid.load(write_grid(tmp_path, variants))
+
+
 def test_tables_show_missing_cells_as_missing(tmp_path):
     rows = [Row("DIGITS", "shufflenet", "std", 500, [90.0, 92.0], 2), Row("DIGITS", "shufflenet", "std", 1000, [95.0], 3),
             Row("DIGITS", "shufflenet", "encoder_memory", 500, [94.0, 96.0], 2)]
@@ -96,12 +128,17 @@ def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(
     assert "| DIGITS | shufflenet | encoder_memory | 91.00 ± 1.00 |" in markdown
     assert "| DIGITS | shufflenet | encoder_memory [fp32] | 81.00 ± 1.00 |" in markdown
     assert markdown.index("encoder_memory |") < markdown.index("encoder_memory [fp32]"), "variants after the grid"
-    write_results(root / "copy" / "fp32" / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [1.0])
     seconds = Table.build(collect_epoch_seconds(root / "fp32"), "t").markdown()
     assert "| DIGITS | shufflenet | encoder_memory | 3.10 ± 0.10 |" in seconds  # train_seconds / num_epochs
-    rows = collect_accuracy(root / "copy") + collect_accuracy(root)  # one fp32 variant twice, seen from two roots
+    out = run_script("tables.py", f"--root={root}", "--variant=none", f"--output={tmp_path / 'out' / 't'}").stdout
+    assert "| encoder_memory | 91.00 ± 1.00 |" in out and "[fp32]" not in out
+    # a renamed copy of an experiment folder (a backup, say) fills the same cell as the original
+    write_results(root / "DIGITS" / "encoder_memory" / "shufflenet" / "500_backup", "encoder_memory", [1.0])
     with pytest.raises(TableError, match="two experiments fill one cell"):
-        Table.build(rows, "t")
+        Table.build(collect_accuracy(root), "t")
+    result = run_script("tables.py", f"--root={root}", f"--output={tmp_path / 'out' / 't'}", check=False)
+    assert result.returncode == 1 and "error: two experiments fill one cell" in result.stderr
+    assert "500_backup" in result.stderr and "Traceback" not in result.stderr
 
 
 def torchrun(*args):
