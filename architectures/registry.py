@@ -1,6 +1,6 @@
 """Encoders and heads register themselves by name; one factory builds any of them (as timm's create_model).
 
-    @register_encoder("mynet")            # a class or function taking no arguments
+    @register_encoder("mynet")            # a class or function taking no arguments (or options with defaults)
     class MyNet(nn.Module): feature_dim = 256; ...
 
     @register_head("myhead", uses_memory=False)   # factory(feature_dim, num_classes, **options)
@@ -11,6 +11,7 @@ ones it needs (end its signature with ``**options``).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Dict, List
 
@@ -23,7 +24,7 @@ _HEADS: Dict[str, "HeadEntry"] = {}
 def register_encoder(name: str):
     """Class or function decorator: ``@register_encoder("mynet")`` makes ``create_encoder("mynet")`` work.
 
-    The registered callable takes no arguments and returns an ``nn.Module`` that maps
+    The registered callable takes no arguments (or keyword options with defaults) and returns an ``nn.Module`` that maps
     ``[N, 3, 32, 32]`` images to ``[N, feature_dim]`` features and has an int ``feature_dim``.
     """
     def decorator(factory):
@@ -38,10 +39,16 @@ def list_encoders() -> List[str]:
     return sorted(_ENCODERS)
 
 
-def create_encoder(name: str) -> nn.Module:
+def create_encoder(name: str, **options) -> nn.Module:
+    """The encoder ``name``; ``options`` go to its factory (the ViT's ``final_norm``), which must accept them."""
     if name not in _ENCODERS:
         raise ValueError(f"unknown model {name!r}; registered encoders are {list_encoders()}")
-    encoder = _ENCODERS[name]()
+    try:
+        inspect.signature(_ENCODERS[name]).bind(**options)
+    except TypeError:
+        raise ValueError(f"encoder {name!r} takes no option {sorted(options)} (options: "
+                         f"{list(inspect.signature(_ENCODERS[name]).parameters) or 'none'})") from None
+    encoder = _ENCODERS[name](**options)
     if not isinstance(getattr(encoder, "feature_dim", None), int):
         raise TypeError(f"encoder {name!r} must expose an int attribute `feature_dim`")
     return encoder

@@ -4,7 +4,8 @@ A 32 x 32 image is cut into 8 x 8 = 64 patches of 4 x 4 pixels (48 values each),
 prefixed with a learnable class token and added to learnable position embeddings (both initialised from a
 standard normal). Seven pre-norm encoder layers follow (LayerNorm -> multi-head self-attention with separate
 q, k, v and output projections -> residual; LayerNorm -> MLP 384 -> 384 -> residual), 12 heads, dropout 0. The
-features are the class token after a final LayerNorm.
+features are the class token after a final LayerNorm; ``final_norm=False`` gives the class token without it, as
+the paper's code fed its memory ViTs (config key ``vit_final_norm: false``).
 
 Two quirks of that implementation are kept, since they shape the paper's numbers: attention scores are divided
 by sqrt(384), the whole width, not by sqrt(32), the width of a head; and the MLP applies GELU after both of its
@@ -51,7 +52,7 @@ class ViT(nn.Module):
     last_stage = "enc"  # self_attention does not apply: the tokens are no [B, C, H, W] feature map
 
     def __init__(self, image_size: int = 32, patches_per_side: int = 8, width: int = 384, layers: int = 7,
-                 heads: int = 12, mlp_hidden: int = 384, dropout: float = 0.0):
+                 heads: int = 12, mlp_hidden: int = 384, dropout: float = 0.0, final_norm: bool = True):
         super().__init__()
         self.patches_per_side = patches_per_side
         self.patch_size = image_size // patches_per_side
@@ -59,7 +60,8 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.randn(1, 1, width))
         self.pos_emb = nn.Parameter(torch.randn(1, patches_per_side ** 2 + 1, width))
         self.enc = nn.Sequential(*[TransformerEncoder(width, mlp_hidden, heads, dropout) for _ in range(layers)])
-        self.norm = nn.LayerNorm(width)
+        # The paper's code built the LayerNorm for its memory ViTs too but never applied it: Identity, no unused weights
+        self.norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         self.feature_dim = width
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,5 +77,5 @@ class ViT(nn.Module):
 
 
 @register_encoder("vit")
-def vit():
-    return ViT()
+def vit(final_norm: bool = True):
+    return ViT(final_norm=final_norm)

@@ -220,6 +220,7 @@ class Config:
     self_attention: Optional[str] = None  # a SimpleSelfAttention block in the encoder: last_stage, or a module path
     self_attention_ks: int = 1  # its 1-D convolution's kernel size
     self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
+    vit_final_norm: bool = True  # vit: features after the final LayerNorm; false: without it (the paper's memory ViTs)
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
 
@@ -255,6 +256,8 @@ class Config:
             elif sections is not None and dataset_name not in sections:
                 found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
+        if values.get("vit_final_norm") is False and values.get("model", "vit") != "vit":
+            found.append(f"vit_final_norm: false applies to the vit encoder only, the model is {values['model']!r}")
         if not 0 <= values.get("label_smoothing", 0) < 1:
             found.append(f"label_smoothing: must be in [0, 1), got {values['label_smoothing']}")
         heads = values.get("heads")
@@ -275,10 +278,11 @@ class Config:
         _fail_on(self.problems({**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}))
 
     def model_options(self) -> Dict[str, Any]:
-        """The keyword arguments of ``build_model`` for this config: the encoder's self-attention option and every
-        head option (the class metric read from ``heads.hierarchy``)."""
+        """The keyword arguments of ``build_model`` for this config: the encoder's options (self-attention, the
+        ViT's final LayerNorm) and every head option (the class metric read from ``heads.hierarchy``)."""
         options = {"distance": self.distance, "self_attention": self.self_attention,
                    "self_attention_ks": self.self_attention_ks, "self_attention_sym": self.self_attention_sym,
+                   "encoder_options": {} if self.vit_final_norm else {"final_norm": False},
                    **{k: v for k, v in dataclasses.asdict(self.heads).items() if k != "hierarchy"}}
         if self.heads.hierarchy is not None:
             costs, parents = class_metric(self.heads.hierarchy, self.dataset.num_classes)

@@ -55,6 +55,30 @@ def test_vit_keeps_the_reference_quirks():
     assert vit.cls_token.std() > 0.5 and vit.pos_emb.std() > 0.5, "initialised from a standard normal"
 
 
+def test_vit_without_its_final_layernorm_gives_the_raw_class_token():
+    """The paper's code fed its memory ViTs the class token before the final LayerNorm: ``vit_final_norm: false``."""
+    torch.manual_seed(0)
+    with_norm = ViT()
+    config = load_config("tests/tiny_digits.yaml", {"model": "vit"}, ["vit_final_norm=false"])
+    model = build_model("vit", "encoder_memory", 10, **config.model_options())
+    model.encoder.load_state_dict({k: v for k, v in with_norm.state_dict().items() if not k.startswith("norm.")})
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        raw = model.encode(images)
+        tokens = torch.cat([with_norm.cls_token.expand(2, -1, -1), with_norm.emb(with_norm.patches(images))], 1)
+        expected = with_norm.enc(tokens + with_norm.pos_emb)[:, 0]
+        assert torch.allclose(raw, expected) and torch.allclose(with_norm(images), with_norm.norm(raw))
+    assert sum(p.numel() for p in model.encoder.parameters()) == sum(p.numel() for p in with_norm.parameters()) - 768
+
+
+def test_encoder_options_are_checked():
+    with pytest.raises(ValueError, match="encoder 'resnet18' takes no option"):
+        create_encoder("resnet18", final_norm=False)
+    with pytest.raises(ValueError, match="vit_final_norm: false applies to the vit encoder only"):
+        load_config("tests/tiny_digits.yaml", {}, ["vit_final_norm=false"])
+    assert load_config("tests/tiny_digits.yaml", {"model": "vit"}).model_options()["encoder_options"] == {}
+
+
 def test_warmup_cosine_learning_rates():
     config = load_config("config/vit.yaml", {"epochs": 20})
     assert config.dataset.warmup_epochs == 1  # 5 of 200, scaled
