@@ -1,6 +1,7 @@
 """The paper's other encoders and its Vision Transformer; the ViT recipe (Adam, warm-up cosine, label smoothing,
 AutoAugment)."""
 import json
+import sys
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import datasets
 from architectures import build_model, create_encoder, list_heads
 from architectures.vit import ViT
+from conftest import REPO
 from core.config import load_config
 from helpers import accuracy_in, run_script
 from training import make_optimizer, make_scheduler
@@ -77,6 +79,23 @@ def test_encoder_options_are_checked():
     with pytest.raises(ValueError, match="vit_final_norm: false applies to the vit encoder only"):
         load_config("tests/tiny_digits.yaml", {}, ["vit_final_norm=false"])
     assert load_config("tests/tiny_digits.yaml", {"model": "vit"}).model_options()["encoder_options"] == {}
+
+
+def test_the_vit_starts_with_nearly_the_same_features_for_every_image():
+    """Why the ViT's memory heads need a longer run than the CNNs' (README): at initialisation its class token is
+    almost image-independent, so cosine attention over the memory starts near uniform."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from feature_similarity import digits_images, mean_pairwise_cosine
+
+    assert mean_pairwise_cosine(torch.eye(3)) == pytest.approx(0.0)
+    assert mean_pairwise_cosine(torch.ones(3, 4)) == pytest.approx(1.0)
+    images = digits_images()[:64]
+    similarity = {}
+    for name in ("vit", "mobilenet"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            similarity[name] = mean_pairwise_cosine(build_model(name, "std", 10).train().encode(images))
+    assert similarity["vit"] > 0.99 and similarity["mobilenet"] < 0.95, similarity
 
 
 def test_warmup_cosine_learning_rates():
