@@ -36,7 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 MEMORY_SOURCES = ("subset", "full")
-SCHEDULERS = ("multistep", "cosine", "warmup_cosine")
+SCHEDULERS = ("multistep", "cosine", "warmup_cosine", "warmup_cosine_code")
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTATIONS = ("auto", "none", "flip", "autoaugment")
 DISTANCE_NAMES = tuple(DISTANCES)
@@ -116,9 +116,11 @@ class DatasetConfig:
     num_epochs: int
     mem_examples: int  # images per memory set (the paper: 100)
     opt_milestones: Tuple[int, ...] = ()  # multistep: epochs after which the learning rate is divided by 10
-    scheduler: str = "multistep"  # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code) | warmup_cosine
-    warmup_epochs: int = 0  # warmup_cosine: epochs of linear warm-up (the paper's ViT: 5)
-    min_lr: float = 0.0  # cosine, warmup_cosine: the learning rate at the end (the paper's ViT: 1e-5)
+    # multistep (SVHN, CIFAR10) | cosine (CINIC10, as the paper's code) | warmup_cosine (the paper's ViT) |
+    # warmup_cosine_code (the paper's ViT code's GradualWarmupScheduler, training/make_scheduler)
+    scheduler: str = "multistep"
+    warmup_epochs: int = 0  # warmup_cosine(_code): epochs of linear warm-up (the paper's ViT: 5)
+    min_lr: float = 0.0  # cosine, warmup_cosine(_code): the learning rate at the end (the paper's ViT: 1e-5)
     val_examples: int = 6000  # held out of the training set before the subset is drawn
     memory_flip: Optional[bool] = None  # flip memory images at random; None: as the paper's code (CINIC10 only)
 
@@ -137,7 +139,7 @@ class DatasetConfig:
             found.append(f"opt_milestones: must be positive and strictly increasing, got {milestones}")
         if values.get("scheduler", "multistep") not in SCHEDULERS:
             found.append(f"scheduler: {values['scheduler']!r} is not one of {list(SCHEDULERS)}")
-        if values.get("scheduler") == "warmup_cosine" and not 0 <= values.get("warmup_epochs", 0) < values.get(
+        if values.get("scheduler") in ("warmup_cosine", "warmup_cosine_code") and not 0 <= values.get("warmup_epochs", 0) < values.get(
                 "num_epochs", 1):
             found.append(f"warmup_epochs: must be in [0, num_epochs), got {values['warmup_epochs']}")
         if values.get("min_lr", 0) < 0:

@@ -1,6 +1,7 @@
 """The paper's other encoders and its Vision Transformer; the ViT recipe (Adam, warm-up cosine, label smoothing,
 AutoAugment)."""
 import json
+import math
 import sys
 
 import pytest
@@ -113,6 +114,21 @@ def test_warmup_cosine_learning_rates():
     assert rates[5] == pytest.approx(1e-3) and rates[100] < 1e-3
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5), "min_lr after the last epoch"
     assert all(a >= b for a, b in zip(rates[5:], rates[6:])), "decreasing after the warm-up"
+
+
+def test_the_vit_codes_warmup_schedule_behind_its_switch():
+    """GradualWarmupScheduler(multiplier=1, total_epoch=5) over CosineAnnealingLR(T_max=200, eta_min=1e-5)."""
+    config = load_config("config/vit.yaml", {}, ["SVHN.scheduler=warmup_cosine_code"])
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), config.optimizer)
+    scheduler = make_scheduler(optimizer, config.dataset)
+    rates = []
+    for _ in range(config.dataset.num_epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    assert rates[:7] == pytest.approx([0.0, 2e-4, 4e-4, 6e-4, 8e-4, 1e-3, 1e-3]), "lr 0 first, lr twice"
+    assert rates[7] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 200)))
+    assert rates[-1] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 193 / 200)))
+    assert rates[-1] > 1e-5 * 1.2, "the cosine has not reached min_lr at the last epoch"
 
 
 def test_autoaugment_keeps_dtype_shape_and_range_and_is_seeded():
