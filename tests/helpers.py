@@ -50,9 +50,11 @@ class _ScriptServer:
 
     def run(self, argv, timeout) -> subprocess.CompletedProcess:
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
-        reply = self._send({"argv": argv, "cwd": str(REPO), "env": dict(os.environ), "stdout": str(stdout),
-                            "stderr": str(stderr)}, timeout)
-        return subprocess.CompletedProcess(argv, json.loads(reply), stdout.read_text(), stderr.read_text())
+        reply = json.loads(self._send({"argv": argv, "cwd": str(REPO), "env": dict(os.environ), "stdout": str(stdout),
+                                       "stderr": str(stderr), "timeout": timeout}, timeout + 60))
+        if reply == "timeout":  # the server has killed the script, as subprocess.run(timeout=...) would
+            raise subprocess.TimeoutExpired(argv, timeout, stdout.read_text(), stderr.read_text())
+        return subprocess.CompletedProcess(argv, reply, stdout.read_text(), stderr.read_text())
 
     def stop(self):
         if self.process.poll() is None:

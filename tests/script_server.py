@@ -5,15 +5,18 @@ which the first optimizer construction imports (1.2 s). This server imports them
 operation (so no thread pool exists to be forked), and forks a child per request: the child changes to the
 requested folder, takes the requested argv and environment, sends its output to the requested files, and runs
 the script as `python script.py ...` would (``runpy``, ``__name__ == "__main__"``). The server answers with the
-child's exit status. tests/helpers.py starts one server per test process.
+child's exit status, or "timeout" after killing a child that ran past the request's timeout (so that one hung
+script fails its test instead of stalling every later one). tests/helpers.py starts one server per test process.
 
     python tests/script_server.py <unix socket path>
 """
 import json
 import os
 import runpy
+import signal
 import socket
 import sys
+import time
 import traceback
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -78,8 +81,21 @@ def serve(path: str) -> None:
             pid = os.fork()
             if pid == 0:
                 run_child(request, listener, connection)
-            _, status = os.waitpid(pid, 0)
-            connection.sendall((json.dumps(os.waitstatus_to_exitcode(status)) + "\n").encode())
+            connection.sendall((json.dumps(wait_for(pid, request["timeout"])) + "\n").encode())
+
+
+def wait_for(pid: int, timeout: float):
+    """The child's exit status, or "timeout" once it has been killed for running longer than ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":

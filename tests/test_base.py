@@ -1,12 +1,15 @@
-"""base/: atomic strict-JSON writes, lock files that name their holder, writable output folders."""
+"""base/: atomic strict-JSON writes, lock files that name their holder, writable output folders; the tests' script
+server."""
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from base.files import FileError, FileLock, atomic_write_json, writable_folder
+from helpers import run_script
 
 
 def test_json_is_strict_and_atomic(tmp_path):
@@ -42,3 +45,17 @@ def test_writable_folder(tmp_path):
         writable_folder(tmp_path / "file")
     with pytest.raises(FileError, match="cannot create the output folder"):
         writable_folder(tmp_path / "file" / "below")
+
+
+def test_a_hung_script_fails_its_test_and_the_next_script_still_runs(tmp_path):
+    """tests/script_server.py kills a script that runs past its timeout, as subprocess.run would."""
+    hung = tmp_path / "hung.py"
+    hung.write_text("import time\nprint('started', flush=True)\ntime.sleep(120)\n")
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as raised:
+        run_script(str(hung), timeout=2)
+    assert "started" in raised.value.output
+    quick = tmp_path / "quick.py"
+    quick.write_text("print('done')\n")
+    assert run_script(str(quick), timeout=30).stdout == "done\n"
+    assert time.monotonic() - start < 30, "the server waited for the hung script"
