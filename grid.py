@@ -64,8 +64,8 @@ def print_status(grid, runs):
     for cell in grid.cells:
         states = [run.state() for run in runs if run.cell == cell]
         marks = "".join({"done": "+", "running": "R", "stale": "S", "partial": "p", "missing": "."}[s] for s in states)
-        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {cell.modality:15} {marks}  "
-              f"{cell.folder.path}")
+        modality = f"{cell.modality} [{cell.variant}]" if cell.variant else cell.modality
+        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:15} {marks}  {cell.folder.path}")
     print(f"\n{len(runs)} runs: " + ", ".join(f"{count} {state}" for state, count in sorted(grid.summary().items()))
           + "   (+ done, R running, S stale lock: its process died, p partial: resumable, . missing)")
 

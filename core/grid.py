@@ -38,6 +38,7 @@ class Cell:
     train_examples: int
     modality: str
     settings: Sequence[str] = ()
+    variant: str = ""  # the grid variant the cell belongs to ("" for the grid itself)
 
     @property
     def folder(self) -> ExperimentFolder:
@@ -131,11 +132,11 @@ class Grid:
         cells = cls._cells(raw, raw, base, output_dir, runs, list(raw.get("settings") or []))
         for name, variant in variants.items():  # copies of the grid in folders of their own
             cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, runs,
-                                list(raw.get("settings") or []) + list(variant.get("settings") or []))
+                                list(raw.get("settings") or []) + list(variant.get("settings") or []), name)
         return cls(Path(path), cells)
 
     @staticmethod
-    def _cells(axes, raw, base: Path, output_dir: Path, runs: int, settings: List[str]) -> List[Cell]:
+    def _cells(axes, raw, base: Path, output_dir: Path, runs: int, settings: List[str], variant: str = "") -> List[Cell]:
         cells = []
         for dataset, model, size, modality in itertools.product(axes["datasets"], axes["networks"],
                                                                 axes["train_examples"], axes["modalities"]):
@@ -147,7 +148,7 @@ class Grid:
             load_config(base, {"dataset": dataset, "model": model, "train_examples": int(size), "runs": runs},
                         cell_settings)  # every cell's config is valid before anything runs
             cells.append(Cell(str(base), str(output_dir), runs, dataset, model, int(size), modality,
-                              tuple(cell_settings)))
+                              tuple(cell_settings), variant))
         return cells
 
     def runs(self) -> Iterator[GridRun]:

@@ -72,6 +72,9 @@ def test_a_grid_variant_is_a_copy_of_the_grid_in_a_folder_of_its_own(tmp_path):
     assert [c.modality for c in own] == ["std", "deepncm"] and all(c.settings == () for c in own)
     assert len(copies) == 1 and copies[0].modality == "std" and copies[0].settings == ("precision=fp32",)
     assert copies[0].output_dir == str(tmp_path / "models" / "fp32")
+    assert [c.variant for c in grid.cells] == ["", "", "fp32"]
+    status = run_script("grid.py", f"--grid={grid.path}", "--status").stdout
+    assert "std [fp32]" in status and "deepncm [" not in status, status
 
 
 @pytest.mark.parametrize("variants, message", [
