@@ -61,11 +61,12 @@ def main(argv):
 
 def print_status(grid, runs):
     """The dry run: one line per cell with the state of its runs, then the totals."""
-    for cell in grid.cells:
+    modalities = [f"{cell.modality} [{cell.variant}]" if cell.variant else cell.modality for cell in grid.cells]
+    width = max(15, *map(len, modalities))
+    for cell, modality in zip(grid.cells, modalities):
         states = [run.state() for run in runs if run.cell == cell]
         marks = "".join({"done": "+", "running": "R", "stale": "S", "partial": "p", "missing": "."}[s] for s in states)
-        modality = f"{cell.modality} [{cell.variant}]" if cell.variant else cell.modality
-        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:15} {marks}  {cell.folder.path}")
+        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:{width}} {marks}  {cell.folder.path}")
     print(f"\n{len(runs)} runs: " + ", ".join(f"{count} {state}" for state, count in sorted(grid.summary().items()))
           + "   (+ done, R running, S stale lock: its process died, p partial: resumable, . missing)")
 
