@@ -66,7 +66,8 @@ def print_status(grid, runs):
     for cell, modality in zip(grid.cells, modalities):
         states = [run.state() for run in runs if run.cell == cell]
         marks = "".join({"done": "+", "running": "R", "stale": "S", "partial": "p", "missing": "."}[s] for s in states)
-        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:{width}} {marks}  {cell.folder.path}")
+        print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:{width}} {marks}  "
+              f"{cell.folder.path}")
     print(f"\n{len(runs)} runs: " + ", ".join(f"{count} {state}" for state, count in sorted(grid.summary().items()))
           + "   (+ done, R running, S stale lock: its process died, p partial: resumable, . missing)")
 

@@ -139,8 +139,8 @@ class DatasetConfig:
             found.append(f"opt_milestones: must be positive and strictly increasing, got {milestones}")
         if values.get("scheduler", "multistep") not in SCHEDULERS:
             found.append(f"scheduler: {values['scheduler']!r} is not one of {list(SCHEDULERS)}")
-        if values.get("scheduler") in ("warmup_cosine", "warmup_cosine_code") and not 0 <= values.get("warmup_epochs", 0) < values.get(
-                "num_epochs", 1):
+        warmup, epochs = values.get("warmup_epochs", 0), values.get("num_epochs", 1)
+        if values.get("scheduler") in ("warmup_cosine", "warmup_cosine_code") and not 0 <= warmup < epochs:
             found.append(f"warmup_epochs: must be in [0, num_epochs), got {values['warmup_epochs']}")
         if values.get("min_lr", 0) < 0:
             found.append(f"min_lr: must be >= 0, got {values['min_lr']}")

@@ -136,7 +136,8 @@ class Grid:
         return cls(Path(path), cells)
 
     @staticmethod
-    def _cells(axes, raw, base: Path, output_dir: Path, runs: int, settings: List[str], variant: str = "") -> List[Cell]:
+    def _cells(axes, raw, base: Path, output_dir: Path, runs: int, settings: List[str],
+               variant: str = "") -> List[Cell]:
         cells = []
         for dataset, model, size, modality in itertools.product(axes["datasets"], axes["networks"],
                                                                 axes["train_examples"], axes["modalities"]):
