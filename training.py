@@ -60,7 +60,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
             if epoch <= warmup:
                 return epoch / warmup if warmup else 1.0
             return cosine((epoch - warmup - 1) / total)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor if config.scheduler == "warmup_cosine" else code_factor)
+        chosen = factor if config.scheduler == "warmup_cosine" else code_factor
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, chosen)
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.opt_milestones))
 
 

@@ -15,8 +15,10 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import aux  # noqa: E402
 import datasets  # noqa: E402
 from architectures import build_model, list_encoders  # noqa: E402
+from base.errors import UserError  # noqa: E402
 from core.checkpoints import Checkpoint  # noqa: E402
 
 IMAGES = 200
@@ -34,9 +36,11 @@ def digits_images() -> torch.Tensor:
     return datasets.normalize(train.images[:IMAGES].float() / 255, spec.mean, spec.std)
 
 
+@aux.exit_on_user_errors
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", nargs="*", default=list_encoders(), help="encoders measured at initialisation")
+    parser.add_argument("--networks", nargs="*", default=list_encoders(), choices=list_encoders(),
+                        help="encoders measured at initialisation")
     parser.add_argument("--checkpoints", nargs="*", default=[], help="saved runs measured as trained")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -50,7 +54,7 @@ def main():
     for path in args.checkpoints:
         checkpoint = Checkpoint.load(path)
         if checkpoint.dataset_name != "DIGITS":
-            sys.exit(f"error: {path} was trained on {checkpoint.dataset_name}; this measures on DIGITS images only")
+            raise UserError(f"{path} was trained on {checkpoint.dataset_name}; this measures on DIGITS images only")
         model = checkpoint.build_model().eval()
         with torch.no_grad():
             similarity = mean_pairwise_cosine(model.encode(images))

@@ -99,6 +99,19 @@ def test_the_vit_starts_with_nearly_the_same_features_for_every_image():
     assert similarity["vit"] > 0.99 and similarity["mobilenet"] < 0.95, similarity
 
 
+def test_feature_similarity_refuses_what_it_cannot_measure(tmp_path):
+    from core.checkpoints import Checkpoint, RunMetadata
+
+    config = load_config("config/vit.yaml", {"dataset": "CIFAR10"})
+    Checkpoint.save(tmp_path / "1.pt", build_model("vit", "std", 10),
+                    RunMetadata("vit", "std", "CIFAR10", 10, 1000, 0, run=1, config=config.to_dict()))
+    for arguments, message in ((["--networks", f"--checkpoints={tmp_path / '1.pt'}"], "was trained on CIFAR10"),
+                               (["--networks", f"--checkpoints={tmp_path / 'none.pt'}"], "none.pt"),
+                               (["--networks", "vgg"], "invalid choice: 'vgg'")):
+        result = run_script("bench/feature_similarity.py", *arguments, check=False)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_warmup_cosine_learning_rates():
     config = load_config("config/vit.yaml", {"epochs": 20})
     assert config.dataset.warmup_epochs == 1  # 5 of 200, scaled
