@@ -548,6 +548,10 @@ class ExperimentData:
         """Normalised training images (memory images are never augmented)."""
         return self._prepare(self.train_images[indices.to(self.device)])
 
+    def validation_images(self, positions: torch.Tensor) -> torch.Tensor:
+        """Normalised images of the held-out validation split (``positions`` into it; never augmented)."""
+        return self._prepare(self.train_images[self.validation[positions].to(self.device)])
+
     # test images ------------------------------------------------------------------------------
     def test_batch(self, indices: torch.Tensor):
         indices = indices.to(self.device)

@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -21,6 +21,7 @@ from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, rest
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
 from core.distributed import Distributed, unwrap
 from core.experiment import ExperimentFolder
+from core.history import EpochLog, summary_writer_class
 
 
 class TrainingDiverged(UserError, RuntimeError):
@@ -67,9 +68,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   images: torch.Tensor, labels: torch.Tensor, memory: Optional[datasets.MemorySet],
-                  execution: runtime.Execution, device: torch.device, label_smoothing: float = 0.0) -> torch.Tensor:
-    """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor). ``model``
-    is a Classifier, or one wrapped in DistributedDataParallel."""
+                  execution: runtime.Execution, device: torch.device, label_smoothing: float = 0.0
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch (and a memory set, for memory heads); returns the loss (a 0-d tensor) and how many
+    images of the batch the model predicted right (a 0-d tensor). ``model`` is a Classifier, or one wrapped in
+    DistributedDataParallel."""
     classifier = unwrap(model)
     images = images.contiguous(memory_format=execution.memory_format)
     memory_images = memory.images.contiguous(memory_format=execution.memory_format) if memory is not None else None
@@ -81,13 +84,14 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scal
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # under fp16, GradScaler skips a step whose gradients are not finite
         scaler.update()
-    return loss.detach()
+    return loss.detach(), (outputs.detach().argmax(1) == labels).sum()
 
 
 def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, run: int, device: torch.device,
               execution: runtime.Execution, state_path: Optional[Path] = None, resume: bool = False,
               log_interval: int = 100, state_extra: Optional[dict] = None,
-              distributed: Optional[Distributed] = None) -> runtime.Execution:
+              distributed: Optional[Distributed] = None, epoch_log: Optional[EpochLog] = None,
+              validate: Optional[Callable[[Classifier], float]] = None) -> runtime.Execution:
     """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run), computing as
     ``execution`` says; returns how it computed (a resumed run keeps the precision and memory format it started
     with). The model ends in eval-ready form: fp32 weights, contiguous.
@@ -97,6 +101,11 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     epoch; with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
     exactly the weights of an uninterrupted one. With ``distributed`` (torchrun), every rank trains its share of
     each batch (core/distributed.py) and rank 0 alone writes the state.
+
+    ``epoch_log`` receives one entry per epoch (core/history.py); the resumable state carries the entries, so a
+    resumed run continues its history. ``validate(model)`` (the validation accuracy, ``config.eval_every``) runs
+    every ``eval_every`` epochs on rank 0; it leaves the model as it found it and draws nothing from the training
+    streams, so it does not change the run's numbers.
     """
     dataset_config = config.dataset
     main = distributed is None or distributed.is_main
@@ -114,6 +123,8 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     if state is not None:
         last_epoch = restore_training_state(state, state_path, run, model, optimizer, scheduler, scaler, generator)
         first_epoch = last_epoch + 1
+        if epoch_log is not None:
+            epoch_log.entries = [entry for entry in state.get("history", []) if entry["epoch"] <= last_epoch]
         print(f"Run {run + 1}: resuming after epoch {last_epoch} ({execution.names()['precision']}, "
               f"{execution.names()['memory_format']})", flush=True)
 
@@ -123,15 +134,19 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     nonfinite = 0  # consecutive non-finite losses (skipped under fp16 + GradScaler)
     model.train()
     for epoch in range(first_epoch, dataset_config.num_epochs + 1):
-        running_loss, finite_steps = 0.0, 0
+        running_loss, finite_steps, epoch_nonfinite, started = 0.0, 0, 0, time.time()
+        correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
+        learning_rate = optimizer.param_groups[0]["lr"]
         memory_generator = generator
         if distributed is not None:  # this rank's own memory sets and dropout masks, the same on a resume
             memory_generator = torch.Generator().manual_seed(distributed.seed(run, epoch))
             torch.manual_seed(distributed.seed(run, epoch) + 1)
         for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator, shard), start=1):
             memory = data.memory_set(memory_generator) if model.uses_memory else None
-            loss = training_step(network, optimizer, scaler, images, labels, memory, execution, device,
-                                 config.label_smoothing)
+            loss, right = training_step(network, optimizer, scaler, images, labels, memory, execution, device,
+                                        config.label_smoothing)
+            correct += right
+            seen += len(labels)
             if distributed is not None:  # every rank stops together on a non-finite loss
                 torch.distributed.all_reduce(loss, torch.distributed.ReduceOp.AVG
                                              if device.type == "cuda" else torch.distributed.ReduceOp.SUM)
@@ -149,13 +164,29 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
             if finite:
                 running_loss += loss_value
                 finite_steps += 1
+            else:
+                epoch_nonfinite += 1
             progress.update(1)
             if step % log_interval == 0 or step == steps:
                 progress.set_postfix(epoch=epoch, loss=f"{running_loss / max(finite_steps, 1):.4f}")
         scheduler.step()
+        if epoch_log is not None:
+            counts = torch.stack([correct, torch.tensor(seen, device=device)])
+            if distributed is not None:  # every rank's share of the batches
+                torch.distributed.all_reduce(counts)
+            entry = {"epoch": epoch, "train_loss": running_loss / finite_steps if finite_steps else None,
+                     "train_accuracy": 100.0 * counts[0].item() / max(counts[1].item(), 1), "lr": learning_rate,
+                     "seconds": round(time.time() - started, 3), "nonfinite_steps": epoch_nonfinite}
+            if validate is not None and main and config.eval_every and epoch % config.eval_every == 0:
+                entry["val_accuracy"] = validate(model)
+                model.to(memory_format=execution.memory_format).train()
+            if main:
+                progress.clear()
+                epoch_log.add(entry)
         if state_path is not None and main:
             save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator,
-                                {**(state_extra or {}), **execution.names()})
+                                {**(state_extra or {}), **execution.names(),
+                                 "history": epoch_log.entries if epoch_log is not None else []})
     progress.close()
     model.to(memory_format=torch.contiguous_format)
     return execution
@@ -183,6 +214,8 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
             raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
     main = distributed is None or distributed.is_main
     execution = runtime.Execution.resolve(config.precision, config.memory_format, device, config.model)  # fails early
+    if config.tensorboard and config.save:
+        summary_writer_class()  # tensorboard: true without the package is refused before any work
     if device.type == "cpu":
         runtime.keep_freed_memory()
     folder = ExperimentFolder(output_dir)
@@ -256,6 +289,22 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     return summary
 
 
+def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int
+                        ) -> Optional[Callable[[Classifier], float]]:
+    """With ``eval_every``: the model's accuracy on the held-out validation split, evaluated as the test set is
+    (features encoded once, the run's evaluation memory draws), for the history; None without it."""
+    if not config.eval_every:
+        return None
+    if not len(data.validation):
+        raise ConfigError(f"eval_every: {config.eval_every} needs a validation split, but val_examples is 0")
+
+    def validate(model: Classifier) -> float:
+        cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=seed,
+                                              draws=config.eval_draws, split="validation")
+        return evaluation.evaluate(model, cache).accuracy
+    return validate
+
+
 def make_model(config: Config, modality: str) -> Classifier:
     """The run's model; options it cannot be built with (a self_attention position that is no feature map, given
     prototypes of the wrong shape...) are a ConfigError."""
@@ -299,8 +348,12 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
     if state_path is not None and not continue_train and state_path.exists():
         state_path.unlink()  # a fresh start of this run
     settings = {"config": config.to_dict(), "modality": modality}
+    main = distributed is None or distributed.is_main
+    epoch_log = EpochLog(run, folder.tensorboard(run) if config.tensorboard and config.save and main else None)
     execution = train_run(model, data, config, run - 1, device, execution, state_path, resume=continue_train,
-                          log_interval=log_interval, state_extra=settings, distributed=distributed)
+                          log_interval=log_interval, state_extra=settings, distributed=distributed,
+                          epoch_log=epoch_log, validate=validation_accuracy(config, data, run - 1))
+    epoch_log.close()
     train_seconds = time.time() - start
     if distributed is not None and not distributed.is_main:
         distributed.barrier()  # rank 0 evaluates and writes
@@ -317,7 +370,7 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               "train_size": len(data.subset), "val_size": len(data.validation),
               "memory_pool_size": len(data.memory_pool) if model.uses_memory else None, **execution.names(),
               "eval_precision": runtime.precision_name(eval_autocast), "machine": runtime.describe_machine(device),
-              "ranks": distributed.world_size if distributed else 1,
+              "ranks": distributed.world_size if distributed else 1, "history": epoch_log.entries,
               **settings}
     if config.save:
         metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,

@@ -52,7 +52,7 @@ def dataset_names() -> Tuple[str, ...]:
 
 
 # Keys that do not change a run's numbers: how many runs, whether to save, where the data are, the device.
-NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device")
+NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard")
 
 
 def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
@@ -225,6 +225,8 @@ class Config:
     vit_final_norm: bool = True  # vit: features after the final LayerNorm; false: without it (the paper's memory ViTs)
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
+    eval_every: int = 0  # the validation accuracy every N epochs in the run's history (0: never, as the paper)
+    tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
 
     @property
     def dataset(self) -> DatasetConfig:
@@ -260,6 +262,8 @@ class Config:
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
         if values.get("vit_final_norm") is False and values.get("model", "vit") != "vit":
             found.append(f"vit_final_norm: false applies to the vit encoder only, the model is {values['model']!r}")
+        if values.get("eval_every", 0) < 0:
+            found.append(f"eval_every: must be >= 0 (0: never), got {values['eval_every']}")
         if not 0 <= values.get("label_smoothing", 0) < 1:
             found.append(f"label_smoothing: must be in [0, 1), got {values['label_smoothing']}")
         heads = values.get("heads")

@@ -67,10 +67,14 @@ class FeatureCache:
 
     @classmethod
     def build(cls, model: Classifier, data: datasets.ExperimentData, batch_size: int, seed: int, draws: int = 5,
-              autocast: Optional[torch.dtype] = None, test_count: Optional[int] = None) -> "FeatureCache":
-        """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each."""
-        test_count = len(data.test_labels) if test_count is None else min(test_count, len(data.test_labels))
-        test_features = encode(model, lambda i: data.test_batch(i)[0], test_count, batch_size, autocast)
+              autocast: Optional[torch.dtype] = None, test_count: Optional[int] = None,
+              split: str = "test") -> "FeatureCache":
+        """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each.
+        ``split="validation"``: the held-out validation split takes the test set's place (eval_every)."""
+        images_of, labels = ((lambda i: data.test_batch(i)[0], data.test_labels) if split == "test" else
+                             (data.validation_images, data.train_labels[data.validation.to(data.device)]))
+        test_count = len(labels) if test_count is None else min(test_count, len(labels))
+        test_features = encode(model, images_of, test_count, batch_size, autocast)
         memory_features = memory_labels = flipped = None
         if model.uses_memory:
             pool = data.memory_pool
@@ -78,7 +82,7 @@ class FeatureCache:
             memory_labels = data.train_labels[pool.to(data.device)]
             if data.memory_flip:
                 flipped = encode(model, lambda i: data.memory_batch(pool[i]).flip(-1), len(pool), batch_size, autocast)
-        return cls(test_features, data.test_labels[:test_count], memory_features, memory_labels, data.mem_examples,
+        return cls(test_features, labels[:test_count], memory_features, memory_labels, data.mem_examples,
                    seed, draws, batch_size, flipped)
 
     def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@
         <r>.json        the record of run r: accuracy, draws, loss, times, real sizes, config
         <r>.state.pt    the resumable state of an unfinished run r (it carries its config)
         <r>.lock        held by the process that trains run r (pid, host)
+        tb/run_<r>/     run r's history as TensorBoard scalars (tensorboard: true)
         results.json    rebuilt from the records of runs 1..runs under a lock, after every run
 
 Every file is written atomically, and each run is trained by one process at a time, so several processes
@@ -42,6 +43,9 @@ class ExperimentFolder:
 
     def state(self, run: int) -> Path:
         return self.path / f"{run}.state.pt"
+
+    def tensorboard(self, run: int) -> Path:
+        return self.path / "tb" / f"run_{run}"
 
     def lock(self, run: int) -> FileLock:
         return FileLock(self.path / f"{run}.lock", f"run {run} of {self.path}")
@@ -117,6 +121,10 @@ class ExperimentFolder:
         target.mkdir(exist_ok=True)
         for path in files + ([self.results_path] if self.results_path.is_file() else []):
             path.replace(target / path.name)
+        for run in runs:  # their TensorBoard curves (tensorboard: true) go with them
+            if self.tensorboard(run).is_dir():
+                (target / "tb").mkdir(exist_ok=True)
+                self.tensorboard(run).replace(target / "tb" / self.tensorboard(run).name)
         print(f"Note: {why}; moved {len(files)} files of runs {runs} to {target}", flush=True)
         return target
 

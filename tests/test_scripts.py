@@ -58,8 +58,9 @@ def test_eval_refuses_contradicting_flags(trained):
     assert result.returncode != 0 and "saved with modality='memory' but --modality='std'" in result.stderr
 
 
-def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
-    args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=2"]
+def test_resume_after_kill_gives_the_same_accuracies_and_history(tmp_path):
+    args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=2", "--set=eval_every=1",
+            "--set=tensorboard=true"]
     reference = tmp_path / "reference"
     run_script(*args, f"--output_dir={reference}")
     interrupted = tmp_path / "interrupted"
@@ -80,6 +81,13 @@ def test_resume_after_kill_gives_the_same_accuracies(tmp_path):
     got = json.loads((folder / "results.json").read_text())
     assert [r["accuracy"] for r in got["runs"]] == [r["accuracy"] for r in expected["runs"]]
     assert [r["loss"] for r in got["runs"]] == [r["loss"] for r in expected["runs"]]
+    without_seconds = lambda runs: [[{k: v for k, v in e.items() if k != "seconds"} for e in r["history"]]  # noqa
+                                    for r in runs]
+    assert without_seconds(got["runs"]) == without_seconds(expected["runs"])
+    assert [e["epoch"] for e in got["runs"][1]["history"]] == [1, 2] and "val_accuracy" in got["runs"][1]["history"][1]
+    assert "Run 2 | Epoch 2 | Loss:" in resumed, "one line per epoch when stdout is not a terminal"
+    events = list((folder / "tb" / "run_2").glob("events.out.tfevents.*"))
+    assert events, "tensorboard: true writes the scalars under <experiment>/tb/run_<r>/"
     assert not list(folder.glob("*.state.pt")), "resumable states are removed once a run is finished"
     changed = run_script(*args[:-1], "--epochs=3", f"--output_dir={interrupted}", "--continue_train", check=False)
     assert changed.returncode != 0 and "was made with other settings: DIGITS.num_epochs was 2, now 3" in changed.stderr

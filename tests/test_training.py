@@ -66,3 +66,44 @@ def test_a_resumed_run_keeps_the_precision_and_memory_format_it_started_with(tmp
     used = training.train_run(model, data, two_epochs, 0, torch.device("cpu"), FP32, state, resume=True)
     assert used == started and torch.load(state, weights_only=True)["epoch"] == 2
     assert next(model.parameters()).is_contiguous(), "the model ends contiguous, ready for fp32 evaluation"
+
+
+def test_the_history_has_one_entry_per_epoch_and_validation_does_not_change_the_run(tmp_path):
+    """Each epoch's mean loss, training accuracy, learning rate, seconds and non-finite steps; with eval_every the
+    validation accuracy every N epochs, computed without touching the run's numbers (same weights as without)."""
+    from core.history import EpochLog
+
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0, mem_examples=20)
+    config = dataclasses.replace(load_config(TINY, {"epochs": 3}), eval_every=2)
+    weights = []
+    for validate in (None, training.validation_accuracy(config, data, 0)):
+        torch.manual_seed(0)
+        model, log = build_model("shufflenet", "encoder_memory", 10), EpochLog(1, console=False)
+        training.train_run(model, data, config, 0, torch.device("cpu"), Execution(None, torch.channels_last),
+                           epoch_log=log, validate=validate)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert [e["epoch"] for e in log.entries] == [1, 2, 3]
+        assert all(e["lr"] == 0.05 and e["nonfinite_steps"] == 0 and e["seconds"] > 0 for e in log.entries)
+        assert all(0 <= e["train_accuracy"] <= 100 and e["train_loss"] > 0 for e in log.entries)
+        assert [("val_accuracy" in e) for e in log.entries] == [False, validate is not None, False]
+    assert torch.equal(weights[0], weights[1])
+    assert 0 <= log.entries[1]["val_accuracy"] <= 100
+
+
+def test_tensorboard_without_the_package_is_refused_in_one_line(monkeypatch):
+    import builtins
+
+    from core.history import EpochLog, TensorBoardMissing
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(TensorBoardMissing, match=r"tensorboard: true needs the tensorboard package .*pip install "
+                                                  r"tensorboard"):
+        EpochLog(1, tensorboard_dir="tb")
