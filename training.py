@@ -104,7 +104,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
 
     ``epoch_log`` receives one entry per epoch (core/history.py); the resumable state carries the entries, so a
     resumed run continues its history. ``validate(model)`` (the validation accuracy, ``config.eval_every``) runs
-    every ``eval_every`` epochs on rank 0; it leaves the model as it found it and draws nothing from the training
+    every ``eval_every`` epochs and after the last, on rank 0; it leaves the model as it found it and draws nothing from the training
     streams, so it does not change the run's numbers.
     """
     dataset_config = config.dataset
@@ -177,7 +177,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
             entry = {"epoch": epoch, "train_loss": running_loss / finite_steps if finite_steps else None,
                      "train_accuracy": 100.0 * counts[0].item() / max(counts[1].item(), 1), "lr": learning_rate,
                      "seconds": round(time.time() - started, 3), "nonfinite_steps": epoch_nonfinite}
-            if validate is not None and main and config.eval_every and epoch % config.eval_every == 0:
+            if validate is not None and main and (epoch % config.eval_every == 0 or epoch == dataset_config.num_epochs):
                 entry["val_accuracy"] = validate(model)
                 model.to(memory_format=execution.memory_format).train()
             if main:

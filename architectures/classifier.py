@@ -86,15 +86,21 @@ class Classifier(nn.Module):
 
 
 def build_model(model_name: str, modality: str, num_classes: int, self_attention: Optional[str] = None,
-                self_attention_ks: int = 1, self_attention_sym: bool = False,
+                self_attention_ks: int = 1, self_attention_sym: bool = False, self_attention_spectral_norm: bool = True,
                 encoder_options: Optional[Mapping[str, Any]] = None, **head_options) -> Classifier:
     """Any registered encoder with any registered head; ``head_options`` (``distance=...``) go to the head,
     ``encoder_options`` (``{"final_norm": False}`` for the ViT) to the encoder's factory.
-    ``self_attention`` ('last_stage' or a module path) inserts a SimpleSelfAttention block into the encoder."""
+    ``self_attention`` ('reference', 'last_stage' or a module path) inserts a SimpleSelfAttention block into the
+    encoder. An encoder may define ``initialise_head(head)``, its reference's initialisation of the layers after it
+    (WRN-28-10 zeroes every Linear bias)."""
     head_entry(modality)  # unknown modality: the error names the registered ones
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     encoder = create_encoder(model_name, **(encoder_options or {}))
     if self_attention is not None:
-        insert_self_attention(encoder, self_attention, self_attention_ks, self_attention_sym)
-    return Classifier(encoder, build_head(modality, encoder.feature_dim, num_classes, **head_options), modality)
+        insert_self_attention(encoder, self_attention, self_attention_ks, self_attention_sym,
+                              self_attention_spectral_norm)
+    head = build_head(modality, encoder.feature_dim, num_classes, **head_options)
+    if hasattr(encoder, "initialise_head"):
+        encoder.initialise_head(head)
+    return Classifier(encoder, head, modality)

@@ -36,6 +36,8 @@ class Transition(nn.Module):
 
 class DenseNet(nn.Module):
     last_stage = "dense4"  # where self_attention: last_stage goes (before the last BatchNorm, 4 x 4)
+    # self_attention: reference -- the output of the first dense block (it concatenates instead of adding a branch)
+    self_attention_reference = "dense1"
 
     def __init__(self, nblocks, growth_rate=12, reduction=0.5):
         super().__init__()

@@ -56,6 +56,8 @@ class Block(nn.Module):
 
 class EfficientNet(nn.Module):
     last_stage = "layers"  # where self_attention: last_stage goes (320 x 2 x 2)
+    # self_attention: reference -- the output of the first stage (one block without a skip: 16 x 32 x 32)
+    self_attention_reference = "layers.0"
 
     def __init__(self, cfg):
         super().__init__()

@@ -29,6 +29,9 @@ class Inception(nn.Module):
 class GoogLeNet(nn.Module):
     feature_dim = 1024
     last_stage = "b5"  # where self_attention: last_stage goes (1024 x 8 x 8)
+    # self_attention: reference -- the output of the first Inception stage (a3, b3: 480 x 32 x 32), which has no
+    # residual branch
+    self_attention_reference = "b3"
 
     def __init__(self):
         super().__init__()

@@ -89,8 +89,12 @@ def _check_distance(name: str) -> str:
 
 
 def pairwise_distance(inputs: torch.Tensor, memory: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
-    """Distances ``[B, M]`` between ``inputs [B, D]`` and ``memory [M, D]``, by matrix products only."""
-    return DISTANCES[_check_distance(distance)](inputs, memory)
+    """Distances ``[B, M]`` between ``inputs [B, D]`` and ``memory [M, D]``, by matrix products only, in float32
+    also under autocast: in bfloat16, |x|^2 + |y|^2 - 2 x.y and the cosine's dot products round away the
+    differences between nearby samples and can change which sample is nearest."""
+    compute = DISTANCES[_check_distance(distance)]
+    with torch.autocast(inputs.device.type, enabled=False):
+        return compute(inputs.float(), memory.float())
 
 
 class MLP(nn.Module):

@@ -38,6 +38,9 @@ class MobileNetV2(nn.Module):
     cfg = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
     feature_dim = 1280
     last_stage = "layers"  # where self_attention: last_stage goes (the last inverted residual block, 320 x 4 x 4)
+    # self_attention: reference -- the residual branch of the first stage's (only) block, before the sum with its
+    # projection shortcut (16 x 32 x 32), as sdoria's XResNet places it
+    self_attention_reference = "layers.0.bn3"
 
     def __init__(self):
         super().__init__()

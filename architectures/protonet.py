@@ -21,10 +21,12 @@ ABSENT_CLASS_DISTANCE = 2.0  # the largest cosine distance
 
 
 def class_prototypes(memory_features: torch.Tensor, memory_labels: torch.Tensor, num_classes: int):
-    """(prototypes [C, D]: the mean feature per class, counts [C]); a class without members gets zeros."""
-    members = F.one_hot(memory_labels, num_classes).to(memory_features.dtype)  # [M, C]
-    counts = members.sum(0)
-    prototypes = (members.T @ memory_features) / counts.clamp(min=1)[:, None]
+    """(prototypes [C, D]: the mean feature per class, counts [C]), in float32 also under autocast; a class without
+    members gets zeros."""
+    with torch.autocast(memory_features.device.type, enabled=False):
+        members = F.one_hot(memory_labels, num_classes).float()  # [M, C]
+        counts = members.sum(0)
+        prototypes = (members.T @ memory_features.float()) / counts.clamp(min=1)[:, None]
     return prototypes, counts
 
 
@@ -51,7 +53,8 @@ class PrototypicalHead(nn.Module):
         counts = members.sum(1, keepdim=True).clamp(min=1)
         unit_inputs = F.normalize(features.float(), dim=1)
         prototype_norms = prototypes.float().norm(dim=1)[predictions].clamp(min=1e-12)[:, None]
-        shares = (unit_inputs @ memory_features.float().T) / (counts * prototype_norms)
+        with torch.autocast(features.device.type, enabled=False):
+            shares = (unit_inputs @ memory_features.float().T) / (counts * prototype_norms)
         shares = torch.where(members, shares.clamp(min=0), torch.zeros_like(shares))
         total = shares.sum(1, keepdim=True)
         uniform = members.float() / counts  # all members pull away: every member weighs the same

@@ -11,9 +11,9 @@
     hyperspherical  Hyperspherical Prototype Networks (Mettes et al., 2019): fixed prototypes on the unit sphere,
                     spread by minimising their largest pairwise cosine (seeded, computed once per process and
                     saved in the checkpoint), features projected to the prototype dimension by a linear layer;
-                    scores = -(1 - cos)^2, loss = (1 - cos)^2 to the true class's prototype, averaged over the batch
-                    (Mettes et al. sum it: with the benchmark's learning rate, 0.1, the sum stays at chance on DIGITS
-                    for 12 epochs, while the mean trains).
+                    scores = -(1 - cos)^2, loss = (1 - cos)^2 to the true class's prototype, summed over the batch as
+                    Mettes et al.'s code (``hyperspherical_reduction: mean`` averages it: the sum at a learning rate
+                    batch-size times smaller).
 
 A prototype head explains by ``distances(features)`` [B, P] and ``prototype_classes`` [P] (the class of each
 prototype): the figures show the training images nearest to each prototype and each test image's distances.
@@ -32,14 +32,20 @@ from .registry import register_head
 
 PROTOTYPE_DISTANCES = ("euclidean", "squared_euclidean", "cosine")
 METRIC_LOSSES = ("distortion", "rank", "none")
+HYPERSPHERICAL_REDUCTIONS = ("sum", "mean")  # of the hyperspherical loss over the batch (the reference: sum)
 
 
 def prototype_distances(points: torch.Tensor, prototypes: torch.Tensor, distance: str) -> torch.Tensor:
-    if distance == "cosine":
-        return 1.0 - F.normalize(points, dim=1) @ F.normalize(prototypes, dim=1).T
-    squared = (points.pow(2).sum(1, keepdim=True) + prototypes.pow(2).sum(1)[None, :]
-               - 2.0 * points @ prototypes.T).clamp(min=0)
-    return squared if distance == "squared_euclidean" else squared.sqrt()
+    """[N, P] distances, in float32 also under autocast (in bfloat16 the cancellation in |x|^2 + |p|^2 - 2 x.p
+    changes the nearest prototype when the prototypes lie far from the origin, as learnt ones and class means
+    drift to)."""
+    with torch.autocast(points.device.type, enabled=False):
+        points, prototypes = points.float(), prototypes.float()
+        if distance == "cosine":
+            return 1.0 - F.normalize(points, dim=1) @ F.normalize(prototypes, dim=1).T
+        squared = (points.pow(2).sum(1, keepdim=True) + prototypes.pow(2).sum(1)[None, :]
+                   - 2.0 * points @ prototypes.T).clamp(min=0)
+        return squared if distance == "squared_euclidean" else squared.sqrt()
 
 
 def load_prototypes(path) -> torch.Tensor:
@@ -144,8 +150,12 @@ def largest_cosines(prototypes: torch.Tensor) -> torch.Tensor:
 @register_head("hyperspherical")
 class HypersphericalPrototypes(nn.Module):
     def __init__(self, feature_dim: int, num_classes: int, prototype_dim: Optional[int] = None,
-                 prototype_seed: int = 0, **options):
+                 prototype_seed: int = 0, hyperspherical_reduction: str = "sum", **options):
         super().__init__()
+        if hyperspherical_reduction not in HYPERSPHERICAL_REDUCTIONS:
+            raise ValueError(f"hyperspherical_reduction must be one of {list(HYPERSPHERICAL_REDUCTIONS)}, got "
+                             f"{hyperspherical_reduction!r}")
+        self.reduction = hyperspherical_reduction
         dimension = prototype_dim or num_classes
         self.projection = nn.Linear(feature_dim, dimension)
         self.register_buffer("prototypes", hyperspherical_prototypes(num_classes, dimension, prototype_seed).clone())
@@ -155,11 +165,13 @@ class HypersphericalPrototypes(nn.Module):
         return torch.arange(len(self.prototypes))
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
-        """Cosine distances of the projected features to the prototypes."""
-        return 1.0 - F.normalize(self.projection(features).float(), dim=1) @ self.prototypes.T
+        """Cosine distances of the projected features to the prototypes (in float32)."""
+        return prototype_distances(self.projection(features), self.prototypes, "cosine")
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return -self.distances(features).pow(2)
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return -outputs.gather(1, labels[:, None]).mean()
+        """(1 - cos)^2 to the true class's prototype, summed over the batch (the reference) or averaged."""
+        losses = -outputs.gather(1, labels[:, None])
+        return losses.sum() if self.reduction == "sum" else losses.mean()

@@ -42,6 +42,8 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, 256, num_blocks[2], stride=2)
         self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
         self.feature_dim = 512 * block.expansion
+        # self_attention: reference -- as sdoria's XResNet: the residual branch of the first stage's last block
+        self.self_attention_reference = f"layer1.{num_blocks[0] - 1}.bn2"
         # The paper's initialisation: He-normal (fan-out) convolutions, BatchNorm weight 1 and bias 0.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

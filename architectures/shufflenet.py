@@ -69,6 +69,9 @@ class DownBlock(nn.Module):
 
 class ShuffleNetV2(nn.Module):
     last_stage = "layer3"  # where self_attention: last_stage goes (4 x 4)
+    # self_attention: reference -- the output of the first stage (its blocks concatenate halves instead of adding a
+    # residual branch; 16 x 16)
+    self_attention_reference = "layer1"
 
     def __init__(self, net_size):
         super().__init__()

@@ -2,7 +2,7 @@
 
 Faithful details: dropout 0.3 between the two convolutions of every block and on the pooled features;
 the last BatchNorm has momentum 0.9 (PyTorch's convention: 90% of each batch's statistics); He-normal (fan-out)
-convolutions, BatchNorm weight 1 and bias 0. One difference, for one encoder shared by every head: the paper's
+convolutions, BatchNorm weight 1 and bias 0, every Linear bias of the model (the head's) 0. One difference, for one encoder shared by every head: the paper's
 encoder_memory WRN had no dropout on the features before the Memory Wrap layer (its std and memory variants do);
 here every modality has it.
 """
@@ -46,11 +46,20 @@ class WideResNet(nn.Module):
         self.layer3 = self._wide_layer(stages[3], blocks, 2)
         self.bn = nn.BatchNorm2d(stages[3], momentum=0.9)
         self.feature_dim = stages[3]
+        # self_attention: reference -- the residual branch of the first stage's last block, as sdoria's XResNet
+        self.self_attention_reference = f"layer1.{blocks - 1}.residual"
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.constant_(module.weight, 1)
+                nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def initialise_head(head: nn.Module) -> None:
+        """The reference zeroes the bias of every Linear layer of its models, the heads' included."""
+        for module in head.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
     def _wide_layer(self, out_channels, blocks, stride):

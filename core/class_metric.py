@@ -17,6 +17,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_TREE = {"vehicles": ("airplane", "automobile", "ship", "truck"),
                 "animals": ("bird", "cat", "deer", "dog", "frog", "horse")}
 BUILT_IN = ("cifar10",)
+BUILT_IN_DATASETS = {"cifar10": ("CIFAR10", "CINIC10")}  # the datasets whose classes a built-in tree describes
 
 
 def cifar10_tree() -> Tuple[np.ndarray, List[int]]:
@@ -59,8 +60,14 @@ def read_matrix(path) -> np.ndarray:
         raise ValueError(f"the class metric file {path} is not a CSV matrix of numbers ({error})") from None
 
 
-def class_metric(hierarchy: str, num_classes: int) -> Tuple[np.ndarray, Optional[List[int]]]:
-    """(D, parents of the tree nodes or None) of a ``hierarchy`` setting; ValueError naming the problems."""
+def class_metric(hierarchy: str, num_classes: int, dataset_name: Optional[str] = None
+                 ) -> Tuple[np.ndarray, Optional[List[int]]]:
+    """(D, parents of the tree nodes or None) of a ``hierarchy`` setting; ValueError naming the problems. A
+    built-in tree is refused for a ``dataset_name`` whose classes it does not describe."""
+    if hierarchy in BUILT_IN_DATASETS and dataset_name is not None and dataset_name not in BUILT_IN_DATASETS[hierarchy]:
+        raise ValueError(f"{hierarchy!r} is the tree of CIFAR-10's classes (vehicles and animals), which are not "
+                         f"{dataset_name}'s: use it with {' or '.join(BUILT_IN_DATASETS[hierarchy])}, or give "
+                         f"{dataset_name}'s own class metric as a CSV matrix")
     if hierarchy == "cifar10":
         costs, parents = cifar10_tree()
     else:

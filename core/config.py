@@ -160,6 +160,7 @@ class HeadConfig:
     prototypes_file: Optional[str] = None  # prototypes: fixed, given prototypes [C * k, D] (.pt, .npy or .csv)
     prototype_dim: Optional[int] = None  # hyperspherical: dimension of the prototypes (default: num_classes)
     prototype_seed: int = 0  # hyperspherical: seed of the prototypes' placement
+    hyperspherical_reduction: str = "sum"  # hyperspherical: the loss summed over the batch (the reference) | mean
     hierarchy: Optional[str] = None  # prototypes: class metric, cifar10 (vehicles vs animals) or a CSV matrix
     metric_loss: str = "distortion"  # prototypes with a hierarchy: distortion | rank | none
     metric_loss_weight: float = 1.0  # weight of the metric-guidance term in the training loss
@@ -170,10 +171,11 @@ class HeadConfig:
 
     @staticmethod
     def problems(values: Mapping[str, Any]) -> List[str]:
-        from architectures.prototypes import METRIC_LOSSES, PROTOTYPE_DISTANCES
+        from architectures.prototypes import HYPERSPHERICAL_REDUCTIONS, METRIC_LOSSES, PROTOTYPE_DISTANCES
 
         found = []
-        for name, choices in (("prototype_distance", PROTOTYPE_DISTANCES), ("metric_loss", METRIC_LOSSES)):
+        for name, choices in (("prototype_distance", PROTOTYPE_DISTANCES), ("metric_loss", METRIC_LOSSES),
+                              ("hyperspherical_reduction", HYPERSPHERICAL_REDUCTIONS)):
             if name in values and values[name] not in choices:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         for name in ("matching_steps", "matching_lstm_layers", "prototypes_per_class", "rank_triplets"):
@@ -219,13 +221,15 @@ class Config:
     max_nonfinite_steps: int = 20  # fp16 + GradScaler: consecutive non-finite losses skipped before the run stops
     label_smoothing: float = 0.0  # of the cross-entropy (the paper's ViT text: 0.1; its code applied none)
     augment: str = "auto"  # training batches: auto (the paper: flip CIFAR10/CINIC10) | none | flip | autoaugment
-    self_attention: Optional[str] = None  # a SimpleSelfAttention block in the encoder: last_stage, or a module path
-    self_attention_ks: int = 1  # its 1-D convolution's kernel size
+    # a SimpleSelfAttention block in the encoder: reference (its published place), last_stage, or a module path
+    self_attention: Optional[str] = None
+    self_attention_ks: int = 1  # its 1-D convolution's kernel size (odd)
     self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
+    self_attention_spectral_norm: bool = True  # its convolution spectrally normalised, as the reference
     vit_final_norm: bool = True  # vit: features after the final LayerNorm; false: without it (the paper's memory ViTs)
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
-    eval_every: int = 0  # the validation accuracy every N epochs in the run's history (0: never, as the paper)
+    eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
     tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
 
     @property
@@ -262,6 +266,16 @@ class Config:
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
         if values.get("vit_final_norm") is False and values.get("model", "vit") != "vit":
             found.append(f"vit_final_norm: false applies to the vit encoder only, the model is {values['model']!r}")
+        if values.get("self_attention_ks", 1) % 2 == 0:
+            found.append(f"self_attention_ks: must be odd (the block pads ks // 2 on each side to keep the feature "
+                         f"map's size), got {values['self_attention_ks']}")
+        if values.get("self_attention") is None:
+            changed = [name for name, default in (("self_attention_ks", 1), ("self_attention_sym", False),
+                                                  ("self_attention_spectral_norm", True))
+                       if values.get(name, default) != default]
+            if changed:
+                found.append(f"{', '.join(changed)}: no effect without self_attention (reference, last_stage or a "
+                             f"module path); set self_attention, or drop them")
         if values.get("eval_every", 0) < 0:
             found.append(f"eval_every: must be >= 0 (0: never), got {values['eval_every']}")
         if not 0 <= values.get("label_smoothing", 0) < 1:
@@ -270,7 +284,7 @@ class Config:
         hierarchy = heads.hierarchy if isinstance(heads, HeadConfig) else (heads or {}).get("hierarchy")
         if hierarchy is not None and dataset_name in datasets.DATASETS:
             try:
-                class_metric(hierarchy, datasets.DATASETS[dataset_name].num_classes)
+                class_metric(hierarchy, datasets.DATASETS[dataset_name].num_classes, dataset_name)
             except ValueError as error:
                 found.append(f"heads.hierarchy: {error}")
         for name, section in (sections or {}).items():
@@ -288,6 +302,7 @@ class Config:
         ViT's final LayerNorm) and every head option (the class metric read from ``heads.hierarchy``)."""
         options = {"distance": self.distance, "self_attention": self.self_attention,
                    "self_attention_ks": self.self_attention_ks, "self_attention_sym": self.self_attention_sym,
+                   "self_attention_spectral_norm": self.self_attention_spectral_norm,
                    "encoder_options": {} if self.vit_final_norm else {"final_norm": False},
                    **{k: v for k, v in dataclasses.asdict(self.heads).items() if k != "hierarchy"}}
         if self.heads.hierarchy is not None:
@@ -536,7 +551,7 @@ def load_config(path, override_values: Optional[Mapping[str, Any]] = None, setti
 def choices_table() -> str:
     """The README's table of every config key with a fixed set of values, built from the lists above (the flag
     that overrides a key, and its default, come from ``overrides()`` and the dataclasses)."""
-    from architectures.prototypes import METRIC_LOSSES, PROTOTYPE_DISTANCES
+    from architectures.prototypes import HYPERSPHERICAL_REDUCTIONS, METRIC_LOSSES, PROTOTYPE_DISTANCES
 
     flags = {o.key: f"`--{o.flag}`" for o in overrides()}
     defaults = {**{f"heads.{f.name}": f.default for f in dataclasses.fields(HeadConfig)},
@@ -547,7 +562,8 @@ def choices_table() -> str:
             ("device", DEVICES), ("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
             ("memory_source", MEMORY_SOURCES), ("distance", DISTANCE_NAMES), ("augment", AUGMENTATIONS),
             ("optimizer.name", OPTIMIZERS), ("<dataset>.scheduler", SCHEDULERS),
-            ("heads.prototype_distance", PROTOTYPE_DISTANCES), ("heads.metric_loss", METRIC_LOSSES)]
+            ("heads.prototype_distance", PROTOTYPE_DISTANCES), ("heads.metric_loss", METRIC_LOSSES),
+            ("heads.hyperspherical_reduction", HYPERSPHERICAL_REDUCTIONS)]
     lines = ["| key | flag | values | default |", "|---|---|---|---|"]
     for key, values in rows:
         default = defaults.get(key, dataclasses.MISSING)

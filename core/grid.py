@@ -78,7 +78,7 @@ class GridRun:
         return self.cell.run_state(self.run)
 
 
-VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a folder name: lr_0.03, fp32, ... (not . or ..)
 
 
 def axis_problems(raw) -> List[str]:
@@ -115,7 +115,8 @@ class Grid:
             variants = {}
         for name, variant in variants.items():
             if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-                problems.append(f"variant {name!r}: a name of letters, digits, '_' and '-' (it names a folder)")
+                problems.append(f"variant {name!r}: a name of letters, digits, '_', '-' and '.', not starting with '.' "
+                                f"(it names a folder)")
             elif not isinstance(variant, dict):
                 problems.append(f"variant {name}: expected a mapping of grid keys, got {variant!r}")
             elif set(variant) - set(AXES) - {"settings"}:

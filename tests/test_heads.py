@@ -127,14 +127,20 @@ def test_self_attention_starts_as_the_identity_and_sym_uses_a_symmetric_weight()
     assert torch.equal(block(x), x), "gamma = 0: the identity"
     block.gamma.data.fill_(0.5)
     assert not torch.allclose(block(x), x)
-    symmetric = SimpleSelfAttention(8, sym=True)
-    weight = symmetric.weight()[:, :, 0]
-    assert torch.allclose(weight, weight.T) and not torch.allclose(symmetric.conv.weight[:, :, 0],
-                                                                   symmetric.conv.weight[:, :, 0].T)
-    flat = x.flatten(2)
+    symmetric = SimpleSelfAttention(8, sym=True).eval()  # eval: spectral norm's power iteration stands still
     symmetric.gamma.data.fill_(1.0)
+    got = symmetric(x)
+    normalised = symmetric.conv.weight.detach()[:, :, 0]  # W / sigma(W), as spectral norm computed it for this forward
+    assert not torch.allclose(normalised, normalised.T)
+    weight = (normalised + normalised.T) / 2
+    flat = x.flatten(2)
     expected = torch.bmm(torch.bmm(flat, flat.transpose(1, 2)), F.conv1d(flat, weight[:, :, None])) + flat
-    assert torch.allclose(symmetric(x), expected.view_as(x), atol=1e-4)
+    assert torch.allclose(got, expected.view_as(x), atol=1e-4)
+    symmetric.train()
+    for _ in range(30):  # spectral norm: one power iteration per training forward, towards sigma(W)
+        symmetric(x)
+    normalised = symmetric.conv.weight.detach()[:, :, 0]
+    assert torch.linalg.matrix_norm(normalised, ord=2) == pytest.approx(1.0, abs=1e-2), "spectrally normalised"
 
 
 @pytest.mark.parametrize("network", ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"])
@@ -143,7 +149,7 @@ def test_self_attention_in_every_network_keeps_the_paper_counts_without_it(netwo
     with_block = build_model(network, "encoder_memory", 10, self_attention="last_stage")
     channels = with_block.encoder.self_attention.conv.in_channels
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(with_block) == count(plain) + channels * channels + 1
+    assert count(with_block) == count(plain) + channels * channels + 1  # spectral norm's u and v are buffers
     with torch.no_grad():  # gamma = 0: the same outputs as without the block
         with_block.load_state_dict({**plain.state_dict(), **{k: v for k, v in with_block.state_dict().items()
                                                             if "self_attention" in k}})
@@ -152,7 +158,10 @@ def test_self_attention_in_every_network_keeps_the_paper_counts_without_it(netwo
 
 
 @pytest.mark.parametrize("extra,expected", [
-    ("heads: {hierarchy: cifar10, hierarchical_inference: true}\ndataset_name: DIGITS\n", None),
+    ("heads: {hierarchy: cifar10, hierarchical_inference: true}\ndataset_name: CIFAR10\n"
+     "CIFAR10: {num_classes: 10, num_epochs: 1, mem_examples: 20}\n", None),
+    ("heads: {hierarchy: cifar10}\n", "'cifar10' is the tree of CIFAR-10's classes (vehicles and animals), which are "
+                                       "not DIGITS's: use it with CIFAR10 or CINIC10"),
     ("heads: {hierarchy: " + "{csv}" + "}\n", "the class metric must be symmetric"),
     ("heads: {hierarchical_inference: true}\n", "hierarchical_inference needs a class tree"),
     ("heads: {prototype_distance: manhattan}\n", "prototype_distance: 'manhattan' is not one of"),
@@ -176,13 +185,24 @@ def test_a_bad_metric_is_refused_by_train_py_before_any_data_are_read(tmp_path):
     assert "Device:" not in result.stdout and "Traceback" not in result.stderr
 
 
+CIFAR_LIKE = ("--dataset=CIFAR10", "--set=download=false", "--set=dataset_dir={data}",
+              "--set=CIFAR10={num_classes: 10, num_epochs: 1, mem_examples: 20, val_examples: 40}")
+
+
 @pytest.mark.parametrize("modality,flags", [(m, ()) for m in NEW_HEADS] + [
     ("encoder_memory", ("--set=self_attention=last_stage",)),
-    ("prototypes", ("--set=heads.hierarchy=cifar10", "--set=heads.hierarchical_inference=true")),
+    ("encoder_memory", ("--set=self_attention=reference",)),
+    ("prototypes", ("--set=heads.hierarchy=cifar10", "--set=heads.hierarchical_inference=true", *CIFAR_LIKE)),
 ])
 def test_train_then_eval_round_trip(tmp_path, modality, flags):
+    from test_datasets import write_cifar_folder
+
+    if "--dataset=CIFAR10" in flags:  # CIFAR-10's class tree needs CIFAR-10's classes: 200 generated images
+        write_cifar_folder(tmp_path / "data", n=40)
+    flags = [flag.replace("{data}", str(tmp_path / "data")) for flag in flags]
     out = run_script("train.py", f"--modality={modality}", f"--config={TINY}", f"--output_dir={tmp_path}", *flags).stdout
-    checkpoint = tmp_path / "DIGITS" / modality / "shufflenet" / "128" / "1.pt"
+    dataset = "CIFAR10" if "--dataset=CIFAR10" in flags else "DIGITS"
+    checkpoint = tmp_path / dataset / modality / "shufflenet" / "128" / "1.pt"
     record = json.loads((checkpoint.parent / "1.json").read_text())
     assert f"Accuracy {record['accuracy']:.2f}" in out and len(record["draw_accuracies"]) == (
         5 if head_entry(modality).uses_memory else 1)

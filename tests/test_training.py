@@ -86,7 +86,7 @@ def test_the_history_has_one_entry_per_epoch_and_validation_does_not_change_the_
         assert [e["epoch"] for e in log.entries] == [1, 2, 3]
         assert all(e["lr"] == 0.05 and e["nonfinite_steps"] == 0 and e["seconds"] > 0 for e in log.entries)
         assert all(0 <= e["train_accuracy"] <= 100 and e["train_loss"] > 0 for e in log.entries)
-        assert [("val_accuracy" in e) for e in log.entries] == [False, validate is not None, False]
+        assert [("val_accuracy" in e) for e in log.entries] == [False, validate is not None, validate is not None]
     assert torch.equal(weights[0], weights[1])
     assert 0 <= log.entries[1]["val_accuracy"] <= 100
 
