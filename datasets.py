@@ -451,6 +451,31 @@ class AutoAugment:
             return self.augment(images.float() / 255.0).clamp_(0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class MemoryProtocol:
+    """How memory sets are drawn, the one protocol of training, evaluation and explanations: ``mem_examples``
+    distinct random positions in a pool of ``pool_size`` images (the paper's shuffled memory loader), each image
+    then flipped with probability 1/2 when ``flip`` (the paper's CINIC10 code). Each draw takes the same calls
+    from the generator, whether it becomes images (training) or cached features (evaluation)."""
+    pool_size: int
+    mem_examples: int
+    flip: bool = False
+
+    def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(positions in the pool [M], which of them are flipped [M] bool, or None without ``flip``)."""
+        positions = draw_positions(self.pool_size, self.mem_examples, generator)
+        flips = torch.rand(len(positions), generator=generator) < 0.5 if self.flip else None
+        return positions, flips
+
+
+def paper_code_pool(num_images: int, val_examples: Optional[int], seed: int) -> torch.Tensor:
+    """A memory pool the paper's explanation scripts drew from: every training image (``val_examples`` None), or
+    every image left after a ``val_examples`` validation split drawn with ``seed`` (indices into the training set)."""
+    if val_examples is None:
+        return torch.arange(num_images)
+    return split_indices(num_images, ALL_TRAIN_EXAMPLES, val_examples, seed)[0]
+
+
 @dataclass
 class MemorySet:
     """A memory set: ``indices`` into the training set, their normalised ``images`` and their ``labels``."""
@@ -531,17 +556,22 @@ class ExperimentData:
         return len(self.subset) // min(batch_size, len(self.subset))
 
     # memory -----------------------------------------------------------------------------------
+    @property
+    def memory_protocol(self) -> MemoryProtocol:
+        return MemoryProtocol(len(self.memory_pool), self.mem_examples, self.memory_flip)
+
     def draw_memory(self, generator: torch.Generator) -> torch.Tensor:
-        """``mem_examples`` distinct random images of the memory pool (indices into the training set)."""
+        """``mem_examples`` distinct random images of the memory pool (indices into the training set), unflipped."""
         return self.memory_pool[draw_positions(len(self.memory_pool), self.mem_examples, generator)]
 
     def memory_set(self, generator: torch.Generator) -> MemorySet:
-        """A fresh memory set: ``mem_examples`` images of the memory pool (flipped at random only with
-        ``memory_flip``, the paper's CINIC10 code; otherwise never augmented)."""
-        indices = self.draw_memory(generator).to(self.device)
+        """A fresh memory set drawn by ``memory_protocol``: ``mem_examples`` images of the memory pool (flipped at
+        random only with ``memory_flip``, the paper's CINIC10 code; otherwise never augmented)."""
+        positions, flips = self.memory_protocol.draw(generator)
+        indices = self.memory_pool[positions].to(self.device)
         images = self.train_images[indices]
-        if self.memory_flip:
-            images = random_flip(images, generator)
+        if flips is not None:
+            images = torch.where(flips.to(self.device).view(-1, 1, 1, 1), images.flip(-1), images)
         return MemorySet(indices, self._prepare(images), self.train_labels[indices])
 
     def memory_batch(self, indices: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ number of draws.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class FeatureCache:
     test_labels: torch.Tensor  # [T]
     memory_features: Optional[torch.Tensor]  # [P, D], the memory pool (None for models without memory)
     memory_labels: Optional[torch.Tensor]  # [P]
-    mem_examples: int  # images per memory draw
+    protocol: datasets.MemoryProtocol  # how memory sets are drawn from the pool (the run's, datasets.py)
     seed: int  # the run's seed: evaluation draws come from eval_generators(seed)
     draws: int  # memory draws averaged over (the paper: 5)
     batch_size: int  # test images per memory draw (the paper: 500, its batch_size_test)
@@ -82,18 +82,21 @@ class FeatureCache:
             memory_labels = data.train_labels[pool.to(data.device)]
             if data.memory_flip:
                 flipped = encode(model, lambda i: data.memory_batch(pool[i]).flip(-1), len(pool), batch_size, autocast)
-        return cls(test_features, labels[:test_count], memory_features, memory_labels, data.mem_examples,
+        return cls(test_features, labels[:test_count], memory_features, memory_labels, data.memory_protocol,
                    seed, draws, batch_size, flipped)
 
+    @property
+    def mem_examples(self) -> int:
+        return self.protocol.mem_examples
+
     def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A memory draw as ``ExperimentData.memory_set`` makes it (same generator calls): pool positions, their
-        features (flipped at random with memory_flip) and labels."""
-        positions = datasets.draw_positions(len(self.memory_features), self.mem_examples, generator)
+        """A memory draw of the run's protocol (``ExperimentData.memory_set`` draws the same): pool positions, their
+        features (the flipped image's features where the protocol flips) and labels."""
+        positions, flips = self.protocol.draw(generator)
         positions = positions.to(self.memory_features.device)
         features = self.memory_features[positions]
-        if self.flipped_memory_features is not None:
-            flip = (torch.rand(len(positions), generator=generator) < 0.5).to(features.device)
-            features = torch.where(flip[:, None], self.flipped_memory_features[positions], features)
+        if flips is not None:
+            features = torch.where(flips.to(features.device)[:, None], self.flipped_memory_features[positions], features)
         return positions, features, self.memory_labels[positions]
 
     def generators(self) -> Tuple[torch.Generator, torch.Generator]:
@@ -113,28 +116,49 @@ class MemoryPass:
         return self.logits.argmax(1)
 
 
+@dataclass
+class BatchDraw:
+    """One test batch with its memory draw (the paper's protocol: a fresh memory set per test batch)."""
+    rows: slice  # the batch's rows of the cached test set
+    features: torch.Tensor  # [B, D]
+    positions: torch.Tensor  # [M] positions in the memory pool
+    memory: torch.Tensor  # [M, D] their features
+    memory_labels: torch.Tensor  # [M]
+    other: Optional[torch.Tensor] = None  # [M, D] the auxiliary draw: the memory the memory samples are classified with
+    other_labels: Optional[torch.Tensor] = None
+
+
+def batch_draws(cache: FeatureCache, generator: torch.Generator,
+                auxiliary: Optional[torch.Generator] = None) -> Iterator[BatchDraw]:
+    """The test batches in order, each with a memory draw from ``generator`` and, with ``auxiliary``, a second
+    draw with which the memory samples themselves are classified (the paper's explanation protocol)."""
+    for start in range(0, len(cache.test_labels), cache.batch_size):
+        features = cache.test_features[start:start + cache.batch_size]
+        positions, memory, memory_labels = cache.draw(generator)
+        other = cache.draw(auxiliary)[1:] if auxiliary is not None else (None, None)
+        yield BatchDraw(slice(start, start + len(features)), features, positions, memory, memory_labels, *other)
+
+
 @torch.no_grad()
 def memory_pass(model: Classifier, cache: FeatureCache, generator: torch.Generator,
                 auxiliary: Optional[torch.Generator] = None) -> MemoryPass:
     """Test batches in order; each gets a fresh memory draw. With an ``auxiliary`` generator, a second
     draw per batch is the memory with which the memory samples themselves are classified (the paper's
     explanation protocol), giving ``memory_predictions``."""
-    memory_predictions = auxiliary is not None
     model.eval()
     logits, weights, positions, memory_preds = [], [], [], []
-    for start in range(0, len(cache.test_labels), cache.batch_size):
-        features = cache.test_features[start:start + cache.batch_size]
-        drawn, memory, memory_labels = cache.draw(generator)
-        batch_logits, batch_weights = model.classify(features, memory, memory_labels, return_weights=True)
+    for batch in batch_draws(cache, generator, auxiliary):
+        size = len(batch.features)
+        batch_logits, batch_weights = model.classify(batch.features, batch.memory, batch.memory_labels,
+                                                     return_weights=True)
         logits.append(batch_logits.float())
         weights.append(batch_weights.float())
-        positions.append(drawn.cpu().expand(len(features), -1))
-        if memory_predictions:
-            _, other, other_labels = cache.draw(auxiliary)
-            predicted = model.classify(memory, other, other_labels).argmax(1)
-            memory_preds.append(predicted.expand(len(features), -1))
+        positions.append(batch.positions.cpu().expand(size, -1))
+        if auxiliary is not None:
+            predicted = model.classify(batch.memory, batch.other, batch.other_labels).argmax(1)
+            memory_preds.append(predicted.expand(size, -1))
     return MemoryPass(torch.cat(logits), torch.cat(weights), torch.cat(positions),
-                      torch.cat(memory_preds) if memory_predictions else None)
+                      torch.cat(memory_preds) if auxiliary is not None else None)
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
