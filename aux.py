@@ -1,7 +1,7 @@
 """What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation.
 
 The library lives in core/ (config, runtime, checkpoints, evaluation, results), training.py,
-explanations.py, datasets.py and architectures/. (On Windows, AUX is a reserved file name: clone into
+explanations/, datasets.py and architectures/. (On Windows, AUX is a reserved file name: clone into
 WSL, or rename this file and its imports; the name is kept because the paper's users know it.)
 """
 from __future__ import annotations
@@ -114,10 +114,11 @@ class LoadedRun:
 
 def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Optional[Dict] = None,
                         test_count: Optional[int] = None, encode_now: bool = True,
-                        memory_pool: Optional[Callable] = None) -> LoadedRun:
+                        memory_pool: Optional[Callable] = None, batch_size: Optional[int] = None) -> LoadedRun:
     """Rebuild a checkpoint's model and its run's data, and encode the test set (its first ``test_count``
     images) and the memory pool once (``encode_now``). ``dataset_cache`` shares datasets across calls;
-    ``memory_pool(data)`` replaces the run's memory pool (explanation_accuracy.py --memory_pool=full)."""
+    ``memory_pool(data)`` replaces the run's memory pool (explanation_accuracy.py --memory_pool=full);
+    ``batch_size``: test images per memory draw unless --batch_size_test says (default: the run's)."""
     device = runtime.choose_device(flag_values.device)
     model = checkpoint.build_model(device)
     data = checkpoint.run_data(config.load_config(flag_values.config), flag_values.dataset_dir, dataset_cache, device,
@@ -125,7 +126,7 @@ def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Opti
     if memory_pool is not None:
         data = data.with_memory_pool(memory_pool(data))
     saved = checkpoint.saved_config
-    batch_size = flag_values.batch_size_test or (saved.batch_size_test if saved else 500)
+    batch_size = flag_values.batch_size_test or batch_size or (saved.batch_size_test if saved else 500)
     draws = (flag_values.draws if "draws" in flag_values else None) or (saved.eval_draws if saved else 5)
     cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
                                 test_count) if encode_now else None)

@@ -26,7 +26,8 @@ flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of 
 flags.DEFINE_enum("memory_pool", "run", list(explanations.MEMORY_POOLS), "where memory sets are drawn from: run (the "
                   "run's own memory pool, the principled choice) or full (the paper's code: the whole training set "
                   "but the validation split; this reproduces the paper's Tables 5-6)")
-flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json)")
+flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json, "
+                    "explanation_accuracy_full.json with --memory_pool=full: each pool keeps its own)")
 aux.define_evaluation_flags()
 flags.mark_flag_as_required("path_models")
 FLAGS = flags.FLAGS
@@ -40,7 +41,8 @@ def fmt(value):
 def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
-    output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_accuracy.json")
+    default_name = "explanation_accuracy.json" if FLAGS.memory_pool == "run" else "explanation_accuracy_full.json"
+    output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / default_name)
     writable_folder(output_json.parent)
     for checkpoint in checkpoints:  # refuse std models before any data are read
         explanations.require_memory_model(checkpoint, "explanation_accuracy.py")

@@ -8,7 +8,9 @@ Rows: dataset x network x modality (a grid variant's experiments, under <root>/<
 cell) and .tex, with <output>_accuracy.png (accuracy against training size, a line per modality, std error
 bars); the training seconds per epoch of the same cells as <output>_epoch_seconds.*; where
 explanation_accuracy.py has run, also <output>_explanation.* (the paper's Table 5) and
-<output>_counterfactual.* (Table 6). Missing cells are shown as missing (—), cells with fewer
+<output>_counterfactual.* (Table 6), with _full for its --memory_pool=full; where explanation_examples.py has
+run, <output>_examples_input.* and _examples_prediction.* (a row per method); where counterfactuals.py has run,
+<output>_counterfactuals_<score>.* (a row per algorithm). Missing cells are shown as missing (—), cells with fewer
 runs than asked for show their count (e.g. 12/15).
 """
 import functools
@@ -19,7 +21,8 @@ from absl import app, flags
 import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
-from core.tables import Table, collect_accuracy, collect_epoch_seconds, collect_explanations
+from core.tables import (Table, collect_accuracy, collect_counterfactuals, collect_epoch_seconds,
+                         collect_explanation_examples, collect_explanations)
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")
@@ -29,13 +32,32 @@ flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
 flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
 FLAGS = flags.FLAGS
 
-TABLES = (  # name, title, how its rows are collected, whether it gets a figure
-    ("accuracy", "Table 1: test accuracy (%)", collect_accuracy, True),
-    ("epoch_seconds", "Training seconds per epoch", collect_epoch_seconds, False),
-    ("explanation", "Table 5: explanation accuracy (%)",
-     functools.partial(collect_explanations, key="explanation_accuracy"), True),
-    ("counterfactual", "Table 6: accuracy on the inputs whose top memory sample is a counterfactual (%)",
-     functools.partial(collect_explanations, key="counterfactual_accuracy"), True))
+def _explanation_tables():
+    """Tables 5-6 for each memory pool, the by-example metrics and the counterfactual scores."""
+    tables = []
+    for pool, said in (("run", "memory from the run's own pool"), ("full", "memory as the paper's code drew it")):
+        suffix = "" if pool == "run" else f"_{pool}"
+        tables += [(f"explanation{suffix}", f"Table 5: explanation accuracy (%), {said}",
+                    functools.partial(collect_explanations, key="explanation_accuracy", pool=pool), True, 2),
+                   (f"counterfactual{suffix}", f"Table 6: accuracy on the inputs whose top memory sample is a "
+                    f"counterfactual (%), {said}",
+                    functools.partial(collect_explanations, key="counterfactual_accuracy", pool=pool), True, 2)]
+    for metric, title in (("input", "input"), ("prediction", "prediction")):
+        tables.append((f"examples_{metric}", f"Explanations by example: {title} non-representativeness (lower is "
+                       f"better)", functools.partial(collect_explanation_examples, metric=metric), False, 4))
+    for score, title in (("im1", "IM1 (lower is better)"), ("iim1", "IIM1, the inverse of IM1"),
+                         ("im2", "IM2 (lower is better)"), ("l1", "L1 distance to the input"),
+                         ("l0", "L0: fraction of the input's values changed"),
+                         ("seconds", "seconds per counterfactual")):
+        tables.append((f"counterfactuals_{score}", f"Counterfactuals: {title}",
+                       functools.partial(collect_counterfactuals, score=score), False, 4))
+    return tables
+
+
+TABLES = (  # name, title, how its rows are collected, whether it gets a figure, decimals
+    ("accuracy", "Table 1: test accuracy (%)", collect_accuracy, True, 2),
+    ("epoch_seconds", "Training seconds per epoch", collect_epoch_seconds, False, 2),
+    *_explanation_tables())
 
 
 @aux.exit_on_user_errors
@@ -51,7 +73,7 @@ def main(argv):
                         (not FLAGS.modality or row.modality in FLAGS.modality) and
                         (not FLAGS.variant or (row.variant or "none") in FLAGS.variant))
     written = []
-    for name, title, collect, with_figure in TABLES:
+    for name, title, collect, with_figure, precision in TABLES:
         found = collect(root)
         rows = [row for row in found if keep(row)]
         if not rows and name == "accuracy":
@@ -60,7 +82,7 @@ def main(argv):
                                      "--model, --modality and --variant")
         if not rows:
             continue
-        table = Table.build(rows, title, config.modalities())
+        table = Table.build(rows, title, config.modalities(), precision)
         print(f"\n{title}\n\n{table.markdown()}")
         for suffix, text in (("md", f"{title}\n\n{table.markdown()}\n"), ("csv", table.csv()), ("tex", table.latex() + "\n")):
             path = output.with_name(f"{output.name}_{name}.{suffix}")

@@ -12,7 +12,7 @@ number of draws.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -52,6 +52,13 @@ def encode(model: Classifier, images_of, count: int, batch_size: int, autocast: 
     return torch.cat(chunks) if chunks else torch.zeros(0)
 
 
+class Draw(NamedTuple):
+    positions: torch.Tensor  # [M] positions in the memory pool
+    features: torch.Tensor  # [M, D]
+    labels: torch.Tensor  # [M]
+    flips: Optional[torch.Tensor]  # [M] bool: flipped images (memory_flip), or None
+
+
 @dataclass
 class FeatureCache:
     """The test set and the memory pool encoded once, with the run's memory protocol."""
@@ -89,15 +96,15 @@ class FeatureCache:
     def mem_examples(self) -> int:
         return self.protocol.mem_examples
 
-    def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(self, generator: torch.Generator) -> "Draw":
         """A memory draw of the run's protocol (``ExperimentData.memory_set`` draws the same): pool positions, their
-        features (the flipped image's features where the protocol flips) and labels."""
+        features (the flipped image's features where the protocol flips), labels, and which were flipped."""
         positions, flips = self.protocol.draw(generator)
         positions = positions.to(self.memory_features.device)
         features = self.memory_features[positions]
         if flips is not None:
             features = torch.where(flips.to(features.device)[:, None], self.flipped_memory_features[positions], features)
-        return positions, features, self.memory_labels[positions]
+        return Draw(positions, features, self.memory_labels[positions], flips)
 
     def generators(self) -> Tuple[torch.Generator, torch.Generator]:
         return eval_generators(self.seed)
@@ -124,6 +131,7 @@ class BatchDraw:
     positions: torch.Tensor  # [M] positions in the memory pool
     memory: torch.Tensor  # [M, D] their features
     memory_labels: torch.Tensor  # [M]
+    flips: Optional[torch.Tensor]  # [M] which memory images are flipped (memory_flip), or None
     other: Optional[torch.Tensor] = None  # [M, D] the auxiliary draw: the memory the memory samples are classified with
     other_labels: Optional[torch.Tensor] = None
 
@@ -134,9 +142,9 @@ def batch_draws(cache: FeatureCache, generator: torch.Generator,
     draw with which the memory samples themselves are classified (the paper's explanation protocol)."""
     for start in range(0, len(cache.test_labels), cache.batch_size):
         features = cache.test_features[start:start + cache.batch_size]
-        positions, memory, memory_labels = cache.draw(generator)
-        other = cache.draw(auxiliary)[1:] if auxiliary is not None else (None, None)
-        yield BatchDraw(slice(start, start + len(features)), features, positions, memory, memory_labels, *other)
+        drawn = cache.draw(generator)
+        other = cache.draw(auxiliary)[1:3] if auxiliary is not None else (None, None)
+        yield BatchDraw(slice(start, start + len(features)), features, *drawn, *other)
 
 
 @torch.no_grad()

@@ -87,22 +87,56 @@ def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[R
     return rows
 
 
-def collect_explanations(root, key: str) -> List[Row]:
-    """Every explanation_accuracy.json under ``root`` (explanation_accuracy.py): ``key`` per model, e.g.
-    explanation_accuracy (Table 5) or counterfactual_accuracy (Table 6). The experiment is read from the
-    folder's results.json, or from the folder names (<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>)."""
+def _experiment_of(folder: Path) -> Tuple[str, str, str, int]:
+    """(dataset, model, modality, train_examples) of an experiment folder: its results.json, else the folder names
+    (<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>)."""
+    results_path = folder / "results.json"
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+        return results["dataset_name"], results["model"], results["modality"], int(results["train_examples"])
+    dataset, modality, model, size = folder.parts[-4:]
+    return dataset, model, modality, int(size)
+
+
+def _with_method(variant: str, method: str) -> str:
+    return f"{variant}, {method}" if variant else method
+
+
+def collect_explanations(root, key: str, pool: str = "run") -> List[Row]:
+    """Every explanation_accuracy.json (``pool`` run) or explanation_accuracy_full.json (``pool`` full) under
+    ``root`` (explanation_accuracy.py): ``key`` per model, e.g. explanation_accuracy (Table 5) or
+    counterfactual_accuracy (Table 6)."""
     rows = []
-    for path in sorted(Path(root).rglob("explanation_accuracy.json")):
+    name = "explanation_accuracy.json" if pool == "run" else f"explanation_accuracy_{pool}.json"
+    for path in sorted(Path(root).rglob(name)):
         models = json.loads(path.read_text()).get("models", [])
-        results_path = path.parent / "results.json"
-        if results_path.is_file():
-            results = json.loads(results_path.read_text())
-            where = (results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]))
-        else:
-            dataset, modality, model, size = path.parent.parts[-4:]
-            where = (dataset, model, modality, int(size))
-        rows.append(Row(*where, [m[key] for m in models if m.get(key) is not None], len(models), path.parent,
-                        variant_of(root, path.parent)))
+        rows.append(Row(*_experiment_of(path.parent), [m[key] for m in models if m.get(key) is not None], len(models),
+                        path.parent, variant_of(root, path.parent)))
+    return rows
+
+
+def collect_explanation_examples(root, metric: str) -> List[Row]:
+    """Every explanation_examples.json under ``root`` (explanation_examples.py): one row per method ("modality
+    [method]"), ``metric`` (input or prediction non-representativeness) per model."""
+    rows = []
+    for path in sorted(Path(root).rglob("explanation_examples.json")):
+        content = json.loads(path.read_text())
+        models = [m for m in content.get("models", []) if metric in m]
+        for method in content.get("methods", []):
+            rows.append(Row(*_experiment_of(path.parent), [m[metric][method] for m in models], len(models),
+                            path.parent, _with_method(variant_of(root, path.parent), method)))
+    return rows
+
+
+def collect_counterfactuals(root, score: str) -> List[Row]:
+    """Every counterfactuals_<algo>.json under ``root`` (counterfactuals.py): one row per algorithm ("modality
+    [memory]", "modality [proto]"), ``score`` (im1, iim1, im2, l1, l0, seconds) per model."""
+    rows = []
+    for path in sorted(Path(root).rglob("counterfactuals_*.json")):
+        content = json.loads(path.read_text())
+        models = [m for m in content.get("models", []) if m.get(score) is not None and m.get("counterfactuals")]
+        rows.append(Row(*_experiment_of(path.parent), [m[score] for m in models], len(content.get("models", [])),
+                        path.parent, _with_method(variant_of(root, path.parent), content.get("algo", path.stem))))
     return rows
 
 
@@ -115,11 +149,12 @@ class Table:
     title: str
     sizes: List[int]
     cells: Dict[Tuple[str, str, str], Dict[int, Row]] = field(default_factory=dict)
+    precision: int = 2  # decimals of the cells
 
     @classmethod
-    def build(cls, rows: Sequence[Row], title: str, modality_order: Sequence[str] = ()) -> "Table":
+    def build(cls, rows: Sequence[Row], title: str, modality_order: Sequence[str] = (), precision: int = 2) -> "Table":
         order = {name: i for i, name in enumerate(modality_order)}
-        table = cls(title, sorted({row.train_examples for row in rows}))
+        table = cls(title, sorted({row.train_examples for row in rows}), precision=precision)
         for row in sorted(rows, key=lambda r: (r.dataset, r.model, r.variant != "", r.variant,
                                                order.get(r.modality, len(order)), r.modality)):
             by_size = table.cells.setdefault((row.dataset, row.model, row.label), {})
@@ -130,7 +165,8 @@ class Table:
             by_size[row.train_examples] = row
         return table
 
-    def cell(self, key, size: int, precision: int = 2) -> str:
+    def cell(self, key, size: int, precision: Optional[int] = None) -> str:
+        precision = self.precision if precision is None else precision
         row = self.cells[key].get(size)
         if row is None or not row.values:
             return MISSING
