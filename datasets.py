@@ -18,6 +18,7 @@ DIGITS needs no files: scikit-learn ships it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -339,11 +340,20 @@ class DatasetSpec:
     flip: bool  # random horizontal flip of training batches (the paper's augmentation)
     read: Callable[[Path, bool], Tuple[ImageSet, ImageSet]]
     autoaugment_policy: str = "cifar10"  # augment: autoaugment's policy (the paper's ViT: svhn for SVHN)
+    vit_mean: Optional[Tuple[float, float, float]] = None  # the paper's ViT code's statistics (None: the same)
+    vit_std: Optional[Tuple[float, float, float]] = None
+
+    def for_vit(self) -> "DatasetSpec":
+        """This dataset normalised with the statistics of the paper's ViT code (its VIT/utils.py)."""
+        return dataclasses.replace(self, mean=self.vit_mean or self.mean, std=self.vit_std or self.std)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
-    "SVHN": DatasetSpec("SVHN", 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, read_svhn, "svhn"),
-    "CIFAR10": DatasetSpec("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True, read_cifar10),
+    # the CNNs' statistics are the paper's datasets.py's; the ViT code normalised SVHN and CIFAR10 with its own
+    "SVHN": DatasetSpec("SVHN", 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, read_svhn, "svhn",
+                        vit_mean=(0.4377, 0.4438, 0.4728), vit_std=(0.1980, 0.2010, 0.1970)),
+    "CIFAR10": DatasetSpec("CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True, read_cifar10,
+                           vit_mean=(0.4914, 0.4822, 0.4465), vit_std=(0.2470, 0.2435, 0.2616)),
     "CINIC10": DatasetSpec("CINIC10", 10, (0.47889522, 0.47227842, 0.43047404),
                            (0.24205776, 0.23828046, 0.25874835), True, read_cinic10),
     # mean and std of the 1297 DIGITS training images (checked in tests/test_datasets.py)
@@ -433,22 +443,38 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 class AutoAugment:
-    """The AutoAugment policies (CIFAR-10's, or SVHN's) on whole batches on their device, via kornia; seeded by
-    the run's generator (kornia draws from torch's global RNG, forked here so that it is left untouched).
-    uint8 [N, 3, H, W] -> floats in [0, 1]."""
+    """The AutoAugment policies (CIFAR-10's, or SVHN's) on their device, via kornia; seeded by the run's generator
+    (kornia draws from torch's global RNG, forked here so that it is left untouched). uint8 [N, 3, H, W] -> floats
+    in [0, 1].
 
-    def __init__(self, policy: str):
+    As the paper's ViT code (a per-image transform), every image draws its own sub-policy: the batch is split by
+    sub-policy and each group goes through kornia at once (at most 25 calls per batch). ``per_image=False`` draws
+    one sub-policy per batch, as one call of kornia's AutoAugment does."""
+
+    def __init__(self, policy: str, per_image: bool = True):
         from kornia.augmentation.auto import AutoAugment as KorniaAutoAugment
 
-        self.policy = policy
+        self.policy, self.per_image = policy, per_image
         self.augment = KorniaAutoAugment(policy=policy)
+
+    def sub_policies(self, count: int) -> torch.Tensor:
+        """The sub-policy of each of ``count`` images, from the global RNG (seeded by the caller)."""
+        return torch.randint(len(self.augment), (count,))
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return self.augment(images.float() / 255.0).clamp_(0.0, 1.0)
+            unit = images.float() / 255.0
+            if not self.per_image:
+                return self.augment(unit).clamp_(0.0, 1.0)
+            chosen = self.sub_policies(len(images)).to(images.device)
+            out = torch.empty_like(unit)
+            for index in chosen.unique().tolist():
+                rows = torch.nonzero(chosen == index).flatten()
+                out[rows] = self.augment[index](unit[rows])
+            return out.clamp_(0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -490,7 +516,7 @@ class ExperimentData:
 
     def __init__(self, spec: DatasetSpec, train: ImageSet, test: ImageSet, subset: torch.Tensor,
                  validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu",
-                 memory_flip: bool = False, augment: str = "auto"):
+                 memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True):
         self.spec = spec
         self.device = torch.device(device)
         self.train_images = train.images.to(self.device)
@@ -507,12 +533,14 @@ class ExperimentData:
             raise DatasetError(f"augment must be one of {list(AUGMENTATIONS)}, got {augment!r}")
         # training batches: flip (auto: the paper's, CIFAR10 and CINIC10), then AutoAugment (the paper's ViT)
         self.flip = spec.flip if augment in ("auto", "autoaugment") else augment == "flip"
-        self.autoaugment = AutoAugment(spec.autoaugment_policy) if augment == "autoaugment" else None
+        self.autoaugment = (AutoAugment(spec.autoaugment_policy, autoaugment_per_image) if augment == "autoaugment"
+                            else None)
 
     @classmethod
     def build(cls, spec: DatasetSpec, train: ImageSet, test: ImageSet, train_examples: int, val_examples: int,
               seed: int, memory_source: str = "subset", mem_examples: int = 0, device="cpu",
-              memory_flip: bool = False, augment: str = "auto") -> "ExperimentData":
+              memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True
+              ) -> "ExperimentData":
         subset, validation = split_indices(len(train), train_examples, val_examples, seed)
         if memory_source == "subset":
             pool = subset
@@ -523,7 +551,8 @@ class ExperimentData:
         if mem_examples > len(pool):
             raise DatasetError(f"mem_examples={mem_examples} is larger than the {memory_source} memory pool "
                                f"({len(pool)} images); lower mem_examples or raise train_examples")
-        return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment)
+        return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment,
+                   autoaugment_per_image)
 
     def with_memory_pool(self, pool: torch.Tensor) -> "ExperimentData":
         """The same run's data with another memory pool (indices into the training set)."""

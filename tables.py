@@ -12,6 +12,11 @@ explanation_accuracy.py has run, also <output>_explanation.* (the paper's Table 
 run, <output>_examples_input.* and _examples_prediction.* (a row per method); where counterfactuals.py has run,
 <output>_counterfactuals_<score>.* (a row per algorithm). Missing cells are shown as missing (—), cells with fewer
 runs than asked for show their count (e.g. 12/15).
+
+Learning-rate tuning: where a cell was also trained at other learning rates with otherwise the same settings (the
+grids' lr_* variants, with eval_every), a row "modality [tuned]" follows its plain row: the rate with the best mean
+validation accuracy at the last epoch (never the test set), named in its cells. The lr_* rows themselves are left
+out unless --variant names them. A row whose settings differ from most of its table's gets a footnote saying how.
 """
 import functools
 from pathlib import Path
@@ -22,7 +27,7 @@ import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
 from core.tables import (Table, collect_accuracy, collect_counterfactuals, collect_epoch_seconds,
-                         collect_explanation_examples, collect_explanations)
+                         collect_explanation_examples, collect_explanations, tuned_rows)
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")
@@ -75,6 +80,10 @@ def main(argv):
     written = []
     for name, title, collect, with_figure, precision in TABLES:
         found = collect(root)
+        if name in ("accuracy", "epoch_seconds"):  # each cell at its best learning rate, by validation accuracy
+            tuned, candidates = tuned_rows(found)
+            shown = set(FLAGS.variant)
+            found = [row for row in found if not (row in candidates and row.variant not in shown)] + tuned
         rows = [row for row in found if keep(row)]
         if not rows and name == "accuracy":
             raise config.ConfigError(f"no results.json under {root} (train.py writes one per experiment)" if not found

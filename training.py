@@ -229,13 +229,14 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download)
     uses_memory = head_entry(modality).uses_memory
     mem_examples = config.dataset.mem_examples if uses_memory else 0
-    spec = datasets.get_spec(config.dataset_name)
+    spec = config.dataset_spec()
 
     def run_data(run: int) -> datasets.ExperimentData:
         return datasets.ExperimentData.build(spec, train, test, config.train_examples, config.dataset.val_examples,
                                              seed=run - 1, memory_source=config.memory_source,
                                              mem_examples=mem_examples, device=device,
-                                             memory_flip=config.memory_flip and uses_memory, augment=config.augment)
+                                             memory_flip=config.memory_flip and uses_memory, augment=config.augment,
+                                             autoaugment_per_image=config.autoaugment_per_image)
 
     first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before training
     memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""

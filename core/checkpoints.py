@@ -195,19 +195,22 @@ class Checkpoint:
                                           f"was given; drop the flag")
             val, source, flip = saved.dataset.val_examples, saved.memory_source, saved.memory_flip
             download, dataset_dir = saved.download, dataset_dir or saved.dataset_dir
+            spec = saved.dataset_spec()
         else:
             paper = PAPER_CODE_EVALUATION.get(self.dataset_name, {})
             val = val_examples if val_examples is not None else paper.get("val_examples", 6000)
             source = memory_source or paper.get("memory_source", "subset")
             flip, download = PAPER_MEMORY_FLIP.get(self.dataset_name, False), True
             dataset_dir = dataset_dir or (default_config.dataset_dir if default_config else "datasets")
+            spec = datasets.get_spec(self.dataset_name)
+            spec = spec.for_vit() if self.model_name == "vit" else spec
         key = (self.dataset_name, str(dataset_dir))
         dataset_cache = {} if dataset_cache is None else dataset_cache
         if key not in dataset_cache:
             dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir, download=download)
         train, test = dataset_cache[key]
         uses_memory = head_entry(self.modality).uses_memory
-        return datasets.ExperimentData.build(datasets.get_spec(self.dataset_name), train, test, self.train_examples,
+        return datasets.ExperimentData.build(spec, train, test, self.train_examples,
                                              val, seed=self.seed, memory_source=source,
                                              mem_examples=self.mem_examples if uses_memory else 0, device=device,
                                              memory_flip=flip and uses_memory)

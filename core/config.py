@@ -227,6 +227,8 @@ class Config:
     self_attention_sym: bool = False  # its 1x1 convolution's weight used symmetrised
     self_attention_spectral_norm: bool = True  # its convolution spectrally normalised, as the reference
     vit_final_norm: bool = True  # vit: features after the final LayerNorm; false: without it (the paper's memory ViTs)
+    vit_statistics: bool = True  # vit: normalise with the ViT code's per-dataset statistics; false: the CNNs'
+    autoaugment_per_image: bool = True  # augment: autoaugment: a sub-policy per image (the ViT code); false: per batch
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
     eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
@@ -235,6 +237,11 @@ class Config:
     @property
     def dataset(self) -> DatasetConfig:
         return self.datasets[self.dataset_name]
+
+    def dataset_spec(self) -> "datasets.DatasetSpec":
+        """The dataset as this run normalises it: the ViT with the ViT code's statistics (vit_statistics)."""
+        spec = datasets.get_spec(self.dataset_name)
+        return spec.for_vit() if self.model == "vit" and self.vit_statistics else spec
 
     @property
     def memory_flip(self) -> bool:
@@ -264,8 +271,12 @@ class Config:
             elif sections is not None and dataset_name not in sections:
                 found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
                              f"(num_classes, num_epochs, opt_milestones, mem_examples)")
-        if values.get("vit_final_norm") is False and values.get("model", "vit") != "vit":
-            found.append(f"vit_final_norm: false applies to the vit encoder only, the model is {values['model']!r}")
+        for name in ("vit_final_norm", "vit_statistics"):
+            if values.get(name) is False and values.get("model", "vit") != "vit":
+                found.append(f"{name}: false applies to the vit encoder only, the model is {values['model']!r}")
+        if values.get("autoaugment_per_image") is False and values.get("augment", "autoaugment") != "autoaugment":
+            found.append(f"autoaugment_per_image: false has no effect without augment: autoaugment (augment is "
+                         f"{values.get('augment')!r})")
         if values.get("self_attention_ks", 1) % 2 == 0:
             found.append(f"self_attention_ks: must be odd (the block pads ks // 2 on each side to keep the feature "
                          f"map's size), got {values['self_attention_ks']}")

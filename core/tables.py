@@ -11,11 +11,12 @@ shown as missing, never as zero.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from base.errors import UserError
 from base.files import atomic_write_bytes
@@ -42,6 +43,9 @@ class Row:
     expected_runs: Optional[int] = None
     folder: Optional[Path] = None
     variant: str = ""  # a grid variant: the folders between the root and <DATASET>/<MODALITY>/<MODEL>/<SIZE>
+    settings: Dict[str, Any] = field(default_factory=dict)  # the result-shaping settings of its runs (flat)
+    val_values: List[float] = field(default_factory=list)  # each run's validation accuracy at its last epoch
+    note: str = ""  # shown after the cells' numbers, e.g. the learning rate a tuned row chose
 
     @property
     def label(self) -> str:
@@ -74,17 +78,78 @@ def collect_epoch_seconds(root) -> List[Row]:
 
 
 def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[Row]:
-    """One Row per results.json under ``root``, with ``value(run, config)`` per run that has one."""
+    """One Row per results.json under ``root``, with ``value(run, config)`` per run that has one, the runs'
+    settings and final validation accuracies (when their history has them)."""
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         if any(part.startswith("replaced-") for part in path.parts):
             continue  # runs moved aside by a fresh start
         results = json.loads(path.read_text())
         config = results.get("config") or {}
-        values = [v for v in (value(run, config) for run in results.get("runs", [])) if v is not None]
+        runs = results.get("runs", [])
+        values = [v for v in (value(run, config) for run in runs) if v is not None]
+        validation = [entries[-1]["val_accuracy"] for entries in (run.get("history") or [] for run in runs)
+                      if entries and entries[-1].get("val_accuracy") is not None]
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
-                        values, config.get("runs"), path.parent, variant_of(root, path.parent)))
+                        values, config.get("runs"), path.parent, variant_of(root, path.parent),
+                        settings=result_settings(config, path), val_values=validation))
     return rows
+
+
+def result_settings(config: dict, where: Path) -> Dict[str, Any]:
+    """The flat result-shaping settings of a saved config ({} for a config this version cannot read)."""
+    from .config import Config, ConfigError
+
+    try:
+        return Config.from_dict(config).result_settings() if config else {}
+    except ConfigError:
+        return {}
+
+
+TUNED_KEY = "optimizer.learning_rate"  # what the tuned rows choose, on the validation split
+
+
+def tuned_rows(rows: Sequence[Row]) -> Tuple[List[Row], List[Row]]:
+    """For each cell trained at several learning rates and otherwise the same settings (the grids' lr_* variants),
+    the one with the best mean validation accuracy at the last epoch (never the test set), as a row "modality
+    [tuned]" whose note names the chosen rate. Returns (the tuned rows, the candidate rows they were chosen from)."""
+    groups: Dict[Tuple, List[Row]] = {}
+    for row in rows:
+        if row.settings and row.val_values:
+            others = tuple(sorted((k, str(v)) for k, v in row.settings.items() if k != TUNED_KEY))
+            groups.setdefault((row.dataset, row.model, row.modality, row.train_examples, others), []).append(row)
+    tuned, used = [], []
+    for candidates in groups.values():
+        if len({row.settings.get(TUNED_KEY) for row in candidates}) < 2:
+            continue
+        best = max(candidates, key=lambda row: mean_std(row.val_values)[0])
+        base = next((row for row in candidates if not row.variant), best)
+        tuned.append(dataclasses.replace(best, variant="tuned", folder=best.folder,
+                                         note=f"lr {best.settings[TUNED_KEY]:g}", expected_runs=base.expected_runs))
+        used += [row for row in candidates if row.variant]
+    return tuned, used
+
+
+def differing_settings(rows: Sequence[Row]) -> Dict[int, str]:
+    """Row index -> the settings in which it differs from most rows of its dataset (other than the network, the
+    training size and what a dataset's own section holds), e.g. "optimizer.learning_rate 0.03 (others: 0.1)"."""
+    ignored = ("model", "train_examples", "dataset_name")
+    out = {}
+    for dataset in {row.dataset for row in rows}:
+        members = [i for i, row in enumerate(rows) if row.dataset == dataset and row.settings]
+        keys = {k for i in members for k in rows[i].settings if k not in ignored}
+        common = {}
+        for key in keys:
+            counts: Dict[str, int] = {}
+            for i in members:
+                counts[repr(rows[i].settings.get(key))] = counts.get(repr(rows[i].settings.get(key)), 0) + 1
+            common[key] = max(counts, key=counts.get)
+        for i in members:
+            differences = [f"{key} {rows[i].settings.get(key)!r} (others: {common[key]})" for key in sorted(keys)
+                           if repr(rows[i].settings.get(key)) != common[key]]
+            if differences:
+                out[i] = "; ".join(differences)
+    return out
 
 
 def _experiment_of(folder: Path) -> Tuple[str, str, str, int]:
@@ -150,13 +215,23 @@ class Table:
     sizes: List[int]
     cells: Dict[Tuple[str, str, str], Dict[int, Row]] = field(default_factory=dict)
     precision: int = 2  # decimals of the cells
+    notes: Dict[Tuple[str, str, str], str] = field(default_factory=dict)  # row -> how its settings differ
 
     @classmethod
     def build(cls, rows: Sequence[Row], title: str, modality_order: Sequence[str] = (), precision: int = 2) -> "Table":
+        """Rows in order: per dataset and network, the plain cells by modality, each followed by its tuned row, then
+        every other variant's; a row whose settings differ from most of its dataset's rows gets a footnote."""
         order = {name: i for i, name in enumerate(modality_order)}
         table = cls(title, sorted({row.train_examples for row in rows}), precision=precision)
-        for row in sorted(rows, key=lambda r: (r.dataset, r.model, r.variant != "", r.variant,
-                                               order.get(r.modality, len(order)), r.modality)):
+        plain = ("", "tuned")
+
+        def position(r):
+            return (r.dataset, r.model, r.variant not in plain, "" if r.variant in plain else r.variant,
+                    order.get(r.modality, len(order)), r.modality, r.variant == "tuned")
+        differing = differing_settings(rows)
+        for index, row in sorted(enumerate(rows), key=lambda pair: position(pair[1])):
+            if index in differing and row.variant != "tuned":
+                table.notes.setdefault((row.dataset, row.model, row.label), differing[index])
             by_size = table.cells.setdefault((row.dataset, row.model, row.label), {})
             if row.train_examples in by_size:
                 raise TableError(f"two experiments fill one cell ({row.dataset}, {row.model}, {row.label}, "
@@ -174,13 +249,20 @@ class Table:
         text = f"{mean:.{precision}f} ± {std:.{precision}f}"
         if row.expected_runs and len(row.values) < row.expected_runs:
             text += f" ({len(row.values)}/{row.expected_runs})"
-        return text
+        return text + (f" ({row.note})" if row.note else "")
 
     def markdown(self) -> str:
         header = "| dataset | network | modality | " + " | ".join(size_label(s) for s in self.sizes) + " |"
         lines = [header, "|" + "---|" * (3 + len(self.sizes))]
+        marks = {key: f"({chr(ord('a') + i)})" for i, key in enumerate(self.notes)}
         for key in self.cells:
-            lines.append("| " + " | ".join(key) + " | " + " | ".join(self.cell(key, s) for s in self.sizes) + " |")
+            label = f"{key[2]} {marks[key]}" if key in marks else key[2]
+            lines.append(f"| {key[0]} | {key[1]} | {label} | " + " | ".join(self.cell(key, s) for s in self.sizes)
+                         + " |")
+        if marks:
+            lines.append("")
+            lines += [f"{marks[key]} {key[2]}: its settings differ from most of the table's: {note}"
+                      for key, note in self.notes.items()]
         return "\n".join(lines)
 
     def csv(self) -> str:

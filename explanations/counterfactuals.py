@@ -95,13 +95,27 @@ def loss_terms(adv_s: torch.Tensor, original: torch.Tensor, encoder: torch.nn.Mo
             "proto": settings.theta * (encoder(adv_s) - prototypes).flatten(1).norm(dim=1).pow(2)}
 
 
+def fista_step(adv: torch.Tensor, adv_s: torch.Tensor, original: torch.Tensor, gradient: torch.Tensor, step: int,
+               feature_range: Tuple[float, float], settings: CFProtoSettings) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One update of the port (0-based ``step``): a gradient step on the slack variable at the polynomially decayed
+    rate, the shrinkage-thresholding towards the input (threshold beta, within the feature range), then FISTA's
+    momentum step; returns the new (adv, adv_s)."""
+    low, high = feature_range
+    rate = settings.learning_rate * (1.0 - min(step, settings.max_iterations) / settings.max_iterations) ** 0.5
+    stepped = adv_s - gradient.clamp(-settings.clip, settings.clip) * rate
+    shrunk = torch.where(stepped - original > settings.beta, (stepped - settings.beta).clamp(max=high),
+                         torch.where(stepped - original < -settings.beta, (stepped + settings.beta).clamp(min=low),
+                                     original))
+    momentum = (step + 1) / (step + 1 + 3.0)
+    return shrunk, (shrunk + momentum * (shrunk - adv)).clamp(low, high)
+
+
 def cfproto(classify: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, predictions: torch.Tensor,
             targets: torch.Tensor, encoder: torch.nn.Module, prototypes: torch.Tensor,
             feature_range: Tuple[float, float], settings: CFProtoSettings = CFProtoSettings()
             ) -> Tuple[torch.Tensor, torch.Tensor]:
     """CFProto's FISTA, batched: (counterfactuals [B, ...], found [B]). ``classify(images)`` gives logits;
     ``prototypes`` [B, ...] is each row's target prototype in the encoder's code space."""
-    low, high = feature_range
     original = images.detach()
     adv = original.clone()
     adv_s = original.clone().requires_grad_(True)
@@ -124,14 +138,7 @@ def cfproto(classify: Callable[[torch.Tensor], torch.Tensor], images: torch.Tens
             best[better.to(best.device)] = adv[better.to(best.device)]
             best_distance = torch.where(better, distance, best_distance)
             found |= better
-            rate = settings.learning_rate * (1.0 - min(step, settings.max_iterations) / settings.max_iterations) ** 0.5
-            stepped = adv_s - gradient.clamp(-settings.clip, settings.clip) * rate
-            shrunk = torch.where(stepped - original > settings.beta, (stepped - settings.beta).clamp(max=high),
-                                 torch.where(stepped - original < -settings.beta,
-                                             (stepped + settings.beta).clamp(min=low), original))
-            momentum = (step + 1) / (step + 1 + 3.0)
-            adv_s = (shrunk + momentum * (shrunk - adv)).clamp(low, high)
-            adv = shrunk
+            adv, adv_s = fista_step(adv, adv_s.detach(), original, gradient, step, feature_range, settings)
         adv_s.requires_grad_(True)
     return best, found
 

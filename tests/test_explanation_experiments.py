@@ -121,7 +121,7 @@ def test_cfproto_flips_a_small_model_to_the_target_class():
                                                   nn.Identity(), prototypes, (0.0, 1.0), settings)
     assert found.all()
     assert (classify(found_images).argmax(1) == 1).all(), "the counterfactual is predicted in the target class"
-    assert (found_images.flatten(1).mean(1) < 0.9).all(), "the closest counterfactual found, not the prototype"
+    assert (found_images.flatten(1).mean(1) < 0.6).all(), "the closest counterfactual found (0.52), not the prototype"
 
 
 def test_the_autoencoders_resume_after_an_interruption(tmp_path):
