@@ -24,10 +24,12 @@ DEFAULT_CONFIG = REPO / "config" / "train.yaml"
 
 
 def exit_on_user_errors(main):
-    """Wrap a script's ``main``: a UserError, an OSError or an unreadable JSON file ends the script with one
-    line, ``error: <message>``, and exit status 1, instead of a traceback."""
+    """Wrap a script's ``main(argv)``: a UserError, an OSError or an unreadable JSON file ends the script with one
+    line, ``error: <message>``, and exit status 1, instead of a traceback; so do stray positional arguments."""
     @functools.wraps(main)
     def guarded(*args, **kwargs):
+        if args and len(args[0]) > 1:  # absl leaves what is not a --flag in argv
+            raise SystemExit(f"error: unexpected arguments {args[0][1:]}: every setting is a --flag (see --help)")
         try:
             return main(*args, **kwargs)
         except UserError as error:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 import aux
 import explanations
 from base.files import atomic_write_json, writable_folder
+from core.experiment import refuse_managed_output
 from core import results
 from explanations import autoencoders, counterfactuals
 
@@ -41,7 +42,7 @@ def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / f"counterfactuals_{FLAGS.algo}.json")
-    writable_folder(output_json.parent)
+    writable_folder(refuse_managed_output(output_json, "--output_json").parent)
     for checkpoint in checkpoints:  # refuse std and prototype heads before any data are read
         explanations.require_memory_model(checkpoint, "counterfactuals.py")
     root = Path(FLAGS.path_aes) if FLAGS.path_aes else Path(FLAGS.path_models) / autoencoders.FOLDER

@@ -12,6 +12,7 @@ from absl import app, flags
 import aux
 from core import evaluation, results
 from base.files import atomic_write_json
+from core.experiment import refuse_managed_output
 
 flags.DEFINE_string("path", None, "folder with the *.pt checkpoints of one experiment")
 flags.DEFINE_string("output_json", None, "also write the numbers to this JSON file")
@@ -26,6 +27,8 @@ COLUMNS = (("accuracy", "Accuracy", "Std Dev"), ("mvo_accuracy", "MVO Accuracy",
 @aux.exit_on_user_errors
 def main(argv):
     del argv
+    if FLAGS.output_json:
+        refuse_managed_output(FLAGS.output_json, "--output_json")
     rows, dataset_cache = [], {}
     for checkpoint in aux.load_experiment(FLAGS.path, FLAGS):
         start = time.time()

@@ -20,6 +20,7 @@ import aux
 import explanations
 from core import results
 from base.files import atomic_write_json, writable_folder
+from core.experiment import refuse_managed_output
 
 flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of a memory head (memory, "
                     "encoder_memory, protonet, matching)")
@@ -43,7 +44,7 @@ def main(argv):
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
     default_name = "explanation_accuracy.json" if FLAGS.memory_pool == "run" else "explanation_accuracy_full.json"
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / default_name)
-    writable_folder(output_json.parent)
+    writable_folder(refuse_managed_output(output_json, "--output_json").parent)
     for checkpoint in checkpoints:  # refuse std models before any data are read
         explanations.require_memory_model(checkpoint, "explanation_accuracy.py")
     dataset_cache, rows = {}, []

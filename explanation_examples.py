@@ -14,6 +14,7 @@ from absl import app, flags
 import aux
 import explanations
 from base.files import atomic_write_json, writable_folder
+from core.experiment import refuse_managed_output
 from core import results
 from explanations import by_example
 
@@ -34,7 +35,7 @@ def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / "explanation_examples.json")
-    writable_folder(output_json.parent)
+    writable_folder(refuse_managed_output(output_json, "--output_json").parent)
     for checkpoint in checkpoints:  # refuse std and prototype heads before any data are read
         explanations.require_memory_model(checkpoint, "explanation_examples.py")
     metrics = list(by_example.METRICS) if FLAGS.metric == "both" else [FLAGS.metric]

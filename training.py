@@ -18,6 +18,7 @@ from base.files import writable_folder
 from core import evaluation, results, runtime
 from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
                               save_training_state)
+from core import config as config_module
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
 from core.distributed import Distributed, unwrap
 from core.experiment import ExperimentFolder
@@ -160,7 +161,9 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
                     f"the loss became {loss_value} at run {run + 1}, epoch {epoch}, step {step}"
                     + (f", after {nonfinite} non-finite steps in a row (max_nonfinite_steps: "
                        f"{config.max_nonfinite_steps})" if scaler.is_enabled() else "")
-                    + ": training stopped. Lower optimizer.learning_rate, or try precision: fp32")
+                    + ": training stopped. Lower optimizer.learning_rate"
+                    + (", or try precision: fp32" if execution.autocast is not None else
+                       ", and check the settings that scale the loss (the run is fp32 already)"))
             if finite:
                 running_loss += loss_value
                 finite_steps += 1
@@ -203,6 +206,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     Each run is trained under its lock, so other processes may train other runs of the same folder. With
     ``distributed`` (torchrun), the ranks train every run together and rank 0 alone writes and evaluates.
     """
+    config_module.check_modality(config, modality)
     runs = list(range(1, config.runs + 1)) if runs is None else list(runs)
     if not runs or any(not 1 <= run <= config.runs for run in runs):
         raise ConfigError(f"runs {[r for r in runs if not 1 <= r <= config.runs]} are outside 1..{config.runs} "

@@ -52,6 +52,10 @@ def matrix_problems(costs: np.ndarray, num_classes: int) -> List[str]:
 
 def read_matrix(path) -> np.ndarray:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"the class metric file {path} is a directory; give a CSV file (C x C costs)")
+    if not path.exists():
+        raise ValueError(f"the class metric file {path} does not exist")
     try:
         return np.loadtxt(path, delimiter=",", ndmin=2)
     except OSError:

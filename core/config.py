@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
 import yaml
 
 import datasets
@@ -51,6 +53,8 @@ def dataset_names() -> Tuple[str, ...]:
     return tuple(sorted(datasets.DATASETS))
 
 
+MAX_RUNS = 10_000  # more seeded runs than anyone trains: a typo (runs: 1e11 would take minutes to be refused)
+
 # Keys that do not change a run's numbers: how many runs, whether to save, where the data are, the device.
 NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard")
 
@@ -74,6 +78,30 @@ PAPER_MEMORY_FLIP = {"CINIC10": True}
 # What the paper's evaluation code did, used for its checkpoints (which record no config): CIFAR10 memory from
 # the whole training set, and a 10-image validation split for CINIC10 (which ships its own valid/ folder).
 PAPER_CODE_EVALUATION = {"CIFAR10": {"memory_source": "full"}, "CINIC10": {"val_examples": 10}}
+
+
+# Which heads (modalities) read each setting beyond the paper's; one set for another head has no effect and is
+# refused (check_modality), rather than recorded and never used.
+HEAD_SETTINGS = {
+    "distance": ("memory", "encoder_memory"),
+    **{f"heads.{key}": ("matching",) for key in ("matching_steps", "matching_lstm_layers")},
+    **{f"heads.{key}": ("prototypes",) for key in ("prototypes_per_class", "prototype_distance", "prototypes_file",
+                                                   "hierarchy", "metric_loss", "metric_loss_weight", "rank_triplets",
+                                                   "soft_labels", "soft_labels_beta", "hierarchical_inference")},
+    **{f"heads.{key}": ("hyperspherical",) for key in ("prototype_dim", "prototype_seed", "hyperspherical_reduction")},
+}
+
+
+def check_modality(config: "Config", modality: str) -> None:
+    """Refuse settings that the chosen head never reads (e.g. heads.prototypes_file for deepncm), naming the
+    modalities that use them; before any data are read."""
+    defaults = {**{f"heads.{f.name}": f.default for f in dataclasses.fields(HeadConfig)},
+                "distance": next(f.default for f in dataclasses.fields(Config) if f.name == "distance")}
+    settings = config.result_settings()
+    problems = [f"{key}: {shown(settings[key])} has no effect for the {modality} modality; it applies to "
+                f"{' and '.join(owners)}: drop it" for key, owners in HEAD_SETTINGS.items()
+                if modality not in owners and settings.get(key) != defaults[key]]
+    _fail_on(problems)
 
 
 def _fail_on(problems: List[str]) -> None:
@@ -104,6 +132,9 @@ class OptimizerConfig:
             found.append(f"momentum: must be in [0, 1), got {values['momentum']}")
         if values.get("nesterov") and values.get("momentum") == 0:
             found.append("nesterov: Nesterov momentum needs momentum > 0")
+        if values.get("name") == "adam":
+            found += [f"{key}: has no effect with name: adam (Adam has no such setting); drop it, or use name: sgd"
+                      for key in ("momentum", "nesterov") if values.get(key) is not None]
         return found
 
     def __post_init__(self):
@@ -150,6 +181,26 @@ class DatasetConfig:
         _fail_on(self.problems(dataclasses.asdict(self)))
 
 
+def prototypes_file_problems(path: str) -> List[str]:
+    """What is wrong with a given prototypes file: missing, a folder, unreadable, not a 2-D tensor of finite numbers."""
+    from architectures.prototypes import load_prototypes
+
+    where = Path(path)
+    if where.is_dir():
+        return [f"prototypes_file: {path} is a directory; give a .pt, .npy or .csv file of prototypes"]
+    if not where.is_file():
+        return [f"prototypes_file: {path} does not exist"]
+    try:
+        prototypes = load_prototypes(where)
+    except Exception as error:  # torch, numpy: any failure to read the file is the user's file's problem
+        return [f"prototypes_file: {path} is not a tensor of prototypes ({type(error).__name__}: "
+                f"{shown(str(error).splitlines()[0] if str(error) else '', 200)})"]
+    if prototypes.dim() != 2 or not torch.isfinite(prototypes).all():
+        return [f"prototypes_file: {path} must hold a 2-D tensor [classes x per class, features] of finite numbers, "
+                f"got shape {tuple(prototypes.shape)}"]
+    return []
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """Options of the heads beyond the paper's (the ``heads:`` section); each head reads the ones it needs."""
@@ -185,8 +236,8 @@ class HeadConfig:
             found.append(f"prototype_dim: must be >= 2, got {values['prototype_dim']}")
         if values.get("metric_loss_weight", 0) < 0 or values.get("soft_labels_beta", 1) <= 0:
             found.append("metric_loss_weight must be >= 0 and soft_labels_beta > 0")
-        if values.get("prototypes_file") is not None and not Path(values["prototypes_file"]).is_file():
-            found.append(f"prototypes_file: {values['prototypes_file']} does not exist")
+        if values.get("prototypes_file") is not None:
+            found += prototypes_file_problems(values["prototypes_file"])
         if values.get("hierarchical_inference") and values.get("hierarchy") != "cifar10":
             found.append("hierarchical_inference needs a class tree: hierarchy: cifar10 (a CSV matrix has none)")
         if values.get("soft_labels") and values.get("hierarchy") is None:
@@ -259,6 +310,8 @@ class Config:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         if "model" in values and values["model"] not in list_encoders():
             found.append(f"model: unknown model {values['model']!r}; registered encoders are {list_encoders()}")
+        if values.get("runs", 1) > MAX_RUNS:
+            found.append(f"runs: at most {MAX_RUNS}, got {values['runs']}")
         for name in ("train_examples", "runs", "batch_size_train", "batch_size_test", "eval_draws",
                      "max_nonfinite_steps", "self_attention_ks"):
             if name in values and values[name] <= 0:
@@ -350,42 +403,62 @@ class Config:
 
 _UNSET = object()  # an Optional key given as null
 
+def shown(value, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _coerce(value, kind, where, problems):
-    """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats."""
+    """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats.
+    A float must be finite (nan, .inf and 1e400 are refused)."""
     if typing.get_origin(kind) is typing.Union:  # Optional[X]: None, or an X
         if value is None:
             return _UNSET
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind is float:
+        number = _as_float(value)
+        if number is not None and math.isfinite(number):
+            return number
+        problems.append(f"{where}: " + ("must be a finite number" if number is not None else "expected a number")
+                        + f", got {shown(value)}")
+        return None
     if kind is bool:
         if isinstance(value, bool):
             return value
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
     elif kind is str:
         if isinstance(value, str):
             return value
     elif kind == Tuple[int, ...]:
         if isinstance(value, (list, tuple)) and all(isinstance(m, int) and not isinstance(m, bool) for m in value):
             return tuple(value)
-        problems.append(f"{where}: expected a list of ints, got {value!r}")
+        problems.append(f"{where}: expected a list of ints, got {shown(value)}")
         return None
-    problems.append(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    problems.append(f"{where}: expected {getattr(kind, '__name__', kind)}, got {shown(value)}")
+    return None
+
+
+def _as_float(value) -> Optional[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float
+            return float("inf")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
     return None
 
 
 def _section(raw, cls, where: str, problems: List[str], skip=(), check=True) -> Optional[Dict[str, Any]]:
     """Check one mapping against a dataclass: unknown and missing keys, types, then the class's own checks."""
     if not isinstance(raw, dict):
-        problems.append(f"{where}: expected a mapping, got {raw!r}")
+        problems.append(f"{where}: expected a mapping, got {shown(raw)}")
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
@@ -414,9 +487,16 @@ def _parse(raw: Any) -> Config:
         raise ConfigError(f"the config must be a YAML mapping, got {type(raw).__name__}")
     raw = dict(raw)
     heads_raw = raw.pop("heads", None)
-    sections_raw = dict(raw.pop("datasets", None) or {})
-    sections_raw.update({name: raw.pop(name) for name in list(raw) if name in datasets.DATASETS})
     problems: List[str] = []
+    nested = raw.pop("datasets", None) or {}
+    if not isinstance(nested, dict):
+        problems.append(f"datasets: expected a mapping of dataset sections, got {shown(nested)}")
+        nested = {}
+    sections_raw = dict(nested)
+    for name in [name for name in list(raw) if name in datasets.DATASETS]:
+        if name in sections_raw:
+            problems.append(f"{name}: given both at the top level and under datasets:; keep one")
+        sections_raw[name] = raw.pop(name)
     top_fields = {f.name for f in dataclasses.fields(Config)} - {"optimizer", "datasets", "heads"}
     unknown = sorted(set(raw) - top_fields - {"optimizer"})
     if unknown:
@@ -477,10 +557,26 @@ def overrides() -> Tuple[Override, ...]:
     )
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases: a config has no use for them, and an alias bomb (a value
+    that expands exponentially) would take minutes and gigabytes before any check."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed in a config "
+                                              f"or grid file: write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
 def read_yaml(path) -> Any:
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml_text(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -488,7 +584,7 @@ def read_yaml(path) -> Any:
     except UnicodeDecodeError as error:
         raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {shown(str(error), 400)}") from None
     except OSError as error:
         raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from None
 
@@ -535,10 +631,15 @@ def apply_settings(raw: Any, settings: Sequence[str]) -> Any:
         if not separator or not key:
             raise ConfigError(f"--set {setting!r}: expected key=value, e.g. heads.matching_steps=3")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml_text(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"--set {setting!r}: the value is not YAML ({error})") from None
+            raise ConfigError(f"--set {shown(setting)}: the value is not YAML ({shown(str(error), 300)})") from None
         *sections, name = key.split(".")
+        if isinstance(raw, dict) and len(sections) >= 2 and sections[0] == "datasets" and sections[1] in raw:
+            sections = sections[1:]  # the dataset's section is at the top level: set it there
+        elif (isinstance(raw, dict) and sections and sections[0] in datasets.DATASETS and sections[0] not in raw
+              and isinstance(raw.get("datasets"), dict) and sections[0] in raw["datasets"]):
+            sections = ["datasets", *sections]  # ... or under datasets: (a saved config's form)
         target = raw
         for section in sections:
             if not isinstance(target, dict):

@@ -21,13 +21,29 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from base.files import FileLock, atomic_write_json, exclusive
+from base.files import FileError, FileLock, atomic_write_json, exclusive
 
 from .checkpoints import safe_torch_load
 from .config import Config, ConfigError, setting_differences
 from .results import mean_std
 
 RUN_FILE = re.compile(r"^(\d+)\.(pt|json|state\.pt)$")
+MANAGED = ((re.compile(r"^\d+\.json$"), "a run's record"), (re.compile(r"^results\.json$"), "an experiment's results"),
+           (re.compile(r"\.pt$"), "a checkpoint"), (re.compile(r"\.lock$"), "a lock file"),
+           (re.compile(r"^tb$"), "a folder of TensorBoard curves"))
+
+
+def refuse_managed_output(path, flag: str) -> Path:
+    """``path`` if a script may write its output there; a FileError if it is one of the files the project manages
+    (a checkpoint, a run's record, results.json, a lock, an autoencoder, TensorBoard curves): writing over one would
+    destroy a finished run."""
+    path = Path(path)
+    kind = next((kind for pattern, kind in MANAGED if pattern.search(path.name)), None)
+    if kind is None and "autoencoders" in path.parts[:-1]:
+        kind = "in a folder of autoencoders"
+    if kind is not None:
+        raise FileError(f"{flag}={path} would overwrite {kind}: refusing to write there; choose another file")
+    return path
 
 
 class ExperimentFolder:
