@@ -2,7 +2,7 @@
 of a job array; and a dry run that says what is done, running, stale, partial or missing.
 
     python grid.py --grid=config/grid_table1.yaml --status             # dry run: nothing is started
-    python grid.py --grid=config/grid_table1.yaml --print | xargs -P 4 -I{} sh -c '{}'   # or GNU parallel
+    python grid.py --grid=config/grid_table1.yaml --print | xargs -d '\\n' -P 4 -I{} sh -c '{}'   # or GNU parallel
     python grid.py --grid=config/grid_table1.yaml --workers=4          # locally, 4 runs at a time
     python grid.py --grid=config/grid_table1.yaml --task=7             # the 7th run (a job array's task id)
     sbatch --array=1-3240%50 scripts/slurm_grid_array.sh config/grid_table1.yaml
@@ -10,7 +10,11 @@ of a job array; and a dry run that says what is done, running, stale, partial or
 Each run is `train.py --run=r --continue_train` in its experiment folder: finished runs are skipped, partial ones
 resumed, and a run another process trains is refused (its lock names the process). Then `python tables.py`.
 """
+import sys
+import time
+
 from absl import app, flags
+from tqdm import tqdm
 
 import aux
 from core import launch
@@ -40,23 +44,61 @@ def main(argv):
             raise ConfigError(f"--task={FLAGS.task}: the grid has {len(runs)} runs")
         codes = launch.run_commands([runs[FLAGS.task - 1].command()], workers=1, cwd=str(aux.REPO))
         raise SystemExit(codes[0])
-    todo = [run for run in runs if run.state() != "done"]
+    states = [run.state() for run in runs]
+    changed = [run for run, state in zip(runs, states) if state == "changed"]
+    todo = [run for run, state in zip(runs, states) if state not in ("done", "changed")]
     if FLAGS.print:
         for run in todo:
             print(run.shell())
+        report_changed(changed)
         return
     if FLAGS.workers:
-        busy = [run for run in todo if run.state() == "running"]
-        todo = [run for run in todo if run.state() != "running"]
-        print(f"{len(runs) - len(todo) - len(busy)} runs done, {len(busy)} running elsewhere, {len(todo)} to run with "
-              f"{FLAGS.workers} workers ({launch.threads_per_worker(FLAGS.workers)} CPU threads each)", flush=True)
-        codes = launch.run_commands([run.command() for run in todo], FLAGS.workers, cwd=str(aux.REPO), quiet=True)
-        failed = [run for run, code in zip(todo, codes) if code]
-        for run in failed:
-            print(f"failed: {run.shell()}")
-        print(f"{len(todo) - len(failed)} runs finished, {len(failed)} failed; the state: {grid.summary()}")
-        raise SystemExit(1 if failed else 0)
+        run_workers(grid, runs, todo, changed)
     print_status(grid, runs)
+
+
+def report_changed(changed):
+    if changed:
+        print(f"{len(changed)} finished runs were made with other settings than the grid's now (changed): they are not "
+              f"run again; restore the grid's settings, or move their folders away to train them anew "
+              f"(e.g. {changed[0].cell.folder.path})", file=sys.stderr)
+
+
+def run_workers(grid, runs, todo, changed):
+    """--workers: every run to do, FLAGS.workers at a time; a line per finished run, its log in its folder."""
+    busy = [run for run in todo if run.state() == "running"]
+    todo = [run for run in todo if run not in busy]
+    print(f"{len(runs) - len(todo) - len(busy) - len(changed)} runs done, {len(busy)} running elsewhere, "
+          f"{len(changed)} changed, {len(todo)} to run with {FLAGS.workers} workers "
+          f"({launch.threads_per_worker(FLAGS.workers)} CPU threads each)", flush=True)
+    logs = [run.cell.folder.path / f"{run.run}.log" for run in todo]
+    started = time.time()
+    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None, file=sys.stdout)
+
+    def finished(index, code):
+        run, minutes = todo[index], (time.time() - started) / 60
+        record = run.cell.folder.record(run.run) if code == 0 else None
+        name = f"{run.cell.dataset} {run.cell.model} {run.cell.train_examples} {run.cell.modality}" + (
+            f" [{run.cell.variant}]" if run.cell.variant else "")
+        if record is not None:
+            bar.write(f"done: {name} run {run.run} | accuracy {record['accuracy']:.2f} | "
+                      f"{record['train_seconds'] / 60:.1f} min of training | {minutes:.1f} min into the grid")
+        elif run.state() == "running":
+            bar.write(f"running elsewhere: {name} run {run.run} (another process holds its lock)")
+        else:
+            tail = "\n    ".join(logs[index].read_text(errors="replace").strip().splitlines()[-4:])
+            bar.write(f"failed: {name} run {run.run} (exit {code}); its log: {logs[index]}\n    {tail}")
+        bar.update(1)
+
+    codes = launch.run_commands([run.command() for run in todo], FLAGS.workers, cwd=str(aux.REPO), logs=logs,
+                                finished=finished)
+    bar.close()
+    failed = [run for run, code in zip(todo, codes) if code and run.state() not in ("done", "running")]
+    elsewhere = [run for run in todo + busy if run.state() == "running"]
+    print(f"{len(todo) - len(failed) - len(elsewhere)} runs finished, {len(elsewhere)} running elsewhere, "
+          f"{len(failed)} failed; the state: {grid.summary()}")
+    report_changed(changed)
+    raise SystemExit(1 if failed else 0)
 
 
 def print_status(grid, runs):
@@ -65,11 +107,13 @@ def print_status(grid, runs):
     width = max(15, *map(len, modalities))
     for cell, modality in zip(grid.cells, modalities):
         states = [run.state() for run in runs if run.cell == cell]
-        marks = "".join({"done": "+", "running": "R", "stale": "S", "partial": "p", "missing": "."}[s] for s in states)
+        marks = "".join({"done": "+", "changed": "C", "running": "R", "stale": "S", "partial": "p", "missing": "."}[s]
+                        for s in states)
         print(f"{cell.dataset:8} {cell.model:13} {cell.train_examples:>6} {modality:{width}} {marks}  "
               f"{cell.folder.path}")
     print(f"\n{len(runs)} runs: " + ", ".join(f"{count} {state}" for state, count in sorted(grid.summary().items()))
-          + "   (+ done, R running, S stale lock: its process died, p partial: resumable, . missing)")
+          + "   (+ done, C changed: finished with other settings than the grid's, R running, S stale lock: its process "
+            "died, p partial: resumable, . missing)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
 from core.tables import (Table, collect_accuracy, collect_counterfactuals, collect_epoch_seconds,
-                         collect_explanation_examples, collect_explanations, tuned_rows)
+                         collect_explanation_examples, collect_explanations, missing_files, tuned_rows)
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")
@@ -91,6 +91,9 @@ def main(argv):
                                      "--model, --modality and --variant")
         if not rows:
             continue
+        if name == "accuracy":
+            for note in missing_files(rows):
+                print(f"Note: {note}")
         table = Table.build(rows, title, config.modalities(), precision)
         print(f"\n{title}\n\n{table.markdown()}")
         for suffix, text in (("md", f"{title}\n\n{table.markdown()}\n"), ("csv", table.csv()), ("tex", table.latex() + "\n")):

@@ -32,7 +32,9 @@ class _Sparsemax(torch.autograd.Function):
         cumulative = sorted_scores.cumsum(dim=-1) - 1.0
         ranks = torch.arange(1, scores.shape[-1] + 1, device=scores.device, dtype=scores.dtype)
         in_support = ranks * sorted_scores > cumulative
-        support_size = in_support.sum(dim=-1, keepdim=True)
+        # non-finite scores (a diverging encoder) have no support: clamp it to 1, so that they give NaN weights and
+        # reach the caller's non-finite loss check, instead of an index error here
+        support_size = in_support.sum(dim=-1, keepdim=True).clamp(min=1)
         threshold = cumulative.gather(-1, support_size - 1) / support_size.to(scores.dtype)
         probabilities = torch.clamp(scores - threshold, min=0.0)
         ctx.save_for_backward(probabilities)

@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 import datasets
-from architectures import Classifier, build_model, describe_mismatch, head_entry, is_paper_state_dict, list_heads
+from architectures import (Classifier, build_model, describe_mismatch, head_entry, is_paper_state_dict,
+                           list_encoders, list_heads)
 from architectures import load_paper_state_dict
 
-from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config
+from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config, ConfigError
 from base.errors import UserError
 from base.files import atomic_torch_save
 from .runtime import rng_state, set_rng_state
@@ -99,7 +100,13 @@ class Checkpoint:
     @property
     def saved_config(self) -> Optional[Config]:
         """The run's Config, when the checkpoint recorded one (ours do; the paper's do not)."""
-        return Config.from_dict(self.metadata.config) if self.metadata.config else None
+        if not self.metadata.config:
+            return None
+        try:
+            return Config.from_dict(self.metadata.config)
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path}: the config it recorded is not valid for this version ({error})"
+                                  ) from None
 
     @staticmethod
     def save(path, model: Classifier, metadata: RunMetadata) -> None:
@@ -142,6 +149,9 @@ class Checkpoint:
                                   f"({', '.join(FLAG_NAMES.get(k, '--' + k) for k in missing)})")
         if recorded["modality"] not in list_heads():
             raise CheckpointError(f"{path}: unknown modality {recorded['modality']!r}")
+        if recorded["model_name"] not in list_encoders():
+            raise CheckpointError(f"{path} holds a {recorded['model_name']!r} model, which this version does not have "
+                                  f"(registered: {list_encoders()}); use the version of the code that trained it")
         metadata = RunMetadata.from_dict(recorded)
         metadata.config = dict(metadata.config or {})
         return cls(path, state_dict, metadata)
@@ -227,17 +237,25 @@ def list_checkpoints(directory) -> List[Path]:
     listed = _runs_listed(directory / "results.json")
     if listed is not None:
         files = [p for p in files if p.stem.isdigit() and int(p.stem) in listed]
+        missing = sorted(run for run in listed if not (directory / f"{run}.pt").is_file())
+        if missing:
+            raise CheckpointError(f"{directory / 'results.json'} lists runs {missing} whose checkpoints are missing: "
+                                  f"restore them, or delete their records (<run>.json) and train them again with --continue_train")
     if not files:
         raise CheckpointError(f"no *.pt checkpoints in {directory}" + (" of the runs results.json lists"
                                                                        if listed is not None else ""))
     return sorted(files, key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.name))
 
 
+def _refuse(constant: str):
+    raise ValueError(f"{constant} is not a number JSON allows")
+
+
 def _runs_listed(results_path: Path) -> Optional[set]:
     if not results_path.is_file():
         return None
     try:
-        return {int(run["run"]) for run in json.loads(results_path.read_text()).get("runs", [])}
+        return {int(run["run"]) for run in json.loads(results_path.read_text(), parse_constant=_refuse).get("runs", [])}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{results_path} is not a valid results file ({error}); restore it, or delete it to "
                               f"evaluate every checkpoint of the folder") from None

@@ -104,9 +104,14 @@ def check_modality(config: "Config", modality: str) -> None:
     _fail_on(problems)
 
 
+def _cut(problem: str, limit: int = 400) -> str:
+    """A problem's text cut to ``limit`` characters: an echoed value may be megabytes."""
+    return problem if len(problem) <= limit else problem[:limit] + f"... ({len(problem)} characters)"
+
+
 def _fail_on(problems: List[str]) -> None:
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError("; ".join(_cut(problem) for problem in problems))
 
 
 @dataclass(frozen=True)
@@ -519,7 +524,7 @@ def _parse(raw: Any) -> Config:
             sections[name] = values
     problems.extend(Config.problems({**top, "datasets": sections, "heads": heads}))
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(_cut(problem) for problem in problems))
     return Config(**top, optimizer=OptimizerConfig(**optimizer), heads=HeadConfig(**heads),
                   datasets={name: DatasetConfig(**values) for name, values in sections.items()})
 
@@ -606,7 +611,8 @@ def apply_overrides(raw: Any, values: Mapping[str, Any]) -> Any:
     for flag, value in values.items():
         if not table[flag].in_dataset:
             raw[table[flag].key] = value
-    section = raw.get(raw.get("dataset_name"))
+    name = raw.get("dataset_name")
+    section = raw.get(name) if isinstance(name, str) else None  # a dataset_name of another type is refused later
     if isinstance(section, dict):
         if "epochs" in values and isinstance(section.get("num_epochs"), int) and section["num_epochs"] > 0:
             old, new = section["num_epochs"], values["epochs"]

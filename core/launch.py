@@ -7,10 +7,12 @@ are split between the workers (``OMP_NUM_THREADS``); on a GPU the workers share 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
 
 
 def split_runs(runs: Sequence[int], workers: int) -> List[List[int]]:
@@ -30,23 +32,48 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_commands(commands: Sequence[Sequence[str]], workers: int, cwd: Optional[str] = None,
-                 threads: Optional[int] = None, quiet: bool = False) -> List[int]:
+                 threads: Optional[int] = None, quiet: bool = False, logs: Optional[Sequence[Path]] = None,
+                 finished: Optional[Callable[[int, int], None]] = None) -> List[int]:
     """Run ``commands`` with at most ``workers`` at a time; each gets ``threads`` CPU threads (default: the
-    cores divided between the workers). Output goes to this process's (unless ``quiet``). Returns the exit
-    codes, in the order of ``commands``."""
+    cores divided between the workers). Output goes to this process's, or nowhere (``quiet``), or to the file
+    ``logs[i]`` of each command. ``finished(index, exit code)`` is called as each ends. Returns the exit codes, in
+    the order of ``commands``. A SIGTERM or SIGINT to this process is passed on to the running commands (their
+    runs stay resumable), which are waited for before it ends."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads or threads_per_worker(workers))}
     pending = list(enumerate(commands))
     running, codes = {}, [None] * len(commands)
-    while pending or running:
-        while pending and len(running) < workers:
-            index, command = pending.pop(0)
-            output = subprocess.DEVNULL if quiet else None
-            running[index] = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=output, stderr=output)
-        for index, process in list(running.items()):
-            if process.poll() is not None:
-                codes[index] = process.returncode
-                del running[index]
-        time.sleep(0.05)
+
+    def stop(signum, frame):
+        for process in running.values():
+            process.send_signal(signum)
+        for process in running.values():
+            process.wait()
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                index, command = pending.pop(0)
+                if logs is not None:
+                    Path(logs[index]).parent.mkdir(parents=True, exist_ok=True)
+                    output = open(logs[index], "w")
+                else:
+                    output = subprocess.DEVNULL if quiet else None
+                running[index] = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=output,
+                                                  stderr=subprocess.STDOUT if logs is not None else output)
+                if logs is not None:
+                    output.close()  # the child holds its own copy
+            for index, process in list(running.items()):
+                if process.poll() is not None:
+                    codes[index] = process.returncode
+                    del running[index]
+                    if finished is not None:
+                        finished(index, process.returncode)
+            time.sleep(0.05)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return codes
 
 

@@ -82,11 +82,11 @@ def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[R
     settings and final validation accuracies (when their history has them)."""
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
-        if any(part.startswith("replaced-") for part in path.parts):
-            continue  # runs moved aside by a fresh start
-        results = json.loads(path.read_text())
+        if any(part.startswith("replaced-") for part in path.relative_to(root).parts):
+            continue  # runs moved aside by a fresh start (below the root: the root itself may be anywhere)
+        results = read_results(path)
         config = results.get("config") or {}
-        runs = results.get("runs", [])
+        runs = results["runs"]
         values = [v for v in (value(run, config) for run in runs) if v is not None]
         validation = [entries[-1]["val_accuracy"] for entries in (run.get("history") or [] for run in runs)
                       if entries and entries[-1].get("val_accuracy") is not None]
@@ -94,6 +94,57 @@ def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[R
                         values, config.get("runs"), path.parent, variant_of(root, path.parent),
                         settings=result_settings(config, path), val_values=validation))
     return rows
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, or a TableError naming it (NaN and Infinity are not JSON numbers)."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not a JSON number")
+    try:
+        return json.loads(path.read_text(), parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TableError(f"{path} is not valid JSON ({error}); restore it, or delete it (train.py rebuilds a "
+                         f"results.json from the run records)") from None
+
+
+def read_results(path: Path) -> Dict[str, Any]:
+    """A results.json, checked: what experiment it is, and a finite accuracy in [0, 100] for every run."""
+    results = read_json(path)
+    problems = []
+    if not isinstance(results, dict):
+        raise TableError(f"{path} is not a results file (a JSON mapping), it holds a {type(results).__name__}")
+    for key, kind in (("dataset_name", str), ("model", str), ("modality", str), ("train_examples", int),
+                      ("runs", list)):
+        if not isinstance(results.get(key), kind) or isinstance(results.get(key), bool):
+            problems.append(f"{key} is {'missing' if key not in results else repr(results[key])[:80]}")
+    if not isinstance(results.get("config", {}), dict):
+        problems.append(f"config is {repr(results['config'])[:80]}, not a mapping")
+    for run in results.get("runs") if isinstance(results.get("runs"), list) else []:
+        history = run.get("history", []) if isinstance(run, dict) else []
+        if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+            problems.append(f"run {run.get('run')}: its history is not a list of epochs")
+        accuracy = run.get("accuracy") if isinstance(run, dict) else None
+        if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not 0 <= accuracy <= 100:
+            problems.append(f"run {run.get('run') if isinstance(run, dict) else run!r}: accuracy {accuracy!r} is not a "
+                            f"number in [0, 100]")
+    if problems:
+        raise TableError(f"{path}: " + "; ".join(problems) + "; restore it, or delete it (train.py rebuilds it from "
+                         "the run records)")
+    return results
+
+
+def missing_files(rows: Sequence["Row"]) -> List[str]:
+    """What the tables' results.json files list but their folders lack (checkpoints, run records)."""
+    notes = []
+    for row in rows:
+        if row.folder is None or not (row.folder / "results.json").is_file():
+            continue
+        listed = [run.get("run") for run in read_results(row.folder / "results.json")["runs"]]
+        lost = [f"{run}.{suffix}" for run in listed for suffix in ("pt", "json")
+                if not (row.folder / f"{run}.{suffix}").is_file()]
+        if lost:
+            notes.append(f"{row.folder}: results.json lists runs whose files are missing: {', '.join(lost)}")
+    return notes
 
 
 def result_settings(config: dict, where: Path) -> Dict[str, Any]:
@@ -157,10 +208,18 @@ def _experiment_of(folder: Path) -> Tuple[str, str, str, int]:
     (<DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES>)."""
     results_path = folder / "results.json"
     if results_path.is_file():
-        results = json.loads(results_path.read_text())
+        results = read_results(results_path)
         return results["dataset_name"], results["model"], results["modality"], int(results["train_examples"])
     dataset, modality, model, size = folder.parts[-4:]
     return dataset, model, modality, int(size)
+
+
+def _models(path: Path, content: Any) -> List[dict]:
+    """The per-model entries of an explanation script's JSON file."""
+    models = content.get("models") if isinstance(content, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise TableError(f"{path} is not what the explanation scripts write (no list of models); run the script again")
+    return models
 
 
 def _with_method(variant: str, method: str) -> str:
@@ -174,8 +233,9 @@ def collect_explanations(root, key: str, pool: str = "run") -> List[Row]:
     rows = []
     name = "explanation_accuracy.json" if pool == "run" else f"explanation_accuracy_{pool}.json"
     for path in sorted(Path(root).rglob(name)):
-        models = json.loads(path.read_text()).get("models", [])
-        rows.append(Row(*_experiment_of(path.parent), [m[key] for m in models if m.get(key) is not None], len(models),
+        models = _models(path, read_json(path))
+        rows.append(Row(*_experiment_of(path.parent), [m[key] for m in models if isinstance(m.get(key), (int, float))],
+                        len(models),
                         path.parent, variant_of(root, path.parent)))
     return rows
 
@@ -185,10 +245,11 @@ def collect_explanation_examples(root, metric: str) -> List[Row]:
     [method]"), ``metric`` (input or prediction non-representativeness) per model."""
     rows = []
     for path in sorted(Path(root).rglob("explanation_examples.json")):
-        content = json.loads(path.read_text())
-        models = [m for m in content.get("models", []) if metric in m]
+        content = read_json(path)
+        models = [m for m in _models(path, content) if isinstance(m.get(metric), dict)]
         for method in content.get("methods", []):
-            rows.append(Row(*_experiment_of(path.parent), [m[metric][method] for m in models], len(models),
+            values = [m[metric].get(method) for m in models]
+            rows.append(Row(*_experiment_of(path.parent), [v for v in values if isinstance(v, (int, float))], len(models),
                             path.parent, _with_method(variant_of(root, path.parent), method)))
     return rows
 
@@ -198,9 +259,9 @@ def collect_counterfactuals(root, score: str) -> List[Row]:
     [memory]", "modality [proto]"), ``score`` (im1, iim1, im2, l1, l0, seconds) per model."""
     rows = []
     for path in sorted(Path(root).rglob("counterfactuals_*.json")):
-        content = json.loads(path.read_text())
-        models = [m for m in content.get("models", []) if m.get(score) is not None and m.get("counterfactuals")]
-        rows.append(Row(*_experiment_of(path.parent), [m[score] for m in models], len(content.get("models", [])),
+        content = read_json(path)
+        models = [m for m in _models(path, content) if isinstance(m.get(score), (int, float)) and m.get("counterfactuals")]
+        rows.append(Row(*_experiment_of(path.parent), [m[score] for m in models], len(_models(path, content)),
                         path.parent, _with_method(variant_of(root, path.parent), content.get("algo", path.stem))))
     return rows
 

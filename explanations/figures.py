@@ -78,6 +78,12 @@ def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, 
 NEAREST_PER_PROTOTYPE = 6
 
 
+def node_name(classes, node: int) -> str:
+    """A prototype's class name; with hierarchical inference the inner nodes of the class tree have prototypes
+    too (nodes past the classes)."""
+    return classes[node] if node < len(classes) else f"tree node {node}"
+
+
 def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, prototype_classes: torch.Tensor,
                      classes, spec: datasets.DatasetSpec) -> None:
     """A row per prototype: the training images nearest to it (``distances`` [N, P] of ``images``)."""
@@ -88,7 +94,7 @@ def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, 
     for row, prototype_class in enumerate(prototype_classes.tolist()):
         nearest = distances[:, row].argsort()[:count]
         for column, index in enumerate(nearest.tolist()):
-            title = f"prototype {row}: {classes[prototype_class]}\n" if column == 0 else "\n"
+            title = f"prototype {row}: {node_name(classes, prototype_class)}\n" if column == 0 else "\n"
             show_image(axes[row, column], images[index], spec, f"{title}d={distances[index, row]:.3f}")
     figure.tight_layout()
     save_figure(figure, path)
@@ -102,8 +108,8 @@ def distances_figure(path: Path, image: torch.Tensor, label: str, prediction: st
     figure, (left, right) = plt.subplots(1, 2, figsize=(6.0, 2.5), dpi=FIGURE_DPI,
                                          gridspec_kw={"width_ratios": [1, 2]})
     show_image(left, image, spec, f"label {label}\npredicted {prediction}")
-    names = [f"{i}: {classes[c]}" for i, c in enumerate(prototype_classes.tolist())]
-    colours = ["green" if classes[c] == prediction else "grey" for c in prototype_classes.tolist()]
+    names = [f"{i}: {node_name(classes, c)}" for i, c in enumerate(prototype_classes.tolist())]
+    colours = ["green" if node_name(classes, c) == prediction else "grey" for c in prototype_classes.tolist()]
     right.barh(range(len(names)), distances.tolist(), color=colours)
     right.set_yticks(range(len(names)), names, fontsize=7)
     right.invert_yaxis()
