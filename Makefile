@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(VENV)/.installed
 
@@ -17,7 +17,12 @@ demo: setup
 	$(PY) train.py --config=config/digits.yaml --modality=std
 	$(PY) train.py --config=config/digits.yaml --modality=encoder_memory
 
-test: setup
+# The report's browser test opens a page in Debian's chromium (installed here when missing: needs apt-get and root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
+	  || (echo "make test needs Debian's chromium for tests/test_report.py: apt-get install chromium" && exit 1)
+
+test: setup browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup

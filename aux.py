@@ -129,7 +129,7 @@ def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Opti
         data = data.with_memory_pool(memory_pool(data))
     saved = checkpoint.saved_config
     batch_size = flag_values.batch_size_test or batch_size or (saved.batch_size_test if saved else 500)
-    draws = (flag_values.draws if "draws" in flag_values else None) or (saved.eval_draws if saved else 5)
+    draws = getattr(flag_values, "draws", None) or (saved.eval_draws if saved else 5)
     cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
                                 test_count) if encode_now else None)
     return LoadedRun(checkpoint, model, data, cache)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import aux
 import explanations
-from core.evaluation import encode, memory_pass
+from core.evaluation import encode
 
 flags.DEFINE_string("path_model", None, "checkpoint (*.pt) of a memory or prototype head")
 flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)", lower_bound=1)
@@ -41,23 +41,9 @@ def main(argv):
 
 
 def memory_images(loaded, folder):
-    model, data, cache = loaded.model, loaded.data, loaded.cache
-    generator, auxiliary = cache.generators()
-    result = memory_pass(model, cache, generator, auxiliary)
-    classes = data.classes
-    count = len(cache.test_labels)
-    for index in tqdm(range(count), desc="memory images", unit="image", disable=None):
-        weights = result.content_weights[index]
-        order = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0][:FLAGS.max_samples]
-        positions = result.memory_positions[index, order]
-        prediction = int(result.predictions[index])
-        memory_predictions = result.memory_predictions[index, order].tolist()
-        image, label = data.test_batch(torch.tensor([index]))
-        explanations.memory_figure(
-            folder / f"{index}.png", image[0], classes[int(label)], classes[prediction],
-            data.memory_batch(data.memory_pool[positions]), weights[order].tolist(),
-            [classes[p] for p in memory_predictions], [p == prediction for p in memory_predictions], data.spec)
-    print(f"{count} memory images written to {folder}")
+    with tqdm(total=len(loaded.cache.test_labels), desc="memory images", unit="image", disable=None) as bar:
+        paths = explanations.memory_images(loaded.model, loaded.cache, loaded.data, folder, FLAGS.max_samples, bar)
+    print(f"{len(paths)} memory images written to {folder}")
 
 
 @torch.no_grad()

@@ -96,7 +96,11 @@ def pairwise_distance(inputs: torch.Tensor, memory: torch.Tensor, distance: str 
     differences between nearby samples and can change which sample is nearest."""
     compute = DISTANCES[_check_distance(distance)]
     with torch.autocast(inputs.device.type, enabled=False):
-        return compute(inputs.float(), memory.float())
+        return compute(_at_least_float32(inputs), _at_least_float32(memory))
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 class MLP(nn.Module):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class TableError(UserError, ValueError):
 
 
 ALL_TRAIN_EXAMPLES = 100_000
+METHOD_ORDER = {name: i for i, name in enumerate(("memory_wrap", "twin_chp", "knn", "random", "memory", "proto"))}
 MISSING = "—"
 
 
@@ -46,11 +48,13 @@ class Row:
     settings: Dict[str, Any] = field(default_factory=dict)  # the result-shaping settings of its runs (flat)
     val_values: List[float] = field(default_factory=list)  # each run's validation accuracy at its last epoch
     note: str = ""  # shown after the cells' numbers, e.g. the learning rate a tuned row chose
+    method: str = ""  # the explanation method of an explanation table's row (knn, proto, ...)
 
     @property
     def label(self) -> str:
-        """The modality as the tables show it: with its variant, e.g. 'encoder_memory [fp32]'."""
-        return f"{self.modality} [{self.variant}]" if self.variant else self.modality
+        """The modality as the tables show it: with its variant and method, e.g. 'encoder_memory [fp32]'."""
+        extra = ", ".join(part for part in (self.variant, self.method) if part)
+        return f"{self.modality} [{extra}]" if extra else self.modality
 
 
 def variant_of(root, folder: Path) -> str:
@@ -222,10 +226,6 @@ def _models(path: Path, content: Any) -> List[dict]:
     return models
 
 
-def _with_method(variant: str, method: str) -> str:
-    return f"{variant}, {method}" if variant else method
-
-
 def collect_explanations(root, key: str, pool: str = "run") -> List[Row]:
     """Every explanation_accuracy.json (``pool`` run) or explanation_accuracy_full.json (``pool`` full) under
     ``root`` (explanation_accuracy.py): ``key`` per model, e.g. explanation_accuracy (Table 5) or
@@ -250,7 +250,7 @@ def collect_explanation_examples(root, metric: str) -> List[Row]:
         for method in content.get("methods", []):
             values = [m[metric].get(method) for m in models]
             rows.append(Row(*_experiment_of(path.parent), [v for v in values if isinstance(v, (int, float))], len(models),
-                            path.parent, _with_method(variant_of(root, path.parent), method)))
+                            path.parent, variant_of(root, path.parent), method=method))
     return rows
 
 
@@ -262,7 +262,7 @@ def collect_counterfactuals(root, score: str) -> List[Row]:
         content = read_json(path)
         models = [m for m in _models(path, content) if isinstance(m.get(score), (int, float)) and m.get("counterfactuals")]
         rows.append(Row(*_experiment_of(path.parent), [m[score] for m in models], len(_models(path, content)),
-                        path.parent, _with_method(variant_of(root, path.parent), content.get("algo", path.stem))))
+                        path.parent, variant_of(root, path.parent), method=str(content.get("algo", path.stem))))
     return rows
 
 
@@ -288,7 +288,8 @@ class Table:
 
         def position(r):
             return (r.dataset, r.model, r.variant not in plain, "" if r.variant in plain else r.variant,
-                    order.get(r.modality, len(order)), r.modality, r.variant == "tuned")
+                    order.get(r.modality, len(order)), r.modality, r.variant == "tuned",
+                    METHOD_ORDER.get(r.method, len(METHOD_ORDER)), r.method)
         differing = differing_settings(rows)
         for index, row in sorted(enumerate(rows), key=lambda pair: position(pair[1])):
             if index in differing and row.variant != "tuned":
@@ -300,6 +301,9 @@ class Table:
                                  "give tables.py a --root that holds one of them")
             by_size[row.train_examples] = row
         return table
+
+    def rows(self) -> List[Row]:
+        return [row for by_size in self.cells.values() for row in by_size.values()]
 
     def cell(self, key, size: int, precision: Optional[int] = None) -> str:
         precision = self.precision if precision is None else precision
@@ -357,12 +361,12 @@ class Table:
         import matplotlib.pyplot as plt
 
         panels = list(dict.fromkeys((dataset, model) for dataset, model, _ in self.cells))
-        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, dpi=100)
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, dpi=100)
         for axis, (dataset, model) in zip(axes[0], panels):
-            for (d, m, modality), by_size in self.cells.items():
-                if (d, m) != (dataset, model):
-                    continue
-                points = [(i, *mean_std(by_size[s].values)) for i, s in enumerate(self.sizes)
+            series = [(label, by_size) for (d, m, label), by_size in self.cells.items() if (d, m) == (dataset, model)]
+            for k, (modality, by_size) in enumerate(series):
+                offset = 0.3 * (k - (len(series) - 1) / 2) / max(len(series), 1)  # identical points stay visible
+                points = [(i + offset, *mean_std(by_size[s].values)) for i, s in enumerate(self.sizes)
                           if s in by_size and by_size[s].values]
                 if points:
                     positions, means, stds = zip(*points)
@@ -373,6 +377,88 @@ class Table:
             axis.set_ylabel(ylabel)
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
+        figure.suptitle(self.title, fontsize=10)
         figure.tight_layout()
         atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
         plt.close(figure)
+
+
+# --- every table of a root, as tables.py and report.py show them ------------------------------------
+
+def _explanation_tables():
+    """Tables 5-6 for each memory pool, the by-example metrics and the counterfactual scores."""
+    tables = []
+    for pool, said in (("run", "memory from the run's own pool"), ("full", "memory as the paper's code drew it")):
+        suffix = "" if pool == "run" else f"_{pool}"
+        tables += [(f"explanation{suffix}", f"Table 5: explanation accuracy (%), {said}",
+                    functools.partial(collect_explanations, key="explanation_accuracy", pool=pool),
+                    "explanation accuracy (%)", 2),
+                   (f"counterfactual{suffix}", f"Table 6: accuracy on the inputs whose top memory sample is a "
+                    f"counterfactual (%), {said}", functools.partial(collect_explanations, key="counterfactual_accuracy",
+                                                                      pool=pool), "counterfactual accuracy (%)", 2)]
+    for metric in ("input", "prediction"):
+        tables.append((f"examples_{metric}", f"Explanations by example: {metric} non-representativeness (lower is "
+                       f"better)", functools.partial(collect_explanation_examples, metric=metric), None, 4))
+    for score, title in (("im1", "IM1 (lower is better)"), ("iim1", "IIM1, the inverse of IM1"),
+                         ("im2", "IM2 (lower is better)"), ("l1", "L1 distance to the input"),
+                         ("l0", "L0: fraction of the input's values changed"),
+                         ("seconds", "seconds per counterfactual")):
+        tables.append((f"counterfactuals_{score}", f"Counterfactuals: {title}",
+                       functools.partial(collect_counterfactuals, score=score), None, 4))
+    return tables
+
+
+TABLES = (  # name, title, how its rows are collected, the y label of its figure (None: no figure), decimals
+    ("accuracy", "Table 1: test accuracy (%)", collect_accuracy, "test accuracy (%)", 2),
+    ("epoch_seconds", "Training seconds per epoch", collect_epoch_seconds, None, 2),
+    *_explanation_tables())
+
+
+@dataclass
+class RowFilter:
+    """tables.py's and report.py's filters: empty lists keep everything; variant 'none': the cells of no variant."""
+    datasets: Sequence[str] = ()
+    models: Sequence[str] = ()
+    modalities: Sequence[str] = ()
+    variants: Sequence[str] = ()
+
+    def __call__(self, row: Row) -> bool:
+        return ((not self.datasets or row.dataset in self.datasets) and (not self.models or row.model in self.models)
+                and (not self.modalities or row.modality in self.modalities)
+                and (not self.variants or (row.variant or "none") in self.variants))
+
+
+@dataclass
+class BuiltTable:
+    name: str
+    title: str
+    table: "Table"
+    ylabel: Optional[str]  # of its figure; None: no figure
+
+    def __iter__(self):
+        return iter((self.name, self.title, self.table, self.ylabel))
+
+
+def build_tables(root, keep: Callable[[Row], bool] = lambda row: True, modality_order: Sequence[str] = ()
+                 ) -> List[BuiltTable]:
+    """Every table of the experiments under ``root`` that has rows ``keep`` keeps, Table 1 first (tuned rows
+    beside their cells, the learning-rate variants they were chosen from left out unless ``keep`` asks for them by
+    variant). A TableError when no experiment is there or none is kept."""
+    from .config import modalities
+
+    order = modality_order or modalities()
+    built = []
+    for name, title, collect, ylabel, precision in TABLES:
+        found = collect(root)
+        if name in ("accuracy", "epoch_seconds"):  # each cell at its best learning rate, by validation accuracy
+            tuned, candidates = tuned_rows(found)
+            asked = set(getattr(keep, "variants", ()) or ())
+            found = [row for row in found if not (row in candidates and row.variant not in asked)] + tuned
+        rows = [row for row in found if keep(row)]
+        if not rows and name == "accuracy":
+            raise TableError(f"no results.json under {root} (train.py writes one per experiment)" if not found else
+                             f"none of the {len(found)} experiments under {root} matches the filters (--dataset, "
+                             f"--model, --modality, --variant)")
+        if rows:
+            built.append(BuiltTable(name, title, Table.build(rows, title, order, precision), ylabel))
+    return built

@@ -14,7 +14,8 @@ datasets.py. This file only hands their names on.
 from .accuracy import (MEMORY_POOLS, PAPER_SPLIT_SEED, ExplanationError, ExplanationScores, explanation_scores,
                        mean_or_none, memory_modalities, paper_memory_pool, prototype_modalities, require_explainable,
                        require_memory_model, top_sample_scores)
-from .attribution import BASELINES, baseline_images, integrated_gradients, not_converged, white_baseline
+from .attribution import (BASELINES, HEATMAP_COLUMNS, baseline_images, heatmap_figure, integrated_gradients,
+                          not_converged, white_baseline)
 from .figures import (FIGURE_DPI, MEMORY_FIGURE_COLUMN_INCHES, MEMORY_FIGURE_HEIGHT_INCHES, NEAREST_PER_PROTOTYPE, SIGNS,
-                      _pyplot, distances_figure, memory_figure, prototype_figure, save_figure, show_attribution,
-                      show_image)
+                      _pyplot, distances_figure, memory_figure, memory_images, prototype_figure, save_figure,
+                      show_attribution, show_image)

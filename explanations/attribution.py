@@ -2,7 +2,7 @@
 samples held fixed; the baselines, and the completeness check."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -74,3 +74,58 @@ def not_converged(delta: float, difference: float, tolerance: float = 0.05) -> b
     """Completeness: attributions sum to f(x) - f(baseline) up to delta. Large: over 5% of the output
     difference, counted as at least 1 logit (so that a near-zero difference does not flag tiny deltas)."""
     return abs(delta) > tolerance * max(abs(difference), 1.0)
+
+
+HEATMAP_COLUMNS = ("input", "attribution", "top example", "attribution", "top counterfactual", "attribution")
+
+
+def heatmap_figure(path, model: Classifier, data: datasets.ExperimentData, images: torch.Tensor, labels: torch.Tensor,
+                   memory: datasets.MemorySet, other: datasets.MemorySet, n_steps: int = 40, internal_batch_size: int = 25,
+                   baseline: str = "white", sign: str = "positive", first_index: int = 0, progress=None
+                   ) -> List[Tuple[float, float]]:
+    """One figure for a batch of inputs and their memory set (``other``: the memory the memory samples are
+    classified with): a row per input with the input and its IG attribution, the top explanation by example and
+    its attribution, the top counterfactual and its attribution (a missing kind leaves its cells empty). Returns
+    each row's (IG convergence delta, output difference)."""
+    from .figures import FIGURE_DPI, _pyplot, save_figure, show_attribution, show_image
+
+    plt = _pyplot()
+    classes, checks = data.classes, []
+    with torch.no_grad():  # every image is encoded once here; IG encodes only what it attributes to
+        memory_features = model.encode(memory.images)
+        logits, weights = model.classify(model.encode(images), memory_features, memory.labels, return_weights=True)
+        memory_predictions = model.classify(memory_features, model.encode(other.images), other.labels).argmax(1)
+    predictions = logits.argmax(1)
+    figure, axes = plt.subplots(len(images), len(HEATMAP_COLUMNS), figsize=(2 * len(HEATMAP_COLUMNS), 2.3 * len(images)),
+                                dpi=FIGURE_DPI, squeeze=False)
+    for row in range(len(images)):
+        prediction = int(predictions[row])
+        tops = {}  # "example" / "counterfactual" -> index of the highest-weight memory sample of that kind
+        for name, same_class in (("example", True), ("counterfactual", False)):
+            candidates = (weights[row] > 0) & ((memory_predictions == prediction) == same_class)
+            if candidates.any():
+                tops[name] = int(torch.where(candidates, weights[row], torch.full_like(weights[row], -1)).argmax())
+        selected = list(tops.values())
+        input_attribution, memory_attribution, delta, difference = integrated_gradients(
+            model, images[row], memory.images, memory_features, selected, prediction, data.spec, n_steps,
+            internal_batch_size, baseline, memory.labels)
+        checks.append((delta, difference))
+        show_image(axes[row, 0], images[row], data.spec, f"image {first_index + row}: label "
+                   f"{classes[int(labels[row])]}, predicted {classes[prediction]}")
+        show_attribution(figure, axes[row, 1], input_attribution, images[row], data.spec, f"IG, delta {delta:.3f}", sign)
+        for column, name in ((2, "example"), (4, "counterfactual")):
+            axes[row, column].axis("off")
+            axes[row, column + 1].axis("off")
+            if name in tops:
+                top = tops[name]
+                show_image(axes[row, column], memory.images[top], data.spec, f"top {name}\nw={weights[row, top]:.3f}, "
+                           f"predicted {classes[int(memory_predictions[top])]}",
+                           color="green" if name == "example" else "red")
+                show_attribution(figure, axes[row, column + 1], memory_attribution[selected.index(top)],
+                                 memory.images[top], data.spec, "IG", sign)
+        if progress is not None:
+            progress.update(1)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return checks

@@ -47,32 +47,63 @@ def show_attribution(figure, axis, attribution: torch.Tensor, image: torch.Tenso
         visualization.visualize_image_attr(heat, picture, method="blended_heat_map", sign=SIGNS[sign],
                                            plt_fig_axis=(figure, axis), use_pyplot=False, alpha_overlay=0.4,
                                            cmap="plasma" if sign != "all" else None, outlier_perc=20,
-                                           show_colorbar=False)
+                                           show_colorbar=True)  # the scale of the attributions
     axis.set_title(title, fontsize=8)
     axis.axis("off")
 
 
-MEMORY_FIGURE_COLUMN_INCHES = 2.0
-MEMORY_FIGURE_HEIGHT_INCHES = 2.5
+MEMORY_FIGURE_COLUMN_INCHES = 1.6
+MEMORY_FIGURE_HEIGHT_INCHES = 2.2
 FIGURE_DPI = 100
 
 
 def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, memory_images: torch.Tensor,
                   weights: torch.Tensor, memory_predictions: List[str], is_example: List[bool],
-                  spec: datasets.DatasetSpec) -> None:
-    """One row: the input, then the memory samples with positive weight, sorted by weight (the caller may keep
-    only the first ones)."""
+                  spec: datasets.DatasetSpec, more: int = 0) -> None:
+    """One row: the input, a gap, then the memory samples with positive weight, sorted by weight (the caller may
+    keep only the first ones: ``more`` says how many more had positive weight)."""
     plt = _pyplot()
     columns = 1 + len(memory_images)
-    figure, axes = plt.subplots(1, columns, figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES),
-                                dpi=FIGURE_DPI, squeeze=False)
-    show_image(axes[0, 0], image, spec, f"input\nlabel {label}\npredicted {prediction}")
-    for axis, memory, weight, predicted, example in zip(axes[0, 1:], memory_images, weights, memory_predictions, is_example):
+    figure = plt.figure(figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES), dpi=FIGURE_DPI)
+    grid = figure.add_gridspec(1, columns + 1, width_ratios=[1, 0.15] + [1] * (columns - 1), left=0.01, right=0.99,
+                               bottom=0.02, top=0.72, wspace=0.08)
+    show_image(figure.add_subplot(grid[0, 0]), image, spec, f"input\nlabel {label}\npredicted {prediction}")
+    for column, (memory, weight, predicted, example) in enumerate(zip(memory_images, weights, memory_predictions,
+                                                                      is_example), start=2):
         kind = "example" if example else "counterfactual"
-        show_image(axis, memory, spec, f"w={weight:.3f}\npredicted {predicted}\n{kind}",
+        show_image(figure.add_subplot(grid[0, column]), memory, spec, f"w={weight:.3f}\npredicted {predicted}\n{kind}",
                    color="green" if example else "red")
+    shown = len(memory_images)
+    figure.suptitle(f"memory samples with positive weight: {shown + more}" + (f" ({more} more not shown)" if more else ""),
+                    fontsize=8, x=0.99, ha="right", y=0.98)
     save_figure(figure, path)
     plt.close(figure)
+
+
+def memory_images(model, cache, data: datasets.ExperimentData, folder: Path, max_samples: int, progress=None
+                  ) -> List[Path]:
+    """One memory figure per cached test image (``memory_figure``), the memory draws of evaluation; the paths."""
+    from core.evaluation import memory_pass
+
+    generator, auxiliary = cache.generators()
+    result = memory_pass(model, cache, generator, auxiliary)
+    classes, paths = data.classes, []
+    for index in range(len(cache.test_labels)):
+        weights = result.content_weights[index]
+        positive = [i for i in weights.argsort(descending=True).tolist() if weights[i] > 0]
+        order = positive[:max_samples]
+        prediction = int(result.predictions[index])
+        memory_predictions = result.memory_predictions[index, order].tolist()
+        image, label = data.test_batch(torch.tensor([index]))
+        path = Path(folder) / f"{index}.png"
+        memory_figure(path, image[0], classes[int(label)], classes[prediction],
+                      data.memory_batch(data.memory_pool[result.memory_positions[index, order]]), weights[order].tolist(),
+                      [classes[p] for p in memory_predictions], [p == prediction for p in memory_predictions],
+                      data.spec, more=len(positive) - len(order))
+        paths.append(path)
+        if progress is not None:
+            progress.update(1)
+    return paths
 
 
 NEAREST_PER_PROTOTYPE = 6

@@ -28,7 +28,7 @@ def test_config_errors_listed_together(tmp_path):
      "DIGITS: unknown keys ['lr']"),
     ("\nmodel: vgg\n", "unknown model 'vgg'"),
     ("\noptimizer: {learning_rate: fast, weight_decay: 0, momentum: 0.9, nesterov: True}\n",
-     "optimizer.learning_rate: expected float, got 'fast'"),
+     "optimizer.learning_rate: expected a number, got 'fast'"),
     ("\noptimizer: {learning_rate: 0.1, weight_decay: 0, momentum: 0.9}\n", "optimizer.nesterov: missing"),
 ])
 def test_config_errors(tmp_path, extra, expected):

@@ -82,9 +82,9 @@ def test_memory_images(checkpoint_dir, tmp_path):
     for png in pngs:
         with Image.open(png) as image:
             width, height = image.size
-        columns = width / (explanations.MEMORY_FIGURE_COLUMN_INCHES * explanations.FIGURE_DPI)
+        columns = round(width / (explanations.MEMORY_FIGURE_COLUMN_INCHES * explanations.FIGURE_DPI), 6)
         assert columns == int(columns) and columns >= 2  # the input plus at least one memory sample
-        assert height == explanations.MEMORY_FIGURE_HEIGHT_INCHES * explanations.FIGURE_DPI
+        assert height == round(explanations.MEMORY_FIGURE_HEIGHT_INCHES * explanations.FIGURE_DPI)
 
 
 def test_heatmaps(checkpoint_dir, tmp_path):

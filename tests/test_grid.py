@@ -25,7 +25,10 @@ def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path
     status = run_script("grid.py", f"--grid={grid}", "--status").stdout
     assert "4 runs: 4 missing" in status
     out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "0 runs done, 0 running elsewhere, 4 to run with 2 workers" in out and "4 runs finished, 0 failed" in out
+    assert "0 runs done, 0 running elsewhere, 0 changed, 4 to run with 2 workers" in out
+    assert "4 runs finished, 0 running elsewhere, 0 failed" in out
+    assert len(re.findall(r"done: DIGITS shufflenet 128 \w+ run \d \| accuracy [0-9.]+ \| [0-9.]+ min", out)) == 4, out
+    assert (tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128" / "1.log").is_file(), "a log per run"
     folder = tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128"
     assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2]
     (folder / "2.json").unlink()
@@ -34,7 +37,7 @@ def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path
     printed = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
     assert len(printed) == 1 and "--modality=deepncm" in printed[0] and "--run=2" in printed[0]
     out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "3 runs done, 0 running elsewhere, 1 to run" in out
+    assert "3 runs done, 0 running elsewhere, 0 changed, 1 to run" in out
     assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
 
 

@@ -1,0 +1,223 @@
+"""One static HTML report of the experiments under a root: the tables of tables.py (the same code path), figures
+(accuracy against training size, learning curves per cell, std against Memory Wrap per network), explanation
+galleries of memory heads, and per cell the machine, the config and the command that reproduce it.
+
+    report = Report.collect(root, keep)                   # tables, curves, cells: from results.json and run records
+    report.figures(folder)                                 # PNG files beside the page
+    report.render(folder / "index.html", galleries)        # Jinja2, no remote asset: it opens from the file system
+
+Everything comes from what the runs recorded (one source for every view); a run recorded before histories existed
+gets its tables, and its curves are marked missing.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import yaml
+
+from base.files import atomic_write_bytes
+from .tables import BuiltTable, Row, build_tables, read_results
+
+TEMPLATE = Path(__file__).with_name("report.html.j2")
+
+
+@dataclass
+class Cell:
+    """One experiment folder: its rows' identity, its runs' histories and what produced it."""
+    row: Row
+    histories: List[Optional[List[Dict[str, Any]]]]  # per run (None: recorded before histories existed)
+    machine: Dict[str, Any]
+    config: Dict[str, Any]
+    name: str  # a file-safe name
+
+    @property
+    def title(self) -> str:
+        return f"{self.row.dataset} · {self.row.model} · {self.row.label} · {self.row.train_examples}"
+
+
+@dataclass
+class Gallery:
+    """The explanation figures of one run of a memory-head cell."""
+    cell: str  # the cell's title
+    checkpoint: str
+    images: List[str]  # memory images, relative to the page
+    heatmaps: List[str] = field(default_factory=list)
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+@dataclass
+class Report:
+    root: Path
+    tables: List[BuiltTable]
+    cells: List[Cell]
+
+    @classmethod
+    def collect(cls, root, keep: Callable[[Row], bool]) -> "Report":
+        tables = build_tables(root, keep)
+        cells = []
+        for row in tables[0].table.rows():  # Table 1's rows: one per experiment folder (tuned rows point at theirs)
+            if row.variant == "tuned" or row.folder is None:
+                continue
+            results = read_results(row.folder / "results.json")
+            runs = results["runs"]
+            cells.append(Cell(row, [run.get("history") for run in runs], (runs[0].get("machine") or {}) if runs else {},
+                              results.get("config") or {},
+                              _safe(f"{row.dataset}_{row.model}_{row.modality}_{row.variant or 'grid'}_"
+                                    f"{row.train_examples}")))
+        return cls(Path(root), tables, cells)
+
+    @property
+    def datasets(self) -> List[str]:
+        return sorted({cell.row.dataset for cell in self.cells})
+
+    # --- figures -----------------------------------------------------------------------------------
+    def figures(self, folder: Path) -> Dict[str, Any]:
+        """Write every figure under ``folder``; returns what the page shows: accuracy figure per dataset, curves per
+        cell (None: no history), std vs Memory Wrap per dataset."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shown = {"accuracy": {}, "curves": {}, "std_vs_mw": {}}
+        accuracy = self.tables[0]
+        for dataset in self.datasets:
+            rows = [row for row in accuracy.table.rows() if row.dataset == dataset]
+            path = folder / f"accuracy_{_safe(dataset)}.png"
+            type(accuracy.table).build(rows, f"{dataset}: test accuracy against training size").figure(
+                path, accuracy.ylabel)
+            shown["accuracy"][dataset] = path.name
+            pair = self._std_vs_memory_wrap(folder, dataset)
+            if pair:
+                shown["std_vs_mw"][dataset] = pair
+        for cell in self.cells:
+            shown["curves"][cell.name] = self._curves(folder, cell)
+        return shown
+
+    def _curves(self, folder: Path, cell: Cell) -> Optional[str]:
+        histories = [h for h in cell.histories if h]
+        if not histories:
+            return None
+        from explanations.figures import _pyplot
+
+        plt = _pyplot()
+        panels = [("train_loss", "training loss"), ("train_accuracy", "training accuracy (%)")]
+        if any(entry.get("val_accuracy") is not None for h in histories for entry in h):
+            panels.append(("val_accuracy", "validation accuracy (%)"))
+        figure, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.6), dpi=100, squeeze=False)
+        for axis, (key, label) in zip(axes[0], panels):
+            series = []
+            for history in histories:
+                points = [(e["epoch"], e[key]) for e in history if e.get(key) is not None]
+                if points:
+                    epochs, values = zip(*points)
+                    axis.plot(epochs, values, linewidth=0.8, alpha=0.45, color="tab:blue")
+                    series.append(dict(points))
+            common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+            if len(series) > 1 and common:
+                axis.plot(common, [np.mean([s[e] for s in series]) for e in common], linewidth=2.2, color="tab:blue",
+                          label=f"mean of {len(series)} runs")
+                axis.legend(fontsize=7)
+            axis.set_xlabel("epoch", fontsize=8)
+            axis.set_ylabel(label, fontsize=8)
+            axis.tick_params(labelsize=7)
+            axis.grid(alpha=0.3)
+        figure.suptitle(cell.title, fontsize=9)
+        figure.tight_layout()
+        path = folder / f"curves_{cell.name}.png"
+        atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
+        plt.close(figure)
+        return path.name
+
+    def _std_vs_memory_wrap(self, folder: Path, dataset: str) -> Optional[str]:
+        """Per network and training size: std's mean accuracy against Memory Wrap's, with std bars (above the
+        diagonal: the memory helps)."""
+        rows = {(row.model, row.train_examples, row.modality): row for row in self.tables[0].table.rows()
+                if row.dataset == dataset and not row.variant}
+        pairs = [(model, size, rows[(model, size, "std")], rows[(model, size, "encoder_memory")])
+                 for model, size, modality in rows if modality == "std" and (model, size, "encoder_memory") in rows]
+        pairs = [p for p in pairs if p[2].values and p[3].values]
+        if not pairs:
+            return None
+        from explanations.figures import _pyplot
+
+        plt = _pyplot()
+        figure, axis = plt.subplots(figsize=(4.2, 4.0), dpi=100)
+        for model in sorted({p[0] for p in pairs}):
+            mine = [p for p in pairs if p[0] == model]
+            axis.errorbar([np.mean(p[2].values) for p in mine], [np.mean(p[3].values) for p in mine],
+                          xerr=[np.std(p[2].values) for p in mine], yerr=[np.std(p[3].values) for p in mine],
+                          fmt="o", capsize=3, label=model)
+            for p in mine:
+                axis.annotate(str(p[1]), (np.mean(p[2].values), np.mean(p[3].values)), fontsize=6,
+                              textcoords="offset points", xytext=(4, 4))
+        low = min(min(np.mean(p[2].values), np.mean(p[3].values)) for p in pairs) - 5
+        axis.plot([low, 100], [low, 100], color="grey", linewidth=0.8, linestyle="--")
+        axis.set_xlabel("std: test accuracy (%)", fontsize=8)
+        axis.set_ylabel("Memory Wrap: test accuracy (%)", fontsize=8)
+        axis.set_title(f"{dataset}: std against Memory Wrap (labels: training size)", fontsize=9)
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        path = folder / f"std_vs_memory_wrap_{_safe(dataset)}.png"
+        atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
+        plt.close(figure)
+        return path.name
+
+    # --- the page ------------------------------------------------------------------------------------
+    def commands(self, cell: Cell, configs: Path) -> Dict[str, str]:
+        """The config file of the cell (written under ``configs``) and the train.py command that reproduces it."""
+        configs.mkdir(parents=True, exist_ok=True)
+        path = configs / f"{cell.name}.yaml"
+        text = yaml.safe_dump(json.loads(json.dumps(cell.config)), sort_keys=False)
+        atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        runs = len(cell.histories)
+        return {"config": f"{configs.name}/{path.name}",
+                "command": f"python train.py --config={configs.name}/{path.name} --modality={cell.row.modality} "
+                           f"--output_dir=models  # {runs} run{'s' if runs != 1 else ''}, seeds 0..{runs - 1}"}
+
+    def render(self, path: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> None:
+        import jinja2
+
+        environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
+                                         autoescape=jinja2.select_autoescape(["html", "j2"]))
+        configs = path.parent / "configs"
+        sections = []
+        for dataset in self.datasets:
+            cells = [cell for cell in self.cells if cell.row.dataset == dataset]
+            tables = [(built.title, _html_table(built, dataset)) for built in self.tables
+                      if any(row.dataset == dataset for row in built.table.rows())]
+            sections.append({
+                "dataset": dataset, "anchor": _safe(dataset), "tables": tables,
+                "accuracy": shown["accuracy"].get(dataset), "std_vs_mw": shown["std_vs_mw"].get(dataset),
+                "cells": [{"title": cell.title, "curves": shown["curves"].get(cell.name), "machine": cell.machine,
+                           "folder": str(cell.row.folder), **self.commands(cell, configs)} for cell in cells],
+                "galleries": [g for g in galleries if g.cell.startswith(f"{dataset} ")]})
+        page = environment.get_template(TEMPLATE.name).render(
+            root=str(self.root), generated=time.strftime("%Y-%m-%d %H:%M"), sections=sections)
+        atomic_write_bytes(path, lambda f: f.write(page.encode()))
+
+
+def _html_table(built: BuiltTable, dataset: str) -> str:
+    """A table of the tables.py code path as HTML (escaped), for one dataset; footnotes below it."""
+    table = built.table
+    keys = [key for key in table.cells if key[0] == dataset]
+    from .tables import size_label
+
+    head = "".join(f"<th>{html.escape(size_label(s))}</th>" for s in table.sizes)
+    lines = [f"<table><thead><tr><th>network</th><th>modality</th>{head}</tr></thead><tbody>"]
+    for key in keys:
+        cells = "".join(f"<td>{html.escape(table.cell(key, s))}</td>" for s in table.sizes)
+        note = f' <sup title="{html.escape(table.notes[key])}">*</sup>' if key in table.notes else ""
+        lines.append(f"<tr><td>{html.escape(key[1])}</td><td>{html.escape(key[2])}{note}</td>{cells}</tr>")
+    lines.append("</tbody></table>")
+    notes = [f"<li>{html.escape(key[2])}: its settings differ from most of the table's: {html.escape(table.notes[key])}"
+             f"</li>" for key in keys if key in table.notes]
+    if notes:
+        lines.append(f"<ul class='notes'>{''.join(notes)}</ul>")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""One self-contained HTML report of the experiments under a root: the tables (as tables.py builds them), figures
+(accuracy against training size, learning curves per cell, std against Memory Wrap), explanation galleries of the
+memory heads (memory images and Integrated Gradients heatmaps of one run per cell), and for every cell the machine,
+the config and the command that reproduce it. It opens from the file system, with no server and no remote asset.
+
+    python report.py --root=models --output=report/
+    python report.py --root=models/grid --output=report/ --dataset=DIGITS --model=shufflenet --heatmaps=false
+
+Filters as tables.py (--dataset, --model, --modality, --variant). Writes <output>/index.html, figures/, gallery/
+and configs/.
+"""
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from absl import app, flags
+from tqdm import tqdm
+
+import aux
+import explanations
+from base.files import writable_folder
+from core import config
+from core.checkpoints import list_checkpoints
+from core.evaluation import eval_generators
+from core.report import Gallery, Report
+from core.tables import RowFilter, TableError
+
+flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
+flags.DEFINE_string("output", "report", "folder of the report (index.html and its files)")
+flags.DEFINE_multi_string("dataset", [], "only these datasets (repeatable)")
+flags.DEFINE_multi_string("model", [], "only these networks (repeatable)")
+flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
+flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
+flags.DEFINE_integer("images", 12, "test images per gallery", lower_bound=1)
+flags.DEFINE_integer("max_samples", 8, "memory samples shown per image", lower_bound=1)
+flags.DEFINE_bool("heatmaps", True, "Integrated Gradients heatmaps in the galleries (the slow part)")
+flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps", lower_bound=1)
+flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one each run recorded)")
+flags.DEFINE_enum("device", "auto", list(config.DEVICES), "device")
+FLAGS = flags.FLAGS
+HEATMAP_ROWS = 3  # inputs per heatmap figure
+
+
+@aux.exit_on_user_errors
+def main(argv):
+    del argv
+    root, output = Path(FLAGS.root), Path(FLAGS.output)
+    if not root.is_dir():
+        raise TableError(f"--root={root} is not a folder: give train.py's --output_dir")
+    writable_folder(output, "report folder")
+    report = Report.collect(root, RowFilter(FLAGS.dataset, FLAGS.model, FLAGS.modality, FLAGS.variant))
+    shown = report.figures(output / "figures")
+    memory_cells = [cell for cell in report.cells if cell.row.modality in explanations.memory_modalities()]
+    galleries, dataset_cache = [], {}
+    recorded = SimpleNamespace(model=None, modality=None, dataset=None, train_examples=None, mem_examples=None,
+                               seed=None, memory_source=None, val_examples=None, batch_size_test=None,
+                               config=str(aux.DEFAULT_CONFIG), dataset_dir=FLAGS.dataset_dir, device=FLAGS.device)
+    for cell in tqdm(memory_cells, desc="galleries", unit="cell", disable=None):
+        checkpoint = aux.load_checkpoint(list_checkpoints(cell.row.folder)[0], recorded)  # what the runs recorded
+        loaded = aux.load_for_evaluation(checkpoint, recorded, dataset_cache, test_count=FLAGS.images)
+        folder = output / "gallery" / cell.name
+        images = explanations.memory_images(loaded.model, loaded.cache, loaded.data, folder, FLAGS.max_samples)
+        heatmaps = gallery_heatmaps(loaded, folder) if FLAGS.heatmaps else []
+        galleries.append(Gallery(cell.title, str(checkpoint.path), [str(p.relative_to(output)) for p in images],
+                                 [str(p.relative_to(output)) for p in heatmaps]))
+    report.render(output / "index.html", shown, galleries)
+    print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries)")
+
+
+def gallery_heatmaps(loaded, folder):
+    """The heatmaps of the gallery's images, HEATMAP_ROWS a figure, with generate_heatmaps.py's memory draws."""
+    generator, auxiliary = eval_generators(loaded.checkpoint.seed)
+    paths = []
+    for start in range(0, FLAGS.images, HEATMAP_ROWS):
+        indices = torch.arange(start, min(start + HEATMAP_ROWS, FLAGS.images, len(loaded.data.test_labels)))
+        if not len(indices):
+            break
+        images, labels = loaded.data.test_batch(indices)
+        memory, other = loaded.data.memory_set(generator), loaded.data.memory_set(auxiliary)
+        path = folder / f"heatmaps_{start}.png"
+        explanations.heatmap_figure(path, loaded.model, loaded.data, images, labels, memory, other, FLAGS.n_steps,
+                                    first_index=start)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,100 @@
+"""report.py: the HTML report of a root, opened in a real browser (headless Chromium through Playwright), and its
+refusals. The screenshot of the tiny report is kept in tests/artifacts/ (not committed)."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY, run_script
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """std and encoder_memory on DIGITS, 2 runs of 2 epochs each, with validation accuracy in the histories."""
+    root = tmp_path_factory.mktemp("report") / "models"
+    for modality in ("std", "encoder_memory"):
+        run_script("train.py", f"--modality={modality}", f"--config={TINY}", "--runs=2", "--epochs=2",
+                   "--set=eval_every=1", f"--output_dir={root}")
+    return root
+
+
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("the report test needs Chromium: install Debian's chromium (apt-get install chromium), as make "
+                    "test does; it does not skip without it")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_root, tmp_path):
+    output = tmp_path / "report"
+    out = run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--images=2", "--n_steps=4").stdout
+    assert "Written:" in out and (output / "index.html").is_file()
+    with browser() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = chromium.new_page(viewport={"width": 1366, "height": 900})
+        errors, failed = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto((output / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+        text = page.inner_text("body")
+        galleries = page.evaluate("Array.from(document.querySelectorAll('.gallery')).map(g => "
+                                  "[g.dataset.checkpoint, g.querySelectorAll('img').length])")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report_tiny.png"), full_page=True)
+        chromium.close()
+    assert not errors and not failed, (errors, failed)
+    assert images and all(width > 0 for _, width in images), images
+    assert not any(src.startswith("http") for src, _ in images), "the page loads no remote asset"
+    for modality in ("std", "encoder_memory"):
+        results = json.loads((tiny_root / "DIGITS" / modality / "shufflenet" / "128" / "results.json").read_text())
+        assert f"{results['mean']:.2f} ± {results['std']:.2f}" in text, modality
+    checkpoint = str(tiny_root / "DIGITS" / "encoder_memory" / "shufflenet" / "128" / "1.pt")
+    assert [g[0] for g in galleries] == [checkpoint], "one gallery, of the memory head's first run"
+    assert galleries[0][1] == 2 + 1, "its 2 memory images and 1 heatmap figure"
+    gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_128"
+    assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png"]
+    assert "Learning curves" in text and "Curves missing" not in text
+
+
+def test_a_run_without_history_gets_its_tables_and_its_curves_marked_missing(tiny_root, tmp_path):
+    root = tmp_path / "old"
+    shutil.copytree(tiny_root / "DIGITS" / "std", root / "DIGITS" / "std")
+    path = root / "DIGITS" / "std" / "shufflenet" / "128" / "results.json"
+    results = json.loads(path.read_text())
+    for run in results["runs"]:
+        del run["history"]
+    path.write_text(json.dumps(results))
+    run_script("report.py", f"--root={root}", f"--output={tmp_path / 'r'}")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "Curves missing" in page and f"{results['mean']:.2f} ± {results['std']:.2f}" in page
+
+
+@pytest.mark.parametrize("case", ["empty", "file", "other", "unwritable"])
+def test_report_refuses_what_it_cannot_report_in_one_line(tiny_root, tmp_path, case):
+    root, output = tiny_root, tmp_path / "r"
+    if case == "empty":
+        root = tmp_path / "empty"
+        root.mkdir()
+    elif case == "file":
+        root = tmp_path / "a.txt"
+        root.write_text("x")
+    elif case == "other":
+        root = tmp_path / "other"
+        (root / "x").mkdir(parents=True)
+        (root / "x" / "results.json").write_text("[1, 2]")
+    else:
+        output = tmp_path / "a-file"
+        output.write_text("x")
+    result = run_script("report.py", f"--root={root}", f"--output={output}", check=False)
+    assert result.returncode == 1 and result.stderr.strip().startswith("error:"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
