@@ -15,7 +15,7 @@ import datasets
 from architectures import Classifier, build_model, head_entry
 from base.errors import UserError
 from base.files import writable_folder
-from core import evaluation, results, runtime
+from core import autotune, evaluation, results, runtime
 from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
                               save_training_state)
 from core import config as config_module
@@ -243,12 +243,16 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
                                              autoaugment_per_image=config.autoaugment_per_image)
 
     first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before training
+    tuning = {"source": "set"}
+    if any(not (config.save and continue_train and folder.record(run) is not None) for run in runs):
+        execution, tuning = choose_execution(config, modality, device, min(config.batch_size_train, len(first.subset)),
+                                             mem_examples, distributed)
     memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""
     print(f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
           f"SizeTrain:{len(first.subset)} | SizeVal:{len(first.validation)} | {memory}"
           f"Epochs:{config.dataset.num_epochs} | Precision:{execution.names()['precision']} | "
-          f"MemoryFormat:{execution.names()['memory_format']} | CPU:{runtime.cpu_capability()} | "
-          f"Runs:{runs[0]}..{runs[-1]} of {config.runs}"
+          f"MemoryFormat:{execution.names()['memory_format']} ({autotune.describe(tuning)}) | "
+          f"CPU:{runtime.cpu_capability()} | Runs:{runs[0]}..{runs[-1]} of {config.runs}"
           + (f" | Ranks:{distributed.world_size}" if distributed else ""), flush=True)
 
     if config.save and continue_train:
@@ -268,7 +272,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
                       f"taking it over", flush=True)
             data = first if run == runs[0] else run_data(run)
             record = train_and_evaluate(config, modality, run, data, device, execution, folder, continue_train,
-                                        log_interval, distributed)
+                                        log_interval, distributed, tuning)
         finally:
             if lock is not None:
                 lock.release()
@@ -310,6 +314,34 @@ def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int
     return validate
 
 
+def choose_execution(config: Config, modality: str, device: torch.device, batch_size: int, mem_examples: int,
+                     distributed: Optional[Distributed] = None):
+    """(how the run computes, how that was chosen): ``precision`` / ``memory_format`` auto are measured on this
+    machine or read from the autotune cache (core/autotune.py). Under torchrun rank 0 decides and the other ranks
+    read its answer."""
+    uses_memory = head_entry(modality).uses_memory
+
+    def step_for(execution: runtime.Execution):
+        model = make_model(config, modality).to(device).to(memory_format=execution.memory_format).train()
+        optimizer, scaler = make_optimizer(model, config.optimizer), torch.amp.GradScaler(
+            device.type, enabled=execution.autocast == torch.float16)
+        images = torch.randn(batch_size, 3, 32, 32, device=device)
+        labels = torch.randint(config.dataset.num_classes, (batch_size,), device=device)
+        memory = datasets.MemorySet(torch.arange(mem_examples), torch.randn(mem_examples, 3, 32, 32, device=device),
+                                    torch.randint(config.dataset.num_classes, (mem_examples,), device=device)
+                                    ) if uses_memory else None
+        return lambda: training_step(model, optimizer, scaler, images, labels, memory, execution, device,
+                                     config.label_smoothing)[0].item()
+
+    def resolve():
+        return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for)
+    if distributed is None:
+        return resolve()
+    chosen = resolve() if distributed.is_main else None
+    distributed.barrier()
+    return chosen or resolve()
+
+
 def make_model(config: Config, modality: str) -> Classifier:
     """The run's model; options it cannot be built with (a self_attention position that is no feature map, given
     prototypes of the wrong shape...) are a ConfigError."""
@@ -343,7 +375,8 @@ def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, cont
 
 def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.ExperimentData, device: torch.device,
                        execution: runtime.Execution, folder: ExperimentFolder, continue_train: bool,
-                       log_interval: int, distributed: Optional[Distributed] = None) -> Optional[dict]:
+                       log_interval: int, distributed: Optional[Distributed] = None,
+                       tuning: Optional[dict] = None) -> Optional[dict]:
     """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record (None
     on the ranks other than 0 of a data-parallel run: they train, and wait while rank 0 evaluates and saves)."""
     start = time.time()
@@ -376,6 +409,7 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               "memory_pool_size": len(data.memory_pool) if model.uses_memory else None, **execution.names(),
               "eval_precision": runtime.precision_name(eval_autocast), "machine": runtime.describe_machine(device),
               "ranks": distributed.world_size if distributed else 1, "history": epoch_log.entries,
+              "autotune": tuning or {"source": "set"},
               **settings}
     if config.save:
         metadata = RunMetadata(model_name=config.model, modality=modality, dataset_name=config.dataset_name,

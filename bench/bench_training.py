@@ -5,6 +5,8 @@
     python bench/bench_training.py --sections=training --steps=3 --rounds=3
 
 Sections (all printed as Markdown tables, with the machine they were measured on):
+- autotune: the seconds precision/memory_format auto spend measuring on the first run of a cell, and on later ones.
+- wholerun: train.py with its defaults against the paper's computation (fp32 NCHW), 2 epochs of 1024 images.
 - training: input images/s of the real train.py step (batch 128 from ExperimentData, a memory set of 100 for
   memory heads, forward, backward, SGD update) per network x modality x lever, as the median over interleaved
   rounds, and each lever's ratio to the paper's step (fp32, contiguous NCHW, glibc's default allocator).
@@ -39,6 +41,7 @@ from core import evaluation, runtime  # noqa: E402
 from core.runtime import Execution  # noqa: E402
 
 NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
+WARMUP_STEPS = 2  # per lever, before the timed rounds (kernel creation); their cost is reported on its own
 BATCH, MEMORY, TRAIN_EXAMPLES = 128, 100, 5000
 
 
@@ -98,17 +101,20 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
     train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
     data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
                                          mem_examples=MEMORY, device=device)
-    rows = []
+    rows, stability = [], []
     for network in networks:
         auto = Execution.resolve("auto", "auto", device, network)
         for modality in modalities:
             levers = levers_for(device, all_bf16 or network == "mobilenet")
-            trials = []
+            trials, first_step = [], {}
             for lever in levers:
                 runtime.keep_freed_memory(lever.allocator)
                 try:
                     trials.append((lever, make_step(network, modality, lever, device, data), []))
-                    trials[-1][1]()  # warm-up (and compilation)
+                    started = time.perf_counter()
+                    for _ in range(WARMUP_STEPS):  # kernel creation per shape and lever (and compilation)
+                        trials[-1][1]()
+                        first_step.setdefault(lever.name, time.perf_counter() - started)
                 except Exception as error:  # a lever that does not run here is reported, not fatal
                     print(f"  {network} {modality} {lever.name}: failed ({type(error).__name__}: {error})")
                     trials.pop()
@@ -127,7 +133,10 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
             speeds = {lever.name: statistics.median(values) for lever, _, values in trials}
             auto_name = next(lever.name for lever, _, _ in trials if lever.allocator == (device.type == "cpu")
                              and lever.execution == auto and not lever.compile_mode)
+            winners = [max(trials, key=lambda t: t[2][r])[0].name for r in range(rounds)]
             rows.append((network, modality, speeds, auto_name))
+            stability.append((network, modality, {lever.name: (min(v), max(v)) for lever, _, v in trials},
+                              first_step, winners))
             print(f"  measured {network} {modality}: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()),
                   flush=True)
     runtime.keep_freed_memory(device.type == "cpu")
@@ -141,6 +150,16 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
         cells = [f"{speeds[n]:.1f} ({speeds[n] / base:.2f}x)" if n in speeds else "-" for n in names]
         print(f"| {network} | {modality} | " + " | ".join(cells) + f" | {auto_name} | "
               f"**{speeds[auto_name] / base:.2f}x** |")
+    print(f"\n### Training: steady state against the first steps (kernel creation), and the spread over the {rounds} "
+          f"rounds\n")
+    print("| network | modality | lever | first step s | images/s min-max over rounds | fastest lever in every round |")
+    print("|---|---|---|---|---|---|")
+    for network, modality, spread, first_step, winners in stability:
+        same = winners[0] if len(set(winners)) == 1 else "differs: " + ", ".join(winners)
+        for name, (low, high) in spread.items():
+            print(f"| {network} | {modality} | {name} | {first_step.get(name, float('nan')):.2f} | {low:.1f}-{high:.1f} "
+                  f"| {same} |")
+            same = ""
     return rows
 
 
@@ -220,6 +239,59 @@ def measure_data(device, training_rows):
             print(f"| {network} {modality} | {epoch:.1f} | {produce:.3f} | {100 * produce / (epoch + produce):.2f}% |")
 
 
+def measure_autotune(networks, modalities, device):
+    """What precision/memory_format auto cost a run: the first run of a cell measures, later ones read the cache."""
+    from core.config import load_config
+
+    print(f"\n### Autotune: seconds the first run of a cell spends choosing its levers, and a later run (batch {BATCH}, "
+          f"memory {MEMORY})\n")
+    print("| network | modality | chosen | first run s | later runs s |\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for network in networks:
+            for modality in modalities:
+                config = load_config(REPO / "config" / "train.yaml", {"model": network, "dataset": "CIFAR10"},
+                                     [f"autotune_cache={folder}/cache.json", "precision=auto", "memory_format=auto"])
+                times, chosen = [], None
+                for _ in range(2):
+                    start = time.perf_counter()
+                    execution, info = training.choose_execution(config, modality, device, BATCH,
+                                                                MEMORY if modality != "std" else 0)
+                    times.append(time.perf_counter() - start)
+                    chosen = info.get("choice", chosen)
+                print(f"| {network} | {modality} | {chosen} | {times[0]:.1f} | {times[1]:.2f} |", flush=True)
+
+
+def measure_whole_run(device, images=1024, epochs=2):
+    """What a user feels: train.py with its defaults (autotune measured in the first run, read in the second) against
+    the paper's computation (fp32, contiguous NCHW), MobileNetV2, 2 epochs of 1024 real CIFAR-10 images when the
+    shared subset is there (else DIGITS), one process."""
+    subset = REPO.parent / "shared" / "data" / "cifar10-subset"
+    if (subset / "cifar-10-batches-py").is_dir():
+        data = ["--dataset=CIFAR10", f"--set=dataset_dir={subset}", "--set=download=false", "--set=CIFAR10.val_examples=600"]
+        name = "CIFAR-10 subset"
+    else:
+        data = ["--dataset=DIGITS", "--set=DIGITS={num_classes: 10, num_epochs: 2, mem_examples: 100, val_examples: 200}"]
+        name, images = "DIGITS", min(images, 1097)
+    print(f"\n### Whole run: train.py, MobileNetV2, {images} {name} images x {epochs} epochs, 1 run (training and "
+          f"evaluation, wall seconds)\n")
+    print("| modality | paper's computation (fp32 NCHW) | defaults, first run (autotune measures) | defaults, cached | "
+          "speed-up (cached) |\n|---|---|---|---|---|")
+    for modality in ("std", "encoder_memory"):
+        with tempfile.TemporaryDirectory() as folder:
+            base = [sys.executable, "train.py", "--config=config/train.yaml", f"--modality={modality}", "--model=mobilenet",
+                    f"--train_examples={images}", f"--epochs={epochs}", "--runs=1", *data,
+                    f"--set=autotune_cache={folder}/cache.json"]
+            seconds = []
+            for extra, output in ((["--precision=fp32", "--memory_format=contiguous"], "paper"), ([], "first"),
+                                  ([], "second")):
+                start = time.perf_counter()
+                subprocess.run([*base, *extra, f"--output_dir={folder}/{output}"], cwd=REPO, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                seconds.append(time.perf_counter() - start)
+        print(f"| {modality} | {seconds[0]:.1f} | {seconds[1]:.1f} | {seconds[2]:.1f} | **{seconds[0] / seconds[2]:.2f}x** |",
+              flush=True)
+
+
 def measure_parallel(device, worker_counts, runs=4):
     print(f"\n### Parallel runs: {runs} DIGITS encoder_memory runs (config/digits.yaml, 2 epochs), wall time\n")
     print("| processes | threads each | seconds | runs / hour | speed-up |\n|---|---|---|---|---|")
@@ -240,7 +312,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", default=",".join(NETWORKS))
     parser.add_argument("--modalities", default="std,encoder_memory")
-    parser.add_argument("--sections", default="training,evaluation,layer,data,parallel")
+    parser.add_argument("--sections", default="training,autotune,wholerun,evaluation,layer,data,parallel")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     parser.add_argument("--all_bf16", action="store_true", help="measure emulated bf16 on every network too")
@@ -256,6 +328,10 @@ def main():
     if "training" in sections or "data" in sections:
         rows = measure_training(args.networks.split(","), args.modalities.split(","), device, args.steps,
                                 args.rounds, args.all_bf16)
+    if "autotune" in sections:
+        measure_autotune(args.networks.split(","), args.modalities.split(","), device)
+    if "wholerun" in sections:
+        measure_whole_run(device)
     if "evaluation" in sections:
         measure_evaluation(device)
     if "layer" in sections:

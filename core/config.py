@@ -56,7 +56,7 @@ def dataset_names() -> Tuple[str, ...]:
 MAX_RUNS = 10_000  # more seeded runs than anyone trains: a typo (runs: 1e11 would take minutes to be refused)
 
 # Keys that do not change a run's numbers: how many runs, whether to save, where the data are, the device.
-NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard")
+NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard", "autotune_cache")
 
 
 def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
@@ -287,6 +287,8 @@ class Config:
     autoaugment_per_image: bool = True  # augment: autoaugment: a sub-policy per image (the ViT code); false: per batch
     heads: HeadConfig = HeadConfig()  # options of the heads beyond the paper's
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
+    autotune_cache: Optional[str] = None  # precision/memory_format auto: where measured choices are kept (default:
+    # $XDG_CACHE_HOME/memory-wrap/autotune.json)
     eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
     tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
 

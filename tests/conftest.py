@@ -4,6 +4,8 @@ import pathlib
 # `make test` runs the tests in 2 processes (pytest-xdist, -n 2): every test process and every script it starts
 # uses one thread, so that two of them share 2 cores without fighting over them.
 os.environ["OMP_NUM_THREADS"] = "1"
+# precision/memory_format auto keep their measured choice in a cache of the tests' own, never the user's
+os.environ["XDG_CACHE_HOME"] = os.path.join(__import__("tempfile").mkdtemp(prefix="memory-wrap-tests-"), "cache")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
