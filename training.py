@@ -30,12 +30,14 @@ class TrainingDiverged(UserError, RuntimeError):
 
 
 def make_optimizer(model: torch.nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (the paper's CNNs) or Adam with betas 0.9, 0.999 (its ViT)."""
+    """SGD with Nesterov momentum (the paper's CNNs) or Adam with betas 0.9, 0.999 (its ViT). Multi-tensor
+    (foreach) updates: torch picks them on GPUs only by default; on a CPU they halve the optimizer's time and give
+    the same numbers bit for bit (tests/test_training.py)."""
     if config.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, foreach=True)
     return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.nesterov)
+                           weight_decay=config.weight_decay, nesterov=config.nesterov, foreach=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):

@@ -92,7 +92,7 @@ def make_step(network, modality, lever, device, data):
             batches = data.batches(BATCH, generator)
             batch = next(batches)
         memory = data.memory_set(generator) if modality != "std" else None
-        loss = training.training_step(model, optimizer, scaler, *batch, memory, lever.execution, device)
+        loss, _ = training.training_step(model, optimizer, scaler, *batch, memory, lever.execution, device)
         loss.item()  # the train.py loop reads the loss every step
     return step
 

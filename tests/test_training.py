@@ -107,3 +107,23 @@ def test_tensorboard_without_the_package_is_refused_in_one_line(monkeypatch):
     with pytest.raises(TensorBoardMissing, match=r"tensorboard: true needs the tensorboard package .*pip install "
                                                   r"tensorboard"):
         EpochLog(1, tensorboard_dir="tb")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_multi_tensor_optimizer_step_gives_the_single_tensor_numbers(name):
+    settings = ["optimizer={learning_rate: 0.1, weight_decay: 5e-4, name: adam}"] if name == "adam" else []
+    config = load_config(TINY, {}, settings).optimizer
+    weights = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = build_model("shufflenet", "std", 10)
+        optimizer = training.make_optimizer(model, config)
+        if not foreach:
+            optimizer = type(optimizer)(model.parameters(), **{**optimizer.defaults, "foreach": False})
+        images, labels = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
+        for _ in range(3):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
