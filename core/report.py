@@ -24,7 +24,7 @@ import yaml
 from base.files import atomic_write_bytes
 from .tables import BuiltTable, Row, build_tables, read_results
 
-TEMPLATE = Path(__file__).with_name("report.html.j2")
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html.j2"
 
 
 @dataclass
