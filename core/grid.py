@@ -194,6 +194,11 @@ class Grid:
         for name, variant in variants.items():  # copies of the grid in folders of their own
             cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, runs,
                                 list(raw.get("settings") or []) + list(variant.get("settings") or []), name, path)
+        for special in raw.get("cells") or []:  # an entry that matches no cell would be silently ignored
+            where = special.get("where") or {}
+            if not any(all(getattr(cell, key) == value for key, value in where.items()) for cell in cells):
+                raise ConfigError(f"grid {path}: cells: the entry where {shown(where)} matches no cell of the grid "
+                                  f"(its keys: {', '.join(CELL_KEYS)}); fix its values or drop it")
         return cls(Path(path), cells)
 
     @staticmethod

@@ -94,10 +94,30 @@ def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[R
         values = [v for v in (value(run, config) for run in runs) if v is not None]
         validation = [entries[-1]["val_accuracy"] for entries in (run.get("history") or [] for run in runs)
                       if entries and entries[-1].get("val_accuracy") is not None]
+        settings = result_settings(config, path)
+        check_runs_agree(path.parent, runs, settings)
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
                         values, config.get("runs"), path.parent, variant_of(root, path.parent),
-                        settings=result_settings(config, path), val_values=validation))
+                        settings=settings, val_values=validation))
     return rows
+
+
+def check_runs_agree(folder: Path, runs: List[dict], settings: Dict[str, Any]) -> None:
+    """A TableError when a run's record was made with other settings (other than its seed) than its experiment's:
+    its numbers would be averaged with runs of another configuration."""
+    for run in runs:
+        record_path = folder / f"{run.get('run')}.json"
+        if not settings or not record_path.is_file():
+            continue
+        record = read_json(record_path)
+        saved = result_settings(record.get("config") or {}, record_path) if isinstance(record, dict) else {}
+        differing = sorted(key for key in set(saved) | set(settings) if saved and saved.get(key) != settings.get(key))
+        if differing:
+            key = differing[0]
+            raise TableError(f"{folder}: run {run.get('run')} was made with other settings than the experiment's "
+                             f"({key} {saved.get(key)!r}, the experiment's {settings.get(key)!r}"
+                             + (f", and {len(differing) - 1} more" if len(differing) > 1 else "") + "): its accuracy "
+                             f"cannot be averaged with the others; move it away, or train it again")
 
 
 def read_json(path: Path) -> Any:

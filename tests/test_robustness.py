@@ -135,6 +135,8 @@ def grid_file(tmp_path, **changes):
     ({"train_examples": [64.9]}, "train_examples: [64.9] are not positive whole numbers"),
     ({"train_examples": ["sixty"]}, "train_examples: ['sixty'] are not positive whole numbers"),
     ({"cells": [3]}, "cells: expected a list of"),
+    ({"cells": [{"where": {"network": "shufflenet"}, "settings": ["eval_every=1"]}]}, "cells: expected a list of"),
+    ({"cells": [{"where": {"modality": "deepncm"}, "settings": ["eval_every=1"]}]}, "matches no cell of the grid"),
     ({"settings": "precision=fp32"}, "settings: expected a list of key=value strings"),
     ({"modalities": ["std", "std"]}, "modalities: ['std'] appear more than once"),
     ({"networks": ["nonet"]}, "networks: ['nonet'] are not among"),
@@ -358,3 +360,15 @@ def test_fuzz_end_to_end_a_script_ends_in_one_error_line_and_writes_nothing(tmp_
                         f"--set={mutation}", check=False)
     assert result.returncode == 1 and result.stderr.strip().startswith("error:"), result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_cell_whose_runs_differ_in_a_setting_is_an_error(tmp_path):
+    folder = tmp_path / "root" / "DIGITS" / "std" / "shufflenet" / "128"
+    config = load_config(TINY).to_dict()
+    other = load_config(TINY, {"epochs": 3}).to_dict()
+    write_results(folder, {**GOOD, "config": config, "runs": [{"run": 1, "accuracy": 50.0}, {"run": 2, "accuracy": 60.0}]})
+    (folder / "1.json").write_text(json.dumps({"run": 1, "accuracy": 50.0, "config": config}))
+    (folder / "2.json").write_text(json.dumps({"run": 2, "accuracy": 60.0, "config": other}))
+    with pytest.raises(TableError, match=r"run 2 was made with other settings than the experiment's \(DIGITS.num_epochs "
+                                         r"3, the experiment's 1"):
+        collect_accuracy(tmp_path / "root")
