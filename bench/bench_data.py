@@ -6,8 +6,9 @@ Run: python bench/bench_data.py [--train_steps 3]
    any of SVHN/CIFAR10/CINIC10 under --dataset_dir).
 2. For 5000 training examples (CIFAR10-shaped uint8 images, random pixels: batch cost does not depend
    on content): time to produce one epoch of training batches (index shuffle, gather, flip, normalise)
-   plus one memory set of 100 per step, vs the time of mobilenet encoder_memory training steps on the
-   same batches. Training is timed on --train_steps steps and scaled to the epoch's step count.
+   plus one memory set of 100 per step, with AutoAugment a sub-policy per image (the ViT code's, the default)
+   and per batch, vs the time of mobilenet encoder_memory training steps on the same batches. Training is
+   timed on --train_steps steps and scaled to the epoch's step count.
 """
 import argparse
 import pathlib
@@ -47,17 +48,18 @@ def main():
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (n,), generator=generator)
     fake = D.ImageSet(images, labels, D.CIFAR10_CLASSES)
-    data = D.ExperimentData.build(D.get_spec("CIFAR10"), fake, fake, args.train_examples, 6000, seed=0,
-                                  mem_examples=100)
-    batch_size, steps = 128, data.steps_per_epoch(128)
+    batch_size = 128
 
-    start = time.perf_counter()
-    batches = []
-    for indices in data.train_batches(batch_size, generator):
-        inputs, targets = data.train_batch(indices, generator)
-        memory = data.memory_batch(data.draw_memory(100, generator))
-        batches.append((inputs, targets, memory))
-    batch_seconds = time.perf_counter() - start
+    def epoch(augment: str, per_image: bool = True) -> tuple:
+        data = D.ExperimentData.build(D.get_spec("CIFAR10"), fake, fake, args.train_examples, 6000, seed=0,
+                                      mem_examples=100, augment=augment, autoaugment_per_image=per_image)
+        start, batches = time.perf_counter(), []
+        for inputs, targets in data.batches(batch_size, generator):
+            batches.append((inputs, targets, data.memory_set(generator).images))
+        return time.perf_counter() - start, batches, data.steps_per_epoch(batch_size)
+
+    batch_seconds, batches, steps = epoch("flip")
+    autoaugment = {per_image: epoch("autoaugment", per_image)[0] for per_image in (True, False)}
 
     torch.manual_seed(0)
     model = build_model("mobilenet", "encoder_memory", 10)
@@ -77,10 +79,13 @@ def main():
 
     print(f"\n{args.train_examples} training examples, batch {batch_size}, {steps} steps/epoch, memory 100, "
           f"{torch.get_num_threads()} threads")
-    print("| work | seconds per epoch | share of training |\n|---|---|---|")
+    print("| work | seconds per epoch | share of the fp32 training step |\n|---|---|---|")
     print(f"| batch production (shuffle, gather, flip, normalise, memory draw) | {batch_seconds:.3f} | "
           f"{100 * batch_seconds / train_seconds:.2f}% |")
-    print(f"| mobilenet encoder_memory training (from {args.train_steps} steps) | {train_seconds:.1f} | 100% |")
+    for per_image, seconds in autoaugment.items():
+        print(f"| the same with AutoAugment, a sub-policy per {'image (default)' if per_image else 'batch'} | "
+              f"{seconds:.2f} | {100 * seconds / train_seconds:.1f}% |")
+    print(f"| mobilenet encoder_memory training, fp32 (from {args.train_steps} steps) | {train_seconds:.1f} | 100% |")
 
 
 if __name__ == "__main__":
