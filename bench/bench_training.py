@@ -11,7 +11,7 @@ Sections (all printed as Markdown tables, with the machine they were measured on
   memory heads, forward, backward, SGD update) per network x modality x lever, as the median over interleaved
   rounds, and each lever's ratio to the paper's step (fp32, contiguous NCHW, glibc's default allocator).
   Levers: the allocator (runtime.keep_freed_memory), channels_last, bf16 autocast; 'auto' is what
-  precision: auto + memory_format: auto pick on this machine. On a CUDA GPU: fp16 + GradScaler,
+  precision: auto + memory_format: auto pick on this machine (measured by core/autotune.py for each cell). On a CUDA GPU: fp16 + GradScaler,
   channels_last, torch.compile.
 - evaluation: a memory model's test accuracy over 5 memory draws plus explanation accuracy, on features
   encoded once (core/evaluation.py) against the batch-by-batch path that encodes test batch and memory anew
@@ -97,14 +97,24 @@ def make_step(network, modality, lever, device, data):
     return step
 
 
+def autotuned(network, modality, device, cache_folder):
+    """What precision/memory_format auto choose for this cell on this machine (core/autotune.py), measured once."""
+    from core.config import load_config
+
+    config = load_config(REPO / "config" / "train.yaml", {"model": network, "dataset": "CIFAR10"},
+                         [f"autotune_cache={cache_folder}/cache.json", "precision=auto", "memory_format=auto"])
+    return training.choose_execution(config, modality, device, BATCH, MEMORY if modality != "std" else 0)[0]
+
+
 def measure_training(networks, modalities, device, steps, rounds, all_bf16):
     train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
     data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
                                          mem_examples=MEMORY, device=device)
     rows, stability = [], []
+    tuned_cache = tempfile.mkdtemp(prefix="bench-autotune-")
     for network in networks:
-        auto = Execution.resolve("auto", "auto", device, network)
         for modality in modalities:
+            auto = autotuned(network, modality, device, tuned_cache)
             levers = levers_for(device, all_bf16 or network == "mobilenet")
             trials, first_step = [], {}
             for lever in levers:
