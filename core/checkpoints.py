@@ -105,7 +105,8 @@ class Checkpoint:
         try:
             return Config.from_dict(self.metadata.config)
         except ConfigError as error:
-            raise CheckpointError(f"{self.path}: the config it recorded is not valid for this version ({error})"
+            reason = " ".join(str(error).split())  # one line
+            raise CheckpointError(f"{self.path}: the config it recorded is not valid for this version ({reason})"
                                   ) from None
 
     @staticmethod

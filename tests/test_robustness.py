@@ -372,3 +372,13 @@ def test_a_cell_whose_runs_differ_in_a_setting_is_an_error(tmp_path):
     with pytest.raises(TableError, match=r"run 2 was made with other settings than the experiment's \(DIGITS.num_epochs "
                                          r"3, the experiment's 1"):
         collect_accuracy(tmp_path / "root")
+
+
+def test_a_checkpoint_whose_saved_config_is_invalid_is_named(tmp_path):
+    config = load_config(TINY).to_dict()
+    config["optimizer"]["learning_rate"] = "fast"
+    torch.save({"model_state_dict": {}, "model_name": "shufflenet", "modality": "std", "dataset_name": "DIGITS",
+                "train_examples": 128, "config": config}, tmp_path / "1.pt")
+    result = run_script("eval.py", f"--path_model={tmp_path / '1.pt'}", check=False)
+    assert result.returncode == 1 and f"{tmp_path / '1.pt'}: the config it recorded is not valid" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
