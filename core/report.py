@@ -178,8 +178,8 @@ class Report:
         atomic_write_bytes(path, lambda f: f.write(text.encode()))
         runs = len(cell.histories)
         return {"config": f"{configs.name}/{path.name}",
-                "command": f"python train.py --config={configs.name}/{path.name} --modality={cell.row.modality} "
-                           f"--output_dir=models  # {runs} run{'s' if runs != 1 else ''}, seeds 0..{runs - 1}"}
+                "command": f"python train.py --config={path} --modality={cell.row.modality} --output_dir=models"
+                           f"  # {runs} run{'s' if runs != 1 else ''}, seeds 0..{runs - 1}"}
 
     def render(self, path: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> None:
         import jinja2
