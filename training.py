@@ -216,6 +216,10 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     device = runtime.choose_device(config.device)
     if distributed is not None:
         device = distributed.device(device)
+        if config.eval_every:
+            raise ConfigError("eval_every does not combine with torchrun (the validation pass would change the "
+                              "memory format of parameters that DistributedDataParallel holds): train without it, or "
+                              "in one process")
         if config.sync_batchnorm and device.type != "cuda":
             raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
     main = distributed is None or distributed.is_main
