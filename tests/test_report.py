@@ -8,6 +8,7 @@ import pytest
 
 from helpers import TINY, run_script
 
+pytestmark = pytest.mark.xdist_group("report")  # the module's tiny root is trained once, in one worker
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
