@@ -8,8 +8,9 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
 
     candidates   fp32 and, where the CPU has native bf16, bf16; x channels_last and contiguous (an explicit setting
                  keeps its value); on CUDA the rule stays (fp16 + channels_last, the paper's AMP)
-    timing       one warm-up step (kernel creation), then timed steps; a candidate whose warm-up alone is 3x slower
-                 than the best timed step so far is not timed further
+    timing       one warm-up step each (kernel creation), then rounds of one timed step per candidate, interleaved
+                 so that the machine's moments hit every candidate alike; a candidate whose warm-up took twice the
+                 fastest warm-up is not timed further
     choice       the fastest; bf16 only when it beats fp32 by more than 10% (precision changes numbers)
 
 The answer is cached in a JSON file (``autotune_cache``, default ``$XDG_CACHE_HOME/memory-wrap/autotune.json``) keyed
@@ -35,7 +36,7 @@ from . import runtime
 from .config import Config
 
 TIMED_STEPS = 2
-PRUNE_FACTOR = 3.0  # a candidate whose warm-up step is this much slower than the best timed step is not timed
+PRUNE_FACTOR = 2.0  # a candidate whose warm-up step is this much slower than the fastest warm-up is not timed
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes less than 90% of fp32's
 
 
@@ -84,23 +85,23 @@ def cache_key(config: Config, modality: str, device: torch.device, batch_size: i
 
 def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Execution], Callable[[], None]]
             ) -> Dict[str, float]:
-    """Seconds per step of each lever (the median of TIMED_STEPS after a warm-up step)."""
-    timings: Dict[str, float] = {}
+    """Seconds per step of each lever: a warm-up step each, then TIMED_STEPS rounds of one step per lever,
+    interleaved (a slow moment of the machine, or its warming up, hits every lever alike); the median. A lever
+    whose warm-up took PRUNE_FACTOR times the fastest warm-up is not timed further (its warm-up stands for it)."""
+    steps, warmups = {}, {}
     for lever in levers:
-        step = step_for(lever)
+        steps[lever_name(lever)] = step_for(lever)
         started = time.perf_counter()
-        step()  # warm-up: oneDNN creates its kernels for these shapes and this lever
-        warmup = time.perf_counter() - started
-        if timings and warmup > PRUNE_FACTOR * min(timings.values()):
-            timings[lever_name(lever)] = warmup  # far behind already: its warm-up stands for it
-            continue
-        seconds = []
-        for _ in range(TIMED_STEPS):
+        steps[lever_name(lever)]()  # warm-up: oneDNN creates its kernels for these shapes and this lever
+        warmups[lever_name(lever)] = time.perf_counter() - started
+    timed = [name for name in steps if warmups[name] <= PRUNE_FACTOR * min(warmups.values())]
+    seconds: Dict[str, List[float]] = {name: [] for name in timed}
+    for _ in range(TIMED_STEPS):
+        for name in timed:
             started = time.perf_counter()
-            step()
-            seconds.append(time.perf_counter() - started)
-        timings[lever_name(lever)] = statistics.median(seconds)
-    return timings
+            steps[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(seconds[name]) if name in seconds else warmups[name] for name in steps}
 
 
 def resolve(config: Config, modality: str, device: torch.device, batch_size: int, mem_examples: int,

@@ -44,12 +44,14 @@ def fake_steps(seconds_by_lever, calls):
 def test_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda: True)
     config = load_config(TINY, {}, ["precision=auto", "memory_format=auto", f"autotune_cache={tmp_path / 'c.json'}"])
-    speeds = {"fp32 channels_last": 0.03, "fp32 contiguous": 0.01, "bf16 channels_last": 0.002,
-              "bf16 contiguous": 0.05}
+    speeds = {"fp32 channels_last": 0.05, "fp32 contiguous": 0.015, "bf16 channels_last": 0.01,
+              "bf16 contiguous": 0.08}
     calls = []
     execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "measured" and autotune.lever_name(execution) == "bf16 channels_last"
     assert calls.count("bf16 contiguous") == 1, "a candidate far behind after its warm-up is not timed further"
+    assert calls[:4] == list(speeds) and calls[4:6] == ["fp32 contiguous", "bf16 channels_last"], \
+        "warm-ups first, then rounds interleaving the candidates"
     assert calls.count("fp32 contiguous") == 1 + autotune.TIMED_STEPS
     calls.clear()
     again, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
