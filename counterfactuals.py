@@ -23,7 +23,7 @@ from core import results
 from explanations import autoencoders, counterfactuals
 
 flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of a memory head")
-flags.DEFINE_enum("algo", None, list(counterfactuals.GENERATORS), "memory (Memory Wrap's) or proto (CFProto)")
+flags.DEFINE_string("algo", None, f"one of {list(counterfactuals.GENERATORS)}: memory (Memory Wrap's) or proto (CFProto)")
 flags.DEFINE_integer("num_images", None, "the first N test images (default: every one, as the paper)", lower_bound=1)
 flags.DEFINE_integer("max_iterations", counterfactuals.CFProtoSettings.max_iterations, "CFProto's iterations (the "
                      "paper's port: 1000)", lower_bound=1)
@@ -40,6 +40,9 @@ FLAGS = flags.FLAGS
 @aux.exit_on_user_errors
 def main(argv):
     del argv
+    if FLAGS.algo not in counterfactuals.GENERATORS:
+        raise explanations.ExplanationError(f"--algo={FLAGS.algo}: the counterfactual generators are "
+                                            f"{list(counterfactuals.GENERATORS)} (memory: Memory Wrap's, proto: CFProto)")
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
     output_json = Path(FLAGS.output_json or Path(FLAGS.path_models) / f"counterfactuals_{FLAGS.algo}.json")
     writable_folder(refuse_managed_output(output_json, "--output_json").parent)

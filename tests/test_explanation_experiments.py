@@ -185,7 +185,9 @@ def test_the_scripts_and_the_papers_command_names_run_and_refuse_bad_input(train
                      f"--output_json={tmp_path / 'c.json'}").stdout
     assert "im1" in out and "im2" in out and json.loads((tmp_path / "c.json").read_text())["algo"] == "proto"
     unknown = run_script("counterfactuals.py", f"--path_models={folder}", "--algo=gradient", check=False)
-    assert unknown.returncode != 0 and "--algo" in unknown.stderr and "memory" in unknown.stderr
+    assert unknown.returncode == 1 and unknown.stderr.strip() == ("error: --algo=gradient: the counterfactual "
+                                                                   "generators are ['memory', 'proto'] (memory: Memory "
+                                                                   "Wrap's, proto: CFProto)")
     content = torch.load(tmp_path / "aes" / "0" / "full.pt", weights_only=True)
     content["trained_on"]["seed"] = 7
     torch.save(content, tmp_path / "aes" / "0" / "full.pt")
