@@ -89,6 +89,7 @@ def run_workers(grid, runs, todo, changed):
             tail = "\n    ".join(logs[index].read_text(errors="replace").strip().splitlines()[-4:])
             bar.write(f"failed: {name} run {run.run} (exit {code}); its log: {logs[index]}\n    {tail}")
         bar.update(1)
+        sys.stdout.flush()  # a line per run as it ends, also into a file or a pipe (where stdout is block-buffered)
 
     codes = launch.run_commands([run.command() for run in todo], FLAGS.workers, cwd=str(aux.REPO), logs=logs,
                                 finished=finished)

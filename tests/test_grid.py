@@ -1,5 +1,6 @@
 """grid.py, tables.py and data-parallel training with torchrun, on DIGITS."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -39,6 +40,23 @@ def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path
     out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
     assert "3 runs done, 0 running elsewhere, 0 changed, 1 to run" in out
     assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+
+
+def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
+    """stdout to a pipe or a file is block-buffered: the line of the first run must come while the others train."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, "grid.py", f"--grid={grid}", "--workers=1"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = ""
+        while not line.startswith("done:"):
+            line = process.stdout.readline()
+            assert line, "grid.py ended before it printed a finished run"
+        records = list((tmp_path / "models").rglob("[0-9].json"))
+        assert len(records) < 4, f"the first run's line came only after all 4 runs had ended: {records}"
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def test_grid_commands_through_xargs_and_as_job_array_tasks(grid, tmp_path):
