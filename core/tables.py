@@ -381,7 +381,12 @@ class Table:
         import matplotlib.pyplot as plt
 
         panels = list(dict.fromkeys((dataset, model) for dataset, model, _ in self.cells))
-        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, dpi=100)
+        labels = list(dict.fromkeys(label for _, _, label in self.cells))
+        colours, markers = plt.get_cmap("tab20").colors, "osD^vPX<>*"
+        style = {label: dict(color=colours[k % len(colours)], marker=markers[k % len(markers)])
+                 for k, label in enumerate(labels)}  # one look per modality in every panel, 20 before a repeat
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.8, max(3.6, 0.8 + 0.17 * len(labels))),
+                                     squeeze=False, dpi=100)
         for axis, (dataset, model) in zip(axes[0], panels):
             series = [(label, by_size) for (d, m, label), by_size in self.cells.items() if (d, m) == (dataset, model)]
             for k, (modality, by_size) in enumerate(series):
@@ -390,13 +395,17 @@ class Table:
                           if s in by_size and by_size[s].values]
                 if points:
                     positions, means, stds = zip(*points)
-                    axis.errorbar(positions, means, yerr=stds, marker="o", capsize=3, label=modality)
+                    axis.errorbar(positions, means, yerr=stds, capsize=3, label=modality, **style[modality])
             axis.set_xticks(range(len(self.sizes)), [size_label(s) for s in self.sizes])
             axis.set_title(f"{dataset}, {model}", fontsize=10)
             axis.set_xlabel("training examples")
             axis.set_ylabel(ylabel)
             axis.grid(alpha=0.3)
-            axis.legend(fontsize=7)
+        handles = {}
+        for axis in axes[0]:  # one legend beside the panels, where it covers no point
+            for handle, label in zip(*axis.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         figure.suptitle(self.title, fontsize=10)
         figure.tight_layout()
         atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
