@@ -78,7 +78,8 @@ def by_activation(batch: Batch) -> torch.Tensor:
 
 
 def at_random(batch: Batch) -> torch.Tensor:
-    return torch.rand(batch.weights.shape, generator=batch.generator).argsort(dim=1)
+    # drawn on the CPU stream whatever the device (the same examples on a GPU), then moved to the batch's device
+    return torch.rand(batch.weights.shape, generator=batch.generator).argsort(dim=1).to(batch.weights.device)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,18 @@ def test_each_method_picks_the_sample_a_hand_computation_picks():
     assert found.all() and index.item() == 3
 
 
+def test_every_method_orders_the_memory_on_the_batch_device():
+    """On a GPU the random method's CPU stream once gave CPU indices to CUDA tensors (a crash found on an H200):
+    the "meta" device stands in for a GPU here, where no tensor on another device may come back."""
+    B, M, C, H = 3, 5, 4, 6
+    batch = by_example.Batch(*(torch.randn(*shape, device="meta") for shape in ((B, C), (B, M), (B, H), (M, C), (M, H),
+                                                                             (C, H))), torch.Generator().manual_seed(0))
+    for name, picker in by_example.PICKERS.items():
+        order = picker.order(batch)
+        index, found = by_example.first_in_class(order, batch.memory_predictions, batch.predictions)
+        assert (order.device.type, index.device.type, found.device.type) == ("meta",) * 3, name
+
+
 def test_both_metrics_equal_hand_computed_values():
     example = torch.tensor([[1.0, 2.0, 0.0]])
     logits = torch.tensor([[0.0, 4.0, 1.0]])  # predicted class 1
