@@ -224,6 +224,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
             raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
     main = distributed is None or distributed.is_main
     execution = runtime.Execution.resolve(config.precision, config.memory_format, device, config.model)  # fails early
+    autotune.check_cache(config, device)  # a cache path that cannot be written is refused before any work
     if config.tensorboard and config.save:
         summary_writer_class()  # tensorboard: true without the package is refused before any work
     if device.type == "cpu":

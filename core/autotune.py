@@ -30,10 +30,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from base.files import atomic_write_json, exclusive
+from base.files import atomic_write_json, exclusive, writable_folder
 
 from . import runtime
-from .config import Config
+from .config import Config, ConfigError
 
 TIMED_STEPS = 2
 PRUNE_FACTOR = 2.0  # a candidate whose warm-up step is this much slower than the fastest warm-up is not timed
@@ -43,6 +43,20 @@ BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes less than 90% of fp
 def default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "memory-wrap" / "autotune.json"
+
+
+def cache_path(config: Config) -> Path:
+    return Path(config.autotune_cache or default_cache())
+
+
+def check_cache(config: Config, device: torch.device) -> None:
+    """Before any work: where a run that measures keeps its answer must be a file path in a writable folder."""
+    if len(candidates(config.precision, config.memory_format, device)) == 1:
+        return  # nothing is measured: the cache is never opened
+    path = cache_path(config)
+    if path.is_dir():
+        raise ConfigError(f"autotune_cache={path} is a folder: give a file path, e.g. {path / 'autotune.json'}")
+    writable_folder(path.parent, "folder of autotune_cache")
 
 
 def candidates(precision: str, memory_format: str, device: torch.device) -> List[runtime.Execution]:
@@ -112,8 +126,9 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
     if len(levers) == 1:
         execution = levers[0] if device.type == "cpu" or config.precision != "auto" else \
             runtime.Execution.resolve(config.precision, config.memory_format, device, config.model)
-        return execution, {"source": "set" if device.type == "cpu" else "rule"}
-    path = Path(cache or config.autotune_cache or default_cache())
+        pinned = config.precision != "auto" and config.memory_format != "auto"
+        return execution, {"source": "set" if pinned or device.type == "cpu" else "rule"}
+    path = Path(cache) if cache else cache_path(config)
     key = cache_key(config, modality, device, batch_size, mem_examples)
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(path.name + ".lock")):  # concurrent runs: one measures, the others read it

@@ -99,3 +99,36 @@ def test_a_run_says_and_records_how_its_levers_were_chosen(tmp_path):
     assert "(measured earlier on this machine (autotune cache))" in second
     assert json.loads((tmp_path / "b" / "DIGITS" / "std" / "shufflenet" / "128" / "1.json").read_text())[
         "autotune"]["source"] == "cache"
+
+
+def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    cache = tmp_path / "c.json"
+    cache.write_text("{not json")
+    config = load_config(TINY, {}, ["precision=auto", "memory_format=auto", f"autotune_cache={cache}"])
+    speeds = {"fp32 channels_last": 0.02, "fp32 contiguous": 0.01}
+    _, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, []))
+    assert info["source"] == "measured" and list(json.loads(cache.read_text()).values())[0]["choice"] == \
+        "fp32 contiguous"
+
+
+def test_pinned_levers_are_recorded_as_set_on_a_gpu_too():
+    """Runs with both levers pinned said 'the CUDA rule' on a GPU (the README's CIFAR-10 subset records)."""
+    pinned = load_config(TINY, {}, ["precision=bf16", "memory_format=channels_last"])
+    execution, info = autotune.resolve(pinned, "std", torch.device("cuda"), 64, 0, fake_steps({}, []))
+    assert info == {"source": "set"} and autotune.lever_name(execution) == "bf16 channels_last"
+    ruled = load_config(TINY, {}, ["precision=auto", "memory_format=auto"])
+    assert autotune.resolve(ruled, "std", torch.device("cuda"), 64, 0, fake_steps({}, []))[1] == {"source": "rule"}
+
+
+def test_an_autotune_cache_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    args = ["train.py", "--modality=std", f"--config={TINY}", "--precision=auto", "--memory_format=auto"]
+    folder = run_script(*args, f"--set=autotune_cache={tmp_path}", f"--output_dir={tmp_path / 'a'}", check=False)
+    assert folder.returncode == 1 and folder.stderr.strip() == (f"error: autotune_cache={tmp_path} is a folder: give a "
+                                                                f"file path, e.g. {tmp_path / 'autotune.json'}")
+    (tmp_path / "file").write_text("")
+    under_a_file = run_script(*args, f"--set=autotune_cache={tmp_path / 'file' / 'c.json'}",
+                              f"--output_dir={tmp_path / 'b'}", check=False)
+    assert under_a_file.returncode == 1 and "folder of autotune_cache" in under_a_file.stderr
+    assert len(under_a_file.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists(), "nothing written"
