@@ -15,10 +15,12 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import aux  # noqa: E402
 from core.checkpoints import Checkpoint  # noqa: E402
 from explanations import autoencoders  # noqa: E402
 
 
+@aux.exit_on_user_errors
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path_models", type=pathlib.Path, required=True)

@@ -1,6 +1,7 @@
 """The paper's explanation experiments: explanations by example against competitors, and counterfactuals (memory vs
 CFProto) with IM1 / IM2; hand-computed cases, then the scripts as a user runs them."""
 import json
+import re
 
 import pytest
 import torch
@@ -200,6 +201,12 @@ def test_the_scripts_and_the_papers_command_names_run_and_refuse_bad_input(train
     assert unknown.returncode == 1 and unknown.stderr.strip() == ("error: --algo=gradient: the counterfactual "
                                                                    "generators are ['memory', 'proto'] (memory: Memory "
                                                                    "Wrap's, proto: CFProto)")
+    check = run_script("bench/autoencoder_check.py", f"--path_models={folder}", "--run=1",
+                       f"--autoencoders={tmp_path / 'aes' / '0'}").stdout
+    assert re.search(r"the own class's is the best for [0-9.]+% of the images \(chance 10\.0%\)", check), check
+    no_run = run_script("bench/autoencoder_check.py", f"--path_models={folder}", "--run=9", check=False)
+    assert no_run.returncode == 1 and no_run.stderr.strip().startswith("error:") and "9.pt" in no_run.stderr
+    assert len(no_run.stderr.strip().splitlines()) == 1
     content = torch.load(tmp_path / "aes" / "0" / "full.pt", weights_only=True)
     content["trained_on"]["seed"] = 7
     torch.save(content, tmp_path / "aes" / "0" / "full.pt")

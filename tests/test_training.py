@@ -118,6 +118,7 @@ def test_the_multi_tensor_optimizer_step_gives_the_single_tensor_numbers(name):
         torch.manual_seed(0)
         model = build_model("shufflenet", "std", 10)
         optimizer = training.make_optimizer(model, config)
+        assert optimizer.defaults["foreach"] is True, "torch takes single-tensor updates on a CPU unless asked"
         if not foreach:
             optimizer = type(optimizer)(model.parameters(), **{**optimizer.defaults, "foreach": False})
         images, labels = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
