@@ -8,14 +8,22 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
 
     candidates   fp32 and, where the CPU has native bf16, bf16; x channels_last and contiguous (an explicit setting
                  keeps its value); on CUDA the rule stays (fp16 + channels_last, the paper's AMP)
-    timing       one warm-up step each (kernel creation), then rounds of one timed step per candidate, interleaved
-                 so that the machine's moments hit every candidate alike; a candidate whose warm-up took twice the
-                 fastest warm-up is not timed further
+    order        the rule's guess first (bf16 + channels_last where bf16 is native, fp32 for FP32_ON_CPU), then the
+                 other precision's channels_last, then contiguous: the first of each precision is always measured
+    timing       at the run's batch shapes: one warm-up step each (kernel creation), then rounds of one timed step
+                 per candidate, interleaved so that the machine's moments hit every candidate alike; a candidate
+                 whose warm-up took twice the fastest warm-up is not timed further, nor, after a round, one 10%
+                 behind the fastest lever of its precision (the contest left is fp32 against bf16)
+    budget       ``autotune_budget`` seconds (default 15; 0: no limit). A warm-up or a round that would pass it is
+                 not started: the remaining candidates are not measured, a round times the fastest fp32 and the
+                 fastest bf16 candidate (by their warm-ups) and others while they fit, and with no round the
+                 warm-up steps decide. On heavy networks (GoogLeNet Memory Wrap: a step of several seconds) the
+                 two candidates that are always measured can pass the budget on their own
     choice       the fastest; bf16 only when it beats fp32 by more than 10% (precision changes numbers)
 
 The answer is cached in a JSON file (``autotune_cache``, default ``$XDG_CACHE_HOME/memory-wrap/autotune.json``) keyed
-by CPU model, capability, threads, torch version, network, modality, head options that change the computation, and
-batch shapes; later runs read it and cost nothing, and concurrent runs wait on a lock so that one measures and the
+by CPU model, capability, threads, torch version, network, modality, head options that change the computation, batch
+shapes and budget; later runs read it and cost nothing, and concurrent runs wait on a lock so that one measures and the
 others read its answer. Once written, the entry is this machine's answer: the same config on the same machine gives
 the same numbers. Pin ``precision`` and ``memory_format`` to compare machines.
 """
@@ -35,8 +43,9 @@ from base.files import atomic_write_json, exclusive, writable_folder
 from . import runtime
 from .config import Config, ConfigError
 
-TIMED_STEPS = 2
+TIMED_STEPS = 3  # rounds at most
 PRUNE_FACTOR = 2.0  # a candidate whose warm-up step is this much slower than the fastest warm-up is not timed
+ROUND_MARGIN = 1.1  # after a round, a lever slower than its precision's fastest by more than this is not timed again
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes less than 90% of fp32's
 
 
@@ -94,28 +103,72 @@ def cache_key(config: Config, modality: str, device: torch.device, batch_size: i
     return json.dumps({"cpu": machine["cpu"], "capability": machine["cpu_capability"], "threads": machine["threads"],
                        "torch": machine["torch"], "network": config.model, "modality": modality,
                        "options": shaping, "batch": batch_size, "memory": mem_examples,
-                       "precision": config.precision, "memory_format": config.memory_format}, sort_keys=True)
+                       "precision": config.precision, "memory_format": config.memory_format,
+                       "budget": config.autotune_budget}, sort_keys=True)
 
 
-def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Execution], Callable[[], None]]
-            ) -> Dict[str, float]:
-    """Seconds per step of each lever: a warm-up step each, then TIMED_STEPS rounds of one step per lever,
-    interleaved (a slow moment of the machine, or its warming up, hits every lever alike); the median. A lever
-    whose warm-up took PRUNE_FACTOR times the fastest warm-up is not timed further (its warm-up stands for it)."""
+def measure_order(levers: List[runtime.Execution], network: str) -> List[runtime.Execution]:
+    """The order in which candidates are measured: the rule's guess first, then the other precision's first
+    candidate (channels_last before contiguous), then the rest."""
+    guess = runtime.autocast_dtype("auto", torch.device("cpu"), network)
+    by_precision = sorted(levers, key=lambda lever: (lever.autocast != guess,
+                                                     lever.memory_format != torch.channels_last))
+    firsts = [next(lever for lever in by_precision if lever.autocast == dtype)
+              for dtype in dict.fromkeys(lever.autocast for lever in by_precision)]
+    return firsts + [lever for lever in by_precision if lever not in firsts]
+
+
+def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Execution], Callable[[], None]],
+            budget: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> Dict:
+    """Seconds per step of each lever, measured in ``levers``' order within ``budget`` seconds (0: no limit):
+    {"timings": {name: seconds}, "timed": [names timed in rounds], "not_measured": [names], "rounds": n}.
+
+    A warm-up step each, then up to TIMED_STEPS rounds of one step per lever, interleaved (a slow moment of the
+    machine, or its warming up, hits every lever alike); a timed lever's seconds are its median step, an untimed
+    one's its warm-up. A lever whose warm-up took PRUNE_FACTOR times the fastest warm-up is not timed further, nor
+    one that a round put more than ROUND_MARGIN behind the fastest lever of its precision. The
+    first lever of each precision is always warmed up; another warm-up, or a round, starts only when it fits in what
+    is left of the budget, judged by the slowest warm-up so far (a warm-up) or the round's levers' last steps."""
+    started = clock()
+    fits = lambda seconds: not budget or clock() - started + seconds <= budget  # noqa: E731
+    names = [lever_name(lever) for lever in levers]
+    precisions = [name.split()[0] for name in names]
+    always = {names[precisions.index(precision)] for precision in set(precisions)}
     steps, warmups = {}, {}
-    for lever in levers:
-        steps[lever_name(lever)] = step_for(lever)
-        started = time.perf_counter()
-        steps[lever_name(lever)]()  # warm-up: oneDNN creates its kernels for these shapes and this lever
-        warmups[lever_name(lever)] = time.perf_counter() - started
-    timed = [name for name in steps if warmups[name] <= PRUNE_FACTOR * min(warmups.values())]
-    seconds: Dict[str, List[float]] = {name: [] for name in timed}
-    for _ in range(TIMED_STEPS):
-        for name in timed:
-            started = time.perf_counter()
+    for lever, name in zip(levers, names):
+        if name not in always and not fits(max(warmups.values(), default=0.0)):
+            continue  # the budget is spent: this lever is not measured
+        steps[name] = step_for(lever)
+        began = clock()
+        steps[name]()  # warm-up: oneDNN creates its kernels for these shapes and this lever
+        warmups[name] = clock() - began
+    ranked = sorted((name for name in warmups if warmups[name] <= PRUNE_FACTOR * min(warmups.values())),
+                    key=warmups.get)
+    fastest = [next(name for name in ranked if name.split()[0] == precision)
+               for precision in dict.fromkeys(name.split()[0] for name in ranked)]
+    last = dict(warmups)
+    members: List[str] = []
+    if fits(sum(last[name] for name in fastest)):  # a round needs the fastest of each precision, to compare them
+        members = list(fastest)
+        for name in ranked:
+            if name not in members and fits(sum(last[m] for m in members) + last[name]):
+                members.append(name)
+    timed, seconds = list(members), {name: [] for name in members}
+    rounds = 0
+    while members and rounds < TIMED_STEPS and (rounds == 0 or fits(sum(last[m] for m in members))):
+        for name in members:
+            began = clock()
             steps[name]()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: statistics.median(seconds[name]) if name in seconds else warmups[name] for name in steps}
+            last[name] = clock() - began
+            seconds[name].append(last[name])
+        rounds += 1
+        # the next round times the levers still in contention: within ROUND_MARGIN of their precision's fastest
+        median = {name: statistics.median(seconds[name]) for name in members}
+        best = {name.split()[0]: min(median[m] for m in members if m.split()[0] == name.split()[0]) for name in members}
+        members = [name for name in members if median[name] <= ROUND_MARGIN * best[name.split()[0]]]
+    timings = {name: statistics.median(seconds[name]) if name in seconds else warmups[name] for name in warmups}
+    return {"timings": timings, "timed": timed, "rounds": rounds,
+            "not_measured": [name for name in names if name not in warmups]}
 
 
 def resolve(config: Config, modality: str, device: torch.device, batch_size: int, mem_examples: int,
@@ -139,20 +192,22 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
                                                   "timings": entry["timings"]}
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            timings = measure(levers, step_for)
+            measured = measure(measure_order(levers, config.model), step_for, config.autotune_budget)
         seconds = time.perf_counter() - started
-        choice = choose(timings)
-        entries[key] = {"choice": choice, "timings": timings, "seconds": round(seconds, 2),
+        choice = choose(measured["timings"])
+        entries[key] = {"choice": choice, **measured, "budget": config.autotune_budget, "seconds": round(seconds, 2),
                         "measured": time.strftime("%Y-%m-%d %H:%M")}
         atomic_write_json(entries, path)
-    return _execution(choice), {"source": "measured", "choice": choice, "cache": str(path), "timings": timings,
-                                "seconds": round(seconds, 2)}
+    return _execution(choice), {"source": "measured", "choice": choice, "cache": str(path), **measured,
+                                "budget": config.autotune_budget, "seconds": round(seconds, 2)}
 
 
 def describe(info: Dict) -> str:
     """For the run's header: how the levers were chosen."""
     if info["source"] == "measured":
-        return f"measured now in {info['seconds']:.1f} s"
+        skipped = info.get("not_measured") or []
+        return f"measured now in {info['seconds']:.1f} s" + (
+            f"; {', '.join(skipped)} not measured within autotune_budget {info['budget']:g} s" if skipped else "")
     if info["source"] == "cache":
         return "measured earlier on this machine (autotune cache)"
     return "as set" if info["source"] == "set" else "the CUDA rule"

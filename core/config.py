@@ -56,7 +56,8 @@ def dataset_names() -> Tuple[str, ...]:
 MAX_RUNS = 10_000  # more seeded runs than anyone trains: a typo (runs: 1e11 would take minutes to be refused)
 
 # Keys that do not change a run's numbers: how many runs, whether to save, where the data are, the device.
-NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard", "autotune_cache")
+NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval_every", "tensorboard", "autotune_cache",
+                      "autotune_budget")
 
 
 def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
@@ -289,6 +290,8 @@ class Config:
     sync_batchnorm: bool = False  # torchrun on GPUs: BatchNorm statistics over the global batch
     autotune_cache: Optional[str] = None  # precision/memory_format auto: where measured choices are kept (default:
     # $XDG_CACHE_HOME/memory-wrap/autotune.json)
+    autotune_budget: float = 15.0  # precision/memory_format auto: seconds the first run of a cell may spend measuring
+    # (0: no limit, every candidate warmed up and timed; core/autotune.py)
     eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
     tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
 
@@ -347,6 +350,8 @@ class Config:
             if changed:
                 found.append(f"{', '.join(changed)}: no effect without self_attention (reference, last_stage or a "
                              f"module path); set self_attention, or drop them")
+        if values.get("autotune_budget", 0) < 0:
+            found.append(f"autotune_budget: must be >= 0 seconds (0: no limit), got {values['autotune_budget']}")
         if values.get("eval_every", 0) < 0:
             found.append(f"eval_every: must be >= 0 (0: never), got {values['eval_every']}")
         if not 0 <= values.get("label_smoothing", 0) < 1:

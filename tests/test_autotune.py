@@ -50,9 +50,13 @@ def test_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "measured" and autotune.lever_name(execution) == "bf16 channels_last"
     assert calls.count("bf16 contiguous") == 1, "a candidate far behind after its warm-up is not timed further"
-    assert calls[:4] == list(speeds) and calls[4:6] == ["fp32 contiguous", "bf16 channels_last"], \
-        "warm-ups first, then rounds interleaving the candidates"
+    assert calls[:4] == ["fp32 channels_last", "bf16 channels_last", "fp32 contiguous", "bf16 contiguous"], \
+        "warm-ups first: the rule's guess (fp32 for shufflenet), the other precision, then contiguous"
+    assert calls[4:6] == ["bf16 channels_last", "fp32 contiguous"], \
+        "then rounds interleaving the candidates, the fastest of each precision first"
     assert calls.count("fp32 contiguous") == 1 + autotune.TIMED_STEPS
+    assert info["timed"] == ["bf16 channels_last", "fp32 contiguous"] and \
+        info["not_measured"] == [] and info["rounds"] == autotune.TIMED_STEPS
     calls.clear()
     again, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "cache" and again == execution and not calls, "a later run costs nothing"
@@ -61,6 +65,99 @@ def test_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     explicit = load_config(TINY)  # precision fp32, memory_format channels_last
     execution, info = autotune.resolve(explicit, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "set" and autotune.lever_name(execution) == "fp32 channels_last"
+
+
+def test_the_rule_s_guess_is_measured_first(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    levers = autotune.candidates("auto", "auto", torch.device("cpu"))
+    assert [autotune.lever_name(e) for e in autotune.measure_order(levers, "mobilenet")] == \
+        ["bf16 channels_last", "fp32 channels_last", "bf16 contiguous", "fp32 contiguous"]
+    assert [autotune.lever_name(e) for e in autotune.measure_order(levers, "efficientnet")] == \
+        ["fp32 channels_last", "bf16 channels_last", "fp32 contiguous", "bf16 contiguous"]
+
+
+class FakeClock:
+    """Steps advance a clock instead of sleeping: the budget's decisions are exact."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, []
+
+    def __call__(self):
+        return self.now
+
+    def steps(self, seconds_by_lever, first_step_extra=0.0):
+        def step_for(execution):
+            name, first = autotune.lever_name(execution), [True]
+
+            def step():
+                self.calls.append(name)
+                self.now += seconds_by_lever[name] + (first_step_extra if first[0] else 0.0)
+                first[0] = False
+            return step
+        return step_for
+
+
+def levers(*names):
+    return [autotune._execution(name) for name in names]
+
+
+def test_the_budget_limits_warm_ups_and_rounds():
+    order = levers("bf16 channels_last", "fp32 channels_last", "bf16 contiguous", "fp32 contiguous")
+    speeds = {"bf16 channels_last": 2.0, "fp32 channels_last": 3.0, "bf16 contiguous": 2.5, "fp32 contiguous": 4.0}
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps(speeds), budget=0, clock=clock)
+    assert result["not_measured"] == [] and result["rounds"] == autotune.TIMED_STEPS
+    assert clock.calls[4:8] == ["bf16 channels_last", "fp32 channels_last", "bf16 contiguous", "fp32 contiguous"], \
+        "no budget: every candidate warmed up and timed"
+    assert clock.calls[8:10] == ["bf16 channels_last", "fp32 channels_last"] and clock.now == \
+        2 * sum(speeds.values()) + 5.0 * (autotune.TIMED_STEPS - 1), \
+        "after a round, the levers 10% behind their precision's fastest are not timed again"
+
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps(speeds), budget=10, clock=clock)
+    # warm-ups: bf16 CL (2), fp32 CL (3) always; bf16 contiguous fits (5 + 3 <= 10): 7.5; fp32 contiguous would not
+    assert result["not_measured"] == ["fp32 contiguous"]
+    # a round needs the fastest of each precision: 2 + 3 > 10 - 7.5, so the warm-ups decide
+    assert result["rounds"] == 0 and result["timed"] == [] and result["timings"]["bf16 channels_last"] == 2.0
+    assert clock.now <= 10 and autotune.choose(result["timings"]) == "bf16 channels_last"
+
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps(speeds), budget=14, clock=clock)
+    # warm-ups 2 + 3 + 2.5 = 7.5, fp32 contiguous would end at 10.5 (judged by the slowest warm-up, 3): it fits
+    # -> 11.5; one round of the two fastest (5) fits in what is left (2.5)? no: the warm-ups decide
+    assert result["not_measured"] == [] and result["rounds"] == 0
+
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps(speeds), budget=17, clock=clock)
+    # 11.5 of warm-ups, then one round of bf16 CL and fp32 CL (5 s: 16.5), bf16 contiguous would pass 17
+    assert result["timed"] == ["bf16 channels_last", "fp32 channels_last"] and result["rounds"] == 1
+    assert clock.now == 16.5
+
+
+def test_the_first_of_each_precision_is_measured_even_past_the_budget():
+    """A heavy network whose every step is longer than the budget still compares fp32 with bf16."""
+    order = levers("bf16 channels_last", "fp32 channels_last", "bf16 contiguous", "fp32 contiguous")
+    speeds = {"bf16 channels_last": 7.0, "fp32 channels_last": 13.0, "bf16 contiguous": 12.0, "fp32 contiguous": 18.0}
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps(speeds), budget=15, clock=clock)
+    assert clock.calls == ["bf16 channels_last", "fp32 channels_last"] and result["rounds"] == 0
+    assert result["not_measured"] == ["bf16 contiguous", "fp32 contiguous"]
+    assert autotune.choose(result["timings"]) == "bf16 channels_last"
+
+
+def test_a_run_over_budget_says_what_it_left_unmeasured(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    config = load_config(TINY, {}, ["precision=auto", "memory_format=auto", "autotune_budget=0.05",
+                                    f"autotune_cache={tmp_path / 'c.json'}"])
+    speeds = {"fp32 channels_last": 0.04, "fp32 contiguous": 0.04, "bf16 channels_last": 0.04,
+              "bf16 contiguous": 0.04}
+    _, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, []))
+    assert info["not_measured"] == ["fp32 contiguous", "bf16 contiguous"] and info["budget"] == 0.05
+    assert "fp32 contiguous, bf16 contiguous not measured within autotune_budget 0.05 s" in autotune.describe(info)
+    entry = list(json.loads((tmp_path / "c.json").read_text()).values())[0]
+    assert entry["not_measured"] == info["not_measured"] and entry["budget"] == 0.05
+    with pytest.raises(Exception, match="autotune_budget: must be >= 0"):
+        load_config(TINY, {}, ["autotune_budget=-1"])
 
 
 def _resolve_in_a_process(cache, log):
