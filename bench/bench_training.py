@@ -6,7 +6,8 @@
 
 Sections (all printed as Markdown tables, with the machine they were measured on):
 - autotune: the seconds precision/memory_format auto spend measuring on the first run of a cell, and on later ones.
-- wholerun: train.py with its defaults against the paper's computation (fp32 NCHW), 2 epochs of 1024 images.
+- wholerun: train.py with its defaults against the paper's own loop (bench/paper_loop.py) and against train.py with
+  the paper's computation pinned (fp32 NCHW), 2 epochs of 1024 images.
 - training: input images/s of the real train.py step (batch 128 from ExperimentData, a memory set of 100 for
   memory heads, forward, backward, SGD update) per network x modality x lever, as the median over interleaved
   rounds, and each lever's ratio to the paper's step (fp32, contiguous NCHW, glibc's default allocator).
@@ -255,26 +256,32 @@ def measure_autotune(networks, modalities, device):
 
     print(f"\n### Autotune: seconds the first run of a cell spends choosing its levers, and a later run (batch {BATCH}, "
           f"memory {MEMORY})\n")
-    print("| network | modality | chosen | first run s | later runs s |\n|---|---|---|---|---|")
+    print("| network | modality | chosen | levers warmed up / timed (rounds) | first run s | later runs s |\n"
+          "|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for network in networks:
             for modality in modalities:
                 config = load_config(REPO / "config" / "train.yaml", {"model": network, "dataset": "CIFAR10"},
                                      [f"autotune_cache={folder}/cache.json", "precision=auto", "memory_format=auto"])
-                times, chosen = [], None
+                times, infos = [], []
                 for _ in range(2):
                     start = time.perf_counter()
-                    execution, info = training.choose_execution(config, modality, device, BATCH,
-                                                                MEMORY if modality != "std" else 0)
+                    infos.append(training.choose_execution(config, modality, device, BATCH,
+                                                           MEMORY if modality != "std" else 0)[1])
                     times.append(time.perf_counter() - start)
-                    chosen = info.get("choice", chosen)
-                print(f"| {network} | {modality} | {chosen} | {times[0]:.1f} | {times[1]:.2f} |", flush=True)
+                first = infos[0]
+                measured = (f"{len(first['timings'])} / {len(first['timed'])} ({first['rounds']})"
+                            if "timings" in first else "—")
+                print(f"| {network} | {modality} | {first.get('choice', '—')} | {measured} | {times[0]:.1f} | "
+                      f"{times[1]:.2f} |", flush=True)
 
 
 def measure_whole_run(device, images=1024, epochs=2):
     """What a user feels: train.py with its defaults (autotune measured in the first run, read in the second) against
-    the paper's computation (fp32, contiguous NCHW), MobileNetV2, 2 epochs of 1024 real CIFAR-10 images when the
-    shared subset is there (else DIGITS), one process."""
+    the paper's own loop (bench/paper_loop.py: the official code's per-image data pipeline, fp32 NCHW, five evaluation
+    passes for memory models) and against train.py with the paper's computation pinned (fp32, contiguous NCHW),
+    MobileNetV2, 2 epochs of 1024 real CIFAR-10 images (the shared subset; the paper's loop reads CIFAR-10 only, so
+    on DIGITS its column is empty), one process each, wall seconds of the whole command."""
     subset = REPO.parent / "shared" / "data" / "cifar10-subset"
     if (subset / "cifar-10-batches-py").is_dir():
         data = ["--dataset=CIFAR10", f"--set=dataset_dir={subset}", "--set=download=false", "--set=CIFAR10.val_examples=600"]
@@ -283,23 +290,30 @@ def measure_whole_run(device, images=1024, epochs=2):
         data = ["--dataset=DIGITS", "--set=DIGITS={num_classes: 10, num_epochs: 2, mem_examples: 100, val_examples: 200}"]
         name, images = "DIGITS", min(images, 1097)
     print(f"\n### Whole run: train.py, MobileNetV2, {images} {name} images x {epochs} epochs, 1 run (training and "
-          f"evaluation, wall seconds)\n")
-    print("| modality | paper's computation (fp32 NCHW) | defaults, first run (autotune measures) | defaults, cached | "
-          "speed-up (cached) |\n|---|---|---|---|---|")
+          f"evaluation, wall seconds of the command)\n")
+    print("| modality | paper's loop (official code on a CPU) | train.py, paper's computation (fp32 NCHW) | defaults, "
+          "first run (autotune measures) | defaults, cached | speed-up over the paper's loop (cached) | speed-up "
+          "over the paper's computation (cached) |\n|---|---|---|---|---|---|---|")
+
+    def timed(command):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
     for modality in ("std", "encoder_memory"):
         with tempfile.TemporaryDirectory() as folder:
+            paper_loop = None
+            if name != "DIGITS":
+                paper_loop = timed([sys.executable, "bench/paper_loop.py", f"--modality={modality}", "--model=mobilenet",
+                                    f"--train_examples={images}", f"--epochs={epochs}", f"--dataset_dir={subset}"])
             base = [sys.executable, "train.py", "--config=config/train.yaml", f"--modality={modality}", "--model=mobilenet",
                     f"--train_examples={images}", f"--epochs={epochs}", "--runs=1", *data,
                     f"--set=autotune_cache={folder}/cache.json"]
-            seconds = []
-            for extra, output in ((["--precision=fp32", "--memory_format=contiguous"], "paper"), ([], "first"),
-                                  ([], "second")):
-                start = time.perf_counter()
-                subprocess.run([*base, *extra, f"--output_dir={folder}/{output}"], cwd=REPO, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                seconds.append(time.perf_counter() - start)
-        print(f"| {modality} | {seconds[0]:.1f} | {seconds[1]:.1f} | {seconds[2]:.1f} | **{seconds[0] / seconds[2]:.2f}x** |",
-              flush=True)
+            seconds = [timed([*base, *extra, f"--output_dir={folder}/{output}"])
+                       for extra, output in ((["--precision=fp32", "--memory_format=contiguous"], "paper"),
+                                             ([], "first"), ([], "second"))]
+        over_loop = f"**{paper_loop / seconds[2]:.2f}x**" if paper_loop else "—"
+        print(f"| {modality} | {f'{paper_loop:.1f}' if paper_loop else '—'} | {seconds[0]:.1f} | {seconds[1]:.1f} | "
+              f"{seconds[2]:.1f} | {over_loop} | **{seconds[0] / seconds[2]:.2f}x** |", flush=True)
 
 
 def measure_parallel(device, worker_counts, runs=4):

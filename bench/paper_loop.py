@@ -1,0 +1,146 @@
+"""The paper's own training and evaluation loop on a CPU, for the whole-run row of bench/bench_training.py.
+
+What KRLGroup/memory-wrap's paper/train.py does when no GPU is there, step for step, without torchvision (which
+cannot be installed beside the CPU build of torch here); its per-image work is done as torchvision does it:
+
+- data (paper/utils/datasets.py, get_CIFAR10): the images held as uint8 HWC arrays; every item goes through PIL
+  (``Image.fromarray``), RandomHorizontalFlip (training only), ToTensor and Normalize, one image at a time, in
+  DataLoaders with the default ``num_workers=0`` (the official loaders set no workers); the training subset is
+  ``split_dataset``'s two ``random_split`` calls; the memory loader shuffles the whole training set (test transforms),
+  and every step draws its memory set with ``next(iter(mem_loader))``;
+- model: this repository's encoders and heads (the same architectures: tests/test_models.py checks their state-dict
+  keys and shapes against the official models), fp32 and contiguous NCHW: the official ``torch.cuda.amp.autocast()``
+  and ``GradScaler()`` are disabled without CUDA, so a CPU run is plain fp32;
+- optimizer: SGD(lr 0.1, momentum 0.9, weight decay 5e-4, Nesterov) as torch builds it by default (single-tensor
+  updates on a CPU), MultiStepLR at the config's milestones scaled to ``--epochs``; glibc's default allocator;
+- evaluation: std models one pass over the test set; memory models ``eval_memory`` five times, each test batch of 500
+  with a fresh memory set.
+
+    python bench/paper_loop.py --modality=encoder_memory --model=mobilenet --train_examples=1024 --epochs=2 \\
+        --dataset_dir=../shared/data/cifar10-subset
+
+It prints the accuracy and the wall seconds of training and evaluation; bench_training.py times the whole process.
+"""
+import argparse
+import pathlib
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import datasets  # noqa: E402
+from architectures import build_model  # noqa: E402
+
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]  # the official get_CIFAR10's Normalize
+
+
+class CifarItems(torch.utils.data.Dataset):
+    """torchvision.datasets.CIFAR10's __getitem__: an HWC uint8 array through PIL, then the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, flip: bool):
+        self.images, self.labels, self.flip = images, labels, flip
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = Image.fromarray(self.images[index])
+        if self.flip and torch.rand(1) < 0.5:  # RandomHorizontalFlip(p=0.5)
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        tensor = torch.from_numpy(np.array(image, np.uint8, copy=True))  # ToTensor
+        tensor = tensor.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous().float().div(255)
+        mean = torch.as_tensor(MEAN, dtype=tensor.dtype).view(-1, 1, 1)  # Normalize (F.normalize, not in place)
+        std = torch.as_tensor(STD, dtype=tensor.dtype).view(-1, 1, 1)
+        return tensor.sub(mean).div(std), int(self.labels[index])
+
+
+def set_seed(seed: int) -> None:  # paper/utils/utils.py
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def split_dataset(dataset, train_size: int, val_size: int, seed: int):  # paper/utils/datasets.py
+    rest, validation = torch.utils.data.random_split(dataset, [len(dataset) - val_size, val_size],
+                                                     generator=torch.Generator().manual_seed(seed))
+    size = min(len(rest), train_size)
+    train, _ = torch.utils.data.random_split(rest, [size, len(rest) - size], generator=torch.Generator().manual_seed(seed))
+    return train, validation
+
+
+def evaluate(model, loader, mem_loader, loss_criterion, uses_memory: bool) -> float:  # eval_memory / eval_std
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for data, target in loader:
+            if uses_memory:
+                memory, _ = next(iter(mem_loader))
+                output = model(data, memory)
+            else:
+                output = model(data)
+            loss_criterion(output, target).item()
+            correct += output.max(1, keepdim=True)[1].eq(target.view(-1, 1)).sum().item()
+    return 100.0 * correct / len(loader.dataset)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modality", required=True, choices=["std", "memory", "encoder_memory"])
+    parser.add_argument("--model", default="mobilenet")
+    parser.add_argument("--train_examples", type=int, default=1024)
+    parser.add_argument("--val_examples", type=int, default=600, help="the official code holds out 6000")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--milestones", default="150,225", help="the CIFAR10 config's, for 300 epochs")
+    parser.add_argument("--dataset_dir", required=True, help="folder holding cifar-10-batches-py")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    train_set, test_set = datasets.read_cifar10(pathlib.Path(args.dataset_dir), download=False)
+    as_hwc = lambda images: images.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731 (torchvision's layout)
+    train_hwc, test_hwc = as_hwc(train_set.images), as_hwc(test_set.images)
+    uses_memory = args.modality != "std"
+    set_seed(args.seed)
+    model = build_model(args.model, args.modality, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    milestones = [max(1, round(int(m) * args.epochs / 300)) for m in args.milestones.split(",")]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones)
+    train_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=True)
+    memory_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=False)
+    test_data = CifarItems(test_hwc, test_set.labels.numpy(), flip=False)
+    train_subset, _ = split_dataset(train_data, args.train_examples, args.val_examples, args.seed)
+    batch_size = min(128, args.train_examples)
+    train_loader = torch.utils.data.DataLoader(train_subset, batch_size=batch_size, shuffle=True, drop_last=True)
+    test_loader = torch.utils.data.DataLoader(test_data, batch_size=500)
+    mem_loader = torch.utils.data.DataLoader(memory_data, batch_size=100, shuffle=True, drop_last=True)
+    loss_criterion = torch.nn.CrossEntropyLoss()
+
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(1, args.epochs + 1):
+        for data, y in train_loader:
+            optimizer.zero_grad()
+            if uses_memory:
+                memory_input, _ = next(iter(mem_loader))
+                outputs = model(data, memory_input)
+            else:
+                outputs = model(data)
+            loss = loss_criterion(outputs, y)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    trained = time.perf_counter()
+    accuracies = [evaluate(model, test_loader, mem_loader, loss_criterion, uses_memory)
+                  for _ in range(5 if uses_memory else 1)]
+    print(f"paper loop | {args.model} {args.modality} | accuracy {np.mean(accuracies):.2f} | train "
+          f"{trained - start:.1f} s | eval {time.perf_counter() - trained:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""bench/paper_loop.py, the official code's loop on a CPU that the whole-run benchmark measures train.py against:
+its per-image pipeline computes what torchvision's transforms compute, and it runs on CIFAR-10 batches."""
+import pickle
+import sys
+
+import numpy as np
+import torch
+
+import datasets as D
+from helpers import REPO, run_script
+
+sys.path.insert(0, str(REPO / "bench"))
+import paper_loop  # noqa: E402
+
+
+def test_per_image_transforms_equal_the_batched_normalisation_and_flip():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = np.arange(6)
+    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+    expected = D.normalize(images, paper_loop.MEAN, paper_loop.STD)
+    plain = paper_loop.CifarItems(hwc, labels, flip=False)
+    for index in range(6):
+        tensor, label = plain[index]
+        assert label == index and torch.allclose(tensor, expected[index], atol=1e-6)
+    torch.manual_seed(3)
+    flipped = [paper_loop.CifarItems(hwc, labels, flip=True)[0][0] for _ in range(40)]
+    kinds = {bool(torch.allclose(t, expected[0].flip(-1), atol=1e-6)) for t in flipped}
+    assert kinds == {True, False}, "RandomHorizontalFlip flips some items and leaves others"
+    assert all(torch.allclose(t, expected[0], atol=1e-6) or torch.allclose(t, expected[0].flip(-1), atol=1e-6)
+               for t in flipped)
+
+
+def test_the_paper_loop_trains_and_evaluates_on_cifar_batches(tmp_path):
+    folder = tmp_path / D.CIFAR10_FOLDER
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.randint(0, 256, (30, 3072), dtype=np.uint8),
+                 b"labels": [int(x) for x in rng.randint(0, 10, 30)]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    result = run_script("bench/paper_loop.py", "--modality=encoder_memory", "--model=shufflenet",
+                        "--train_examples=40", "--val_examples=20", "--epochs=1", f"--dataset_dir={tmp_path}")
+    line = [line for line in result.stdout.splitlines() if line.startswith("paper loop |")]
+    assert len(line) == 1 and "shufflenet encoder_memory" in line[0]
+    accuracy = float(line[0].split("accuracy ")[1].split(" |")[0])
+    assert 0 <= accuracy <= 100
