@@ -3,6 +3,7 @@
     python bench/bench_training.py                       # everything (about 40 min on 2 CPU cores)
     python bench/bench_training.py --networks=mobilenet  # the headline rows only
     python bench/bench_training.py --sections=training --steps=3 --rounds=3
+    python bench/bench_training.py --sections=training --networks=mobilenet --batch=32 --memory=25
 
 Sections (all printed as Markdown tables, with the machine they were measured on):
 - autotune: the seconds precision/memory_format auto spend measuring on the first run of a cell, and on later ones.
@@ -340,7 +341,12 @@ def main():
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     parser.add_argument("--all_bf16", action="store_true", help="measure emulated bf16 on every network too")
+    parser.add_argument("--batch", type=int, default=BATCH, help="training batch of the training and autotune sections")
+    parser.add_argument("--memory", type=int, default=MEMORY, help="memory set of those sections' memory heads")
     args = parser.parse_args()
+    if args.batch <= 0 or args.memory <= 0:
+        parser.error(f"--batch and --memory must be > 0, got {args.batch} and {args.memory}")
+    globals().update(BATCH=args.batch, MEMORY=args.memory)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     machine = runtime.describe_machine(device)
     print(f"Machine: {machine['cpu']} | CPU capability {machine['cpu_capability']} | native bf16 "
