@@ -1,6 +1,6 @@
 """Training and evaluation speed, each lever against the paper's step, measured in one run: `make bench`.
 
-    python bench/bench_training.py                       # everything (about 40 min on 2 CPU cores)
+    python bench/bench_training.py                       # everything (about 70 min on 2 CPU cores)
     python bench/bench_training.py --networks=mobilenet  # the headline rows only
     python bench/bench_training.py --sections=training --steps=3 --rounds=3
     python bench/bench_training.py --sections=training --networks=mobilenet --batch=32 --memory=25

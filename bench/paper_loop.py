@@ -33,8 +33,9 @@ from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import aux  # noqa: E402
 import datasets  # noqa: E402
-from architectures import build_model  # noqa: E402
+from architectures import build_model, list_encoders  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]  # the official get_CIFAR10's Normalize
 
@@ -90,10 +91,11 @@ def evaluate(model, loader, mem_loader, loss_criterion, uses_memory: bool) -> fl
     return 100.0 * correct / len(loader.dataset)
 
 
+@aux.exit_on_user_errors
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modality", required=True, choices=["std", "memory", "encoder_memory"])
-    parser.add_argument("--model", default="mobilenet")
+    parser.add_argument("--model", default="mobilenet", choices=list_encoders())
     parser.add_argument("--train_examples", type=int, default=1024)
     parser.add_argument("--val_examples", type=int, default=600, help="the official code holds out 6000")
     parser.add_argument("--epochs", type=int, default=2)
@@ -101,15 +103,24 @@ def main():
     parser.add_argument("--dataset_dir", required=True, help="folder holding cifar-10-batches-py")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.train_examples < 1 or args.val_examples < 0 or args.epochs < 1:
+        parser.error(f"--train_examples and --epochs must be >= 1 and --val_examples >= 0, got {args.train_examples}, "
+                     f"{args.epochs} and {args.val_examples}")
+    try:
+        milestones = [max(1, round(int(m) * args.epochs / 300)) for m in args.milestones.split(",")]
+    except ValueError:
+        parser.error(f"--milestones must be integers separated by commas, got {args.milestones!r}")
 
     train_set, test_set = datasets.read_cifar10(pathlib.Path(args.dataset_dir), download=False)
     as_hwc = lambda images: images.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731 (torchvision's layout)
     train_hwc, test_hwc = as_hwc(train_set.images), as_hwc(test_set.images)
+    if args.val_examples >= len(train_hwc) or len(train_hwc) < 100:
+        parser.error(f"{args.dataset_dir} holds {len(train_hwc)} training images: the memory loader needs 100 and "
+                     f"--val_examples ({args.val_examples}) must leave some for training")
     uses_memory = args.modality != "std"
     set_seed(args.seed)
     model = build_model(args.model, args.modality, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    milestones = [max(1, round(int(m) * args.epochs / 300)) for m in args.milestones.split(",")]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones)
     train_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=True)
     memory_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=False)

@@ -45,3 +45,12 @@ def test_the_paper_loop_trains_and_evaluates_on_cifar_batches(tmp_path):
     assert len(line) == 1 and "shufflenet encoder_memory" in line[0]
     accuracy = float(line[0].split("accuracy ")[1].split(" |")[0])
     assert 0 <= accuracy <= 100
+
+
+def test_the_paper_loop_ends_bad_input_in_one_line(tmp_path):
+    missing = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error: CIFAR10: missing") and \
+        "Traceback" not in missing.stderr
+    for bad in ("--train_examples=0", "--milestones=a,b", "--model=foo"):
+        result = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}", bad, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and bad.split("=")[0] in result.stderr
