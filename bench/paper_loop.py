@@ -6,8 +6,9 @@ cannot be installed beside the CPU build of torch here); its per-image work is d
 - data (paper/utils/datasets.py, get_CIFAR10): the images held as uint8 HWC arrays; every item goes through PIL
   (``Image.fromarray``), RandomHorizontalFlip (training only), ToTensor and Normalize, one image at a time, in
   DataLoaders with the default ``num_workers=0`` (the official loaders set no workers); the training subset is
-  ``split_dataset``'s two ``random_split`` calls; the memory loader shuffles the whole training set (test transforms),
-  and every step draws its memory set with ``next(iter(mem_loader))``;
+  ``split_dataset``'s two ``random_split`` calls (``datasets.split_indices`` gives the same images); the memory
+  loader shuffles the whole training set (test transforms), and every step draws its memory set with
+  ``next(iter(mem_loader))``;
 - model: this repository's encoders and heads (the same architectures: tests/test_models.py checks their state-dict
   keys and shapes against the official models), fp32 and contiguous NCHW: the official ``torch.cuda.amp.autocast()``
   and ``GradScaler()`` are disabled without CUDA, so a CPU run is plain fp32;
@@ -19,11 +20,11 @@ cannot be installed beside the CPU build of torch here); its per-image work is d
     python bench/paper_loop.py --modality=encoder_memory --model=mobilenet --train_examples=1024 --epochs=2 \\
         --dataset_dir=../shared/data/cifar10-subset
 
-It prints the accuracy and the wall seconds of training and evaluation; bench_training.py times the whole process.
+It prints the accuracy and the wall seconds of training (of which producing the data), and of evaluation;
+bench_training.py times the whole process.
 """
 import argparse
 import pathlib
-import random
 import sys
 import time
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 import aux  # noqa: E402
 import datasets  # noqa: E402
 from architectures import build_model, list_encoders  # noqa: E402
+from core import runtime  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]  # the official get_CIFAR10's Normalize
 
@@ -58,22 +60,6 @@ class CifarItems(torch.utils.data.Dataset):
         mean = torch.as_tensor(MEAN, dtype=tensor.dtype).view(-1, 1, 1)  # Normalize (F.normalize, not in place)
         std = torch.as_tensor(STD, dtype=tensor.dtype).view(-1, 1, 1)
         return tensor.sub(mean).div(std), int(self.labels[index])
-
-
-def set_seed(seed: int) -> None:  # paper/utils/utils.py
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def split_dataset(dataset, train_size: int, val_size: int, seed: int):  # paper/utils/datasets.py
-    rest, validation = torch.utils.data.random_split(dataset, [len(dataset) - val_size, val_size],
-                                                     generator=torch.Generator().manual_seed(seed))
-    size = min(len(rest), train_size)
-    train, _ = torch.utils.data.random_split(rest, [size, len(rest) - size], generator=torch.Generator().manual_seed(seed))
-    return train, validation
 
 
 def evaluate(model, loader, mem_loader, loss_criterion, uses_memory: bool) -> float:  # eval_memory / eval_std
@@ -114,18 +100,20 @@ def main():
     train_set, test_set = datasets.read_cifar10(pathlib.Path(args.dataset_dir), download=False)
     as_hwc = lambda images: images.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731 (torchvision's layout)
     train_hwc, test_hwc = as_hwc(train_set.images), as_hwc(test_set.images)
-    if args.val_examples >= len(train_hwc) or len(train_hwc) < 100:
-        parser.error(f"{args.dataset_dir} holds {len(train_hwc)} training images: the memory loader needs 100 and "
-                     f"--val_examples ({args.val_examples}) must leave some for training")
+    if len(train_hwc) < 100:
+        parser.error(f"{args.dataset_dir} holds {len(train_hwc)} training images: the memory loader needs 100")
+    # the official split_dataset's two random_split calls, as datasets.split_indices reproduces them (it refuses
+    # sizes the training set cannot give, where the official code silently trains on fewer images)
+    subset, _ = datasets.split_indices(len(train_hwc), args.train_examples, args.val_examples, args.seed)
     uses_memory = args.modality != "std"
-    set_seed(args.seed)
+    runtime.seed_everything(args.seed)  # the official utils.set_seed
     model = build_model(args.model, args.modality, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones)
     train_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=True)
     memory_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=False)
     test_data = CifarItems(test_hwc, test_set.labels.numpy(), flip=False)
-    train_subset, _ = split_dataset(train_data, args.train_examples, args.val_examples, args.seed)
+    train_subset = torch.utils.data.Subset(train_data, subset.tolist())
     batch_size = min(128, args.train_examples)
     train_loader = torch.utils.data.DataLoader(train_subset, batch_size=batch_size, shuffle=True, drop_last=True)
     test_loader = torch.utils.data.DataLoader(test_data, batch_size=500)
@@ -133,15 +121,20 @@ def main():
     loss_criterion = torch.nn.CrossEntropyLoss()
 
     start = time.perf_counter()
+    data_seconds = 0.0  # of the training time: producing the batches and memory sets (the per-image pipeline)
     model.train()
     for epoch in range(1, args.epochs + 1):
-        for data, y in train_loader:
+        batches = iter(train_loader)
+        while True:
+            began = time.perf_counter()
+            batch = next(batches, None)
+            memory_input = next(iter(mem_loader))[0] if uses_memory and batch is not None else None
+            data_seconds += time.perf_counter() - began
+            if batch is None:
+                break
+            data, y = batch
             optimizer.zero_grad()
-            if uses_memory:
-                memory_input, _ = next(iter(mem_loader))
-                outputs = model(data, memory_input)
-            else:
-                outputs = model(data)
+            outputs = model(data, memory_input) if uses_memory else model(data)
             loss = loss_criterion(outputs, y)
             loss.backward()
             optimizer.step()
@@ -150,7 +143,8 @@ def main():
     accuracies = [evaluate(model, test_loader, mem_loader, loss_criterion, uses_memory)
                   for _ in range(5 if uses_memory else 1)]
     print(f"paper loop | {args.model} {args.modality} | accuracy {np.mean(accuracies):.2f} | train "
-          f"{trained - start:.1f} s | eval {time.perf_counter() - trained:.1f} s", flush=True)
+          f"{trained - start:.1f} s (data {data_seconds:.2f} s) | eval {time.perf_counter() - trained:.1f} s",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """``precision: auto`` and ``memory_format: auto``, chosen by measuring this machine instead of by a rule.
 
 Which lever is fastest depends on the CPU family, the oneDNN kernels it gets, the network and the modality: on an
-AMD EPYC with AVX-512 bf16, bf16 + channels_last makes MobileNetV2 Memory Wrap 3.4x faster than the paper's step,
-while on an Intel Xeon with AMX the same choice was measured 1.33x slower than fp32 + channels_last. So, at the
+AMD EPYC with AVX-512 bf16, bf16 + channels_last makes GoogLeNet 3x faster than the paper's step but ShuffleNetV2
+slower than fp32 + channels_last (README, Speed), while on an Intel Xeon with AMX bf16 + channels_last was measured
+1.33x slower than fp32 + channels_last for MobileNetV2 Memory Wrap. So, at the
 start of a run with an ``auto`` setting on a CPU, the candidates are timed on this network and modality with the
 run's batch shapes (synthetic tensors, a copy of the model: the run's own model and random streams are untouched):
 

@@ -1,6 +1,5 @@
 """bench/paper_loop.py, the official code's loop on a CPU that the whole-run benchmark measures train.py against:
 its per-image pipeline computes what torchvision's transforms compute, and it runs on CIFAR-10 batches."""
-import pickle
 import sys
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 
 import datasets as D
 from helpers import REPO, run_script
+from test_datasets import write_cifar_folder
 
 sys.path.insert(0, str(REPO / "bench"))
 import paper_loop  # noqa: E402
@@ -32,19 +32,15 @@ def test_per_image_transforms_equal_the_batched_normalisation_and_flip():
 
 
 def test_the_paper_loop_trains_and_evaluates_on_cifar_batches(tmp_path):
-    folder = tmp_path / D.CIFAR10_FOLDER
-    folder.mkdir()
-    rng = np.random.RandomState(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.randint(0, 256, (30, 3072), dtype=np.uint8),
-                 b"labels": [int(x) for x in rng.randint(0, 10, 30)]}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    write_cifar_folder(tmp_path, n=30)  # 150 training images, 30 test images
     result = run_script("bench/paper_loop.py", "--modality=encoder_memory", "--model=shufflenet",
                         "--train_examples=40", "--val_examples=20", "--epochs=1", f"--dataset_dir={tmp_path}")
     line = [line for line in result.stdout.splitlines() if line.startswith("paper loop |")]
     assert len(line) == 1 and "shufflenet encoder_memory" in line[0]
     accuracy = float(line[0].split("accuracy ")[1].split(" |")[0])
-    assert 0 <= accuracy <= 100
+    data_seconds = float(line[0].split("(data ")[1].split(" s)")[0])
+    train_seconds = float(line[0].split("train ")[1].split(" s")[0])
+    assert 0 <= accuracy <= 100 and 0 < data_seconds <= train_seconds + 0.05
 
 
 def test_the_paper_loop_ends_bad_input_in_one_line(tmp_path):
@@ -54,3 +50,8 @@ def test_the_paper_loop_ends_bad_input_in_one_line(tmp_path):
     for bad in ("--train_examples=0", "--milestones=a,b", "--model=foo"):
         result = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}", bad, check=False)
         assert result.returncode == 2 and "Traceback" not in result.stderr and bad.split("=")[0] in result.stderr
+    write_cifar_folder(tmp_path, n=30)
+    too_many = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}",
+                          "--train_examples=200", check=False)
+    assert too_many.returncode == 1 and too_many.stderr.startswith("error: val_examples=600") and \
+        "Traceback" not in too_many.stderr

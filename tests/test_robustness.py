@@ -228,6 +228,9 @@ def test_scripts_refuse_stray_arguments_and_bench_checks_its_own(tmp_path):
     assert result.returncode == 2 and "not registered encoders" in result.stderr
     result = subprocess.run([sys.executable, "bench/parameters.py", "--bogus"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+    result = subprocess.run([sys.executable, "bench/bench_training.py", "--batch=0", "--sections=autotune"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--batch and --memory must be > 0, got 0 and 100" in result.stderr
 
 
 def test_a_nan_from_a_setting_is_not_blamed_on_the_precision():
