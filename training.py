@@ -15,7 +15,7 @@ import datasets
 from architectures import Classifier, build_model, head_entry
 from base.errors import UserError
 from base.files import writable_folder
-from core import autotune, evaluation, results, runtime
+from core import autotune, evaluation, layer_precision, results, runtime
 from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
                               save_training_state)
 from core import config as config_module
@@ -116,6 +116,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     if state is not None and "precision" in state:
         execution = runtime.Execution.from_names(state)
     model.to(memory_format=execution.memory_format)
+    layer_precision.apply(model, execution.fp32_layers)
     network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
     shard = (distributed.rank, distributed.world_size) if distributed else (0, 1)
     optimizer = make_optimizer(model, config.optimizer)
@@ -194,6 +195,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
                                  "history": epoch_log.entries if epoch_log is not None else []})
     progress.close()
     model.to(memory_format=torch.contiguous_format)
+    layer_precision.apply(model, ())
     return execution
 
 
@@ -257,7 +259,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     memory = f"Memory:{mem_examples} of {len(first.memory_pool)} ({config.memory_source}) | " if uses_memory else ""
     print(f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
           f"SizeTrain:{len(first.subset)} | SizeVal:{len(first.validation)} | {memory}"
-          f"Epochs:{config.dataset.num_epochs} | Precision:{execution.names()['precision']} | "
+          f"Epochs:{config.dataset.num_epochs} | Precision:{execution.describe()} | "
           f"MemoryFormat:{execution.names()['memory_format']} ({autotune.describe(tuning)}) | "
           f"CPU:{runtime.cpu_capability()} | Runs:{runs[0]}..{runs[-1]} of {config.runs}"
           + (f" | Ranks:{distributed.world_size}" if distributed else ""), flush=True)
@@ -328,8 +330,10 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     read its answer."""
     uses_memory = head_entry(modality).uses_memory
 
-    def step_for(execution: runtime.Execution):
+    def synthetic(execution: runtime.Execution):
+        """A model computing as ``execution`` says, and a forward-backward step on random tensors of the run's shapes."""
         model = make_model(config, modality).to(device).to(memory_format=execution.memory_format).train()
+        layer_precision.apply(model, execution.fp32_layers)
         optimizer, scaler = make_optimizer(model, config.optimizer), torch.amp.GradScaler(
             device.type, enabled=execution.autocast == torch.float16)
         images = torch.randn(batch_size, 3, 32, 32, device=device)
@@ -337,11 +341,27 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
         memory = datasets.MemorySet(torch.arange(mem_examples), torch.randn(mem_examples, 3, 32, 32, device=device),
                                     torch.randint(config.dataset.num_classes, (mem_examples,), device=device)
                                     ) if uses_memory else None
-        return lambda: training_step(model, optimizer, scaler, images, labels, memory, execution, device,
+        step = lambda: training_step(model, optimizer, scaler, images, labels, memory, execution, device,  # noqa: E731
                                      config.label_smoothing)[0].item()
+        forward = lambda: model(images.contiguous(memory_format=execution.memory_format),  # noqa: E731
+                                memory.images.contiguous(memory_format=execution.memory_format) if memory else None,
+                                memory.labels if memory else None, labels=labels)
+        return model, step, forward
+
+    def step_for(execution: runtime.Execution):
+        return synthetic(execution)[1]
+
+    depthwise = list(layer_precision.depthwise(make_model(config, modality))) if device.type == "cpu" else []
+    layers_for = None
+    if depthwise and config.depthwise_fp32 == "all":
+        layers_for = lambda execution: {"fp32": depthwise}  # noqa: E731
+    elif depthwise and config.depthwise_fp32 == "auto":
+        def layers_for(execution: runtime.Execution) -> dict:
+            model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
+            return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
 
     def resolve():
-        return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for)
+        return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for, layers_for=layers_for)
     if distributed is None:
         return resolve()
     chosen = resolve() if distributed.is_main else None

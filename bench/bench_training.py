@@ -12,7 +12,8 @@ Sections (all printed as Markdown tables, with the machine they were measured on
 - training: input images/s of the real train.py step (batch 128 from ExperimentData, a memory set of 100 for
   memory heads, forward, backward, SGD update) per network x modality x lever, as the median over interleaved
   rounds, and each lever's ratio to the paper's step (fp32, contiguous NCHW, glibc's default allocator).
-  Levers: the allocator (runtime.keep_freed_memory), channels_last, bf16 autocast; 'auto' is what
+  Levers: the allocator (runtime.keep_freed_memory), channels_last, bf16 autocast (every layer, and with the
+  depthwise convolutions that depthwise_fp32: auto measures faster in fp32 computed there); 'auto' is what
   precision: auto + memory_format: auto pick on this machine (measured by core/autotune.py for each cell). On a CUDA GPU: fp16 + GradScaler,
   channels_last, torch.compile.
 - evaluation: a memory model's test accuracy over 5 memory draws plus explanation accuracy, on features
@@ -39,7 +40,7 @@ import datasets  # noqa: E402
 import training  # noqa: E402
 from architectures import build_model  # noqa: E402
 from architectures.memory import MemoryWrapLayer  # noqa: E402
-from core import evaluation, runtime  # noqa: E402
+from core import evaluation, layer_precision, runtime  # noqa: E402
 from core.runtime import Execution  # noqa: E402
 
 NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
@@ -80,6 +81,7 @@ def levers_for(device: torch.device, all_bf16: bool):
 def make_step(network, modality, lever, device, data):
     torch.manual_seed(0)
     model = build_model(network, modality, 10).to(device).to(memory_format=lever.execution.memory_format).train()
+    layer_precision.apply(model, lever.execution.fp32_layers)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
     scaler = torch.amp.GradScaler(device.type, enabled=lever.execution.autocast == torch.float16)
     if lever.compile_mode:
@@ -99,13 +101,30 @@ def make_step(network, modality, lever, device, data):
     return step
 
 
-def autotuned(network, modality, device, cache_folder):
-    """What precision/memory_format auto choose for this cell on this machine (core/autotune.py), measured once."""
+def autotuned(network, modality, device, cache_folder, settings=("precision=auto", "memory_format=auto")):
+    """How train.py computes this cell on this machine with these settings (core/autotune.py), measured once: with
+    the defaults, what precision/memory_format auto choose; with bf16 set, the depthwise convolutions
+    depthwise_fp32: auto puts in fp32."""
     from core.config import load_config
 
     config = load_config(REPO / "config" / "train.yaml", {"model": network, "dataset": "CIFAR10"},
-                         [f"autotune_cache={cache_folder}/cache.json", "precision=auto", "memory_format=auto"])
+                         [f"autotune_cache={cache_folder}/cache.json", *settings])
     return training.choose_execution(config, modality, device, BATCH, MEMORY if modality != "std" else 0)[0]
+
+
+def depthwise_levers(network, modality, device, cache_folder, auto):
+    """bf16 as train.py computes it where the network has depthwise convolutions: those depthwise_fp32: auto
+    measures faster in fp32 computed there (the autotune's own answer where it chose that lever)."""
+    if device.type != "cpu" or not layer_precision.depthwise(build_model(network, modality, 10)):
+        return []
+    levers = []
+    for fmt, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels_last")):
+        execution = auto if auto.autocast == torch.bfloat16 and auto.memory_format == fmt else autotuned(
+            network, modality, device, cache_folder, ("precision=bf16", f"memory_format={name}"))
+        if execution.fp32_layers:
+            label = "NCHW" if fmt == torch.contiguous_format else "channels_last"
+            levers.append(Lever(f"bf16 {label} + fp32 depthwise", execution))
+    return levers
 
 
 def measure_training(networks, modalities, device, steps, rounds, all_bf16):
@@ -118,6 +137,8 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
         for modality in modalities:
             auto = autotuned(network, modality, device, tuned_cache)
             levers = levers_for(device, all_bf16 or network == "mobilenet")
+            if runtime.native_bf16() or all_bf16:
+                levers += depthwise_levers(network, modality, device, tuned_cache, auto)
             trials, first_step = [], {}
             for lever in levers:
                 runtime.keep_freed_memory(lever.allocator)

@@ -2,11 +2,13 @@
 warm-up steps, for each lever given (the README's "where the time goes").
 
     python bench/profile_step.py                                   # mobilenet encoder_memory, bf16 and fp32 channels_last
+    python bench/profile_step.py --levers="bf16 channels_last + fp32 depthwise"   # train.py's bf16 (depthwise_fp32: auto)
     python bench/profile_step.py --network=resnet18 --modality=std --levers="fp32 channels_last"
 """
 import argparse
 import pathlib
 import sys
+import tempfile
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -14,13 +16,14 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import datasets  # noqa: E402
-from bench_training import BATCH, MEMORY, TRAIN_EXAMPLES, Lever, fake_cifar, make_step  # noqa: E402
+from bench_training import BATCH, MEMORY, TRAIN_EXAMPLES, Lever, autotuned, fake_cifar, make_step  # noqa: E402
 from core.runtime import Execution, keep_freed_memory  # noqa: E402
 
 LEVERS = {"fp32 channels_last": Execution(None, torch.channels_last),
           "fp32 contiguous": Execution(None, torch.contiguous_format),
           "bf16 channels_last": Execution(torch.bfloat16, torch.channels_last),
-          "bf16 contiguous": Execution(torch.bfloat16, torch.contiguous_format)}
+          "bf16 contiguous": Execution(torch.bfloat16, torch.contiguous_format),
+          "bf16 channels_last + fp32 depthwise": None}  # the layers measured as train.py measures them
 
 
 def main():
@@ -38,7 +41,9 @@ def main():
     data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
                                          mem_examples=MEMORY)
     for name in args.levers.split(","):
-        step = make_step(args.network, args.modality, Lever(name, LEVERS[name]), torch.device("cpu"), data)
+        execution = LEVERS[name] or autotuned(args.network, args.modality, torch.device("cpu"), tempfile.mkdtemp(),
+                                              ("precision=bf16", "memory_format=channels_last"))
+        step = make_step(args.network, args.modality, Lever(name, execution), torch.device("cpu"), data)
         step()
         step()
         with profile(activities=[ProfilerActivity.CPU]) as profiler:

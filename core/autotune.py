@@ -61,7 +61,9 @@ def cache_path(config: Config) -> Path:
 
 def check_cache(config: Config, device: torch.device) -> None:
     """Before any work: where a run that measures keeps its answer must be a file path in a writable folder."""
-    if len(candidates(config.precision, config.memory_format, device)) == 1:
+    levers = candidates(config.precision, config.memory_format, device)
+    if len(levers) == 1 and not (device.type == "cpu" and config.depthwise_fp32 == "auto"
+                                 and levers[0].autocast == torch.bfloat16):
         return  # nothing is measured: the cache is never opened
     path = cache_path(config)
     if path.is_dir():
@@ -105,7 +107,7 @@ def cache_key(config: Config, modality: str, device: torch.device, batch_size: i
                        "torch": machine["torch"], "network": config.model, "modality": modality,
                        "options": shaping, "batch": batch_size, "memory": mem_examples,
                        "precision": config.precision, "memory_format": config.memory_format,
-                       "budget": config.autotune_budget}, sort_keys=True)
+                       "budget": config.autotune_budget, "depthwise_fp32": config.depthwise_fp32}, sort_keys=True)
 
 
 def measure_order(levers: List[runtime.Execution], network: str) -> List[runtime.Execution]:
@@ -173,15 +175,30 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
 
 
 def resolve(config: Config, modality: str, device: torch.device, batch_size: int, mem_examples: int,
-            step_for: Callable[[runtime.Execution], Callable[[], None]], cache: Optional[Path] = None
-            ) -> Tuple[runtime.Execution, Dict]:
-    """How the run computes, and how that was decided: {"source": "set" | "rule" | "measured" | "cache", ...}."""
+            step_for: Callable[[runtime.Execution], Callable[[], None]], cache: Optional[Path] = None,
+            layers_for: Optional[Callable[[runtime.Execution], Dict]] = None) -> Tuple[runtime.Execution, Dict]:
+    """How the run computes, and how that was decided: {"source": "set" | "rule" | "measured" | "cache", ...}.
+
+    ``layers_for(execution)`` gives a bf16 lever on a CPU its depthwise convolutions in fp32 ({"fp32": [names],
+    ...}: core/layer_precision.py); with ``depthwise_fp32: auto`` it measures, and its answer is cached with the
+    lever's, also where precision and memory_format are set."""
     levers = candidates(config.precision, config.memory_format, device)
-    if len(levers) == 1:
+    layer_info: Dict[str, Dict] = {}
+
+    def with_layers(lever: runtime.Execution) -> runtime.Execution:
+        if layers_for is not None and device.type == "cpu" and lever.autocast == torch.bfloat16:
+            found = layers_for(lever)
+            lever.fp32_layers = tuple(found["fp32"])
+            if "timings" in found:
+                layer_info[lever_name(lever)] = found
+        return lever
+    measures_layers = layers_for is not None and config.depthwise_fp32 == "auto" and device.type == "cpu" and any(
+        lever.autocast == torch.bfloat16 for lever in levers)
+    if len(levers) == 1 and not measures_layers:
         execution = levers[0] if device.type == "cpu" or config.precision != "auto" else \
             runtime.Execution.resolve(config.precision, config.memory_format, device, config.model)
         pinned = config.precision != "auto" and config.memory_format != "auto"
-        return execution, {"source": "set" if pinned or device.type == "cpu" else "rule"}
+        return with_layers(execution), {"source": "set" if pinned or device.type == "cpu" else "rule"}
     path = Path(cache) if cache else cache_path(config)
     key = cache_key(config, modality, device, batch_size, mem_examples)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,18 +206,26 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
         entries = _read(path)
         if key in entries:
             entry = entries[key]
-            return _execution(entry["choice"]), {"source": "cache", "choice": entry["choice"], "cache": str(path),
-                                                  "timings": entry["timings"]}
+            return _execution(entry["choice"], entry), {"source": "cache", "choice": entry["choice"],
+                                                         "cache": str(path), "timings": entry.get("timings", {})}
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            measured = measure(measure_order(levers, config.model), step_for, config.autotune_budget)
+            if len(levers) > 1:
+                measured = measure(measure_order(levers, config.model),
+                                   lambda lever: step_for(with_layers(lever)), config.autotune_budget)
+            else:  # precision and memory_format set: only the layers are measured
+                with_layers(levers[0])
+                measured = {"timings": {}}
         seconds = time.perf_counter() - started
-        choice = choose(measured["timings"])
-        entries[key] = {"choice": choice, **measured, "budget": config.autotune_budget, "seconds": round(seconds, 2),
-                        "measured": time.strftime("%Y-%m-%d %H:%M")}
+        choice = choose(measured["timings"]) if len(levers) > 1 else lever_name(levers[0])
+        layers = {"fp32_layers": {name: found["fp32"] for name, found in layer_info.items()},
+                  "layer_timings_ms": {name: found["timings"] for name, found in layer_info.items()},
+                  "layer_seconds": {name: found["seconds"] for name, found in layer_info.items()}}
+        entries[key] = {"choice": choice, **measured, **layers, "budget": config.autotune_budget,
+                        "seconds": round(seconds, 2), "measured": time.strftime("%Y-%m-%d %H:%M")}
         atomic_write_json(entries, path)
-    return _execution(choice), {"source": "measured", "choice": choice, "cache": str(path), **measured,
-                                "budget": config.autotune_budget, "seconds": round(seconds, 2)}
+    return _execution(choice, entries[key]), {"source": "measured", "choice": choice, "cache": str(path), **measured,
+                                              **layers, "budget": config.autotune_budget, "seconds": round(seconds, 2)}
 
 
 def describe(info: Dict) -> str:
@@ -214,9 +239,11 @@ def describe(info: Dict) -> str:
     return "as set" if info["source"] == "set" else "the CUDA rule"
 
 
-def _execution(name: str) -> runtime.Execution:
+def _execution(name: str, entry: Optional[Dict] = None) -> runtime.Execution:
+    """The lever of a name ("bf16 channels_last"), with the fp32 layers a cache entry gives it."""
     precision, memory_format = name.split()
-    return runtime.Execution.from_names({"precision": precision, "memory_format": memory_format})
+    return runtime.Execution.from_names({"precision": precision, "memory_format": memory_format,
+                                         "fp32_layers": (entry or {}).get("fp32_layers", {}).get(name, [])})
 
 
 def _read(path: Path) -> Dict:

@@ -37,6 +37,7 @@ class ConfigError(UserError, ValueError):
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+DEPTHWISE_FP32 = ("auto", "all", "none")  # bf16 on a CPU: which depthwise convolutions compute in fp32
 MEMORY_SOURCES = ("subset", "full")
 SCHEDULERS = ("multistep", "cosine", "warmup_cosine", "warmup_cosine_code")
 OPTIMIZERS = ("sgd", "adam")
@@ -270,6 +271,10 @@ class Config:
     memory_source: str = "subset"  # subset (the paper's text) | full (the paper's CIFAR10 code)
     precision: str = "auto"  # auto: fp16 + GradScaler on CUDA (the paper), bf16 on CPUs with native bf16, else fp32
     memory_format: str = "auto"  # auto (channels_last) | channels_last | contiguous
+    # bf16 on a CPU: the depthwise convolutions whose bf16 kernels are slower compute in fp32 (auto: measured at the
+    # run's shapes and cached like precision: auto) | all | none (every layer as autocast makes it); no effect in
+    # fp32 or on CUDA (core/layer_precision.py)
+    depthwise_fp32: str = "auto"
     distance: str = "cosine"  # of the memory heads: cosine (the paper) | l2 | dot
     eval_draws: int = 5  # memory models: test accuracy is the mean over this many memory draws (the paper: 5)
     download: bool = True  # download SVHN / CIFAR10 when missing
@@ -315,7 +320,7 @@ class Config:
         found = []
         for name, choices in (("memory_source", MEMORY_SOURCES), ("precision", PRECISIONS),
                               ("memory_format", MEMORY_FORMATS), ("distance", DISTANCE_NAMES), ("device", DEVICES),
-                              ("augment", AUGMENTATIONS)):
+                              ("augment", AUGMENTATIONS), ("depthwise_fp32", DEPTHWISE_FP32)):
             if name in values and values[name] not in choices:
                 found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
         if "model" in values and values["model"] not in list_encoders():
@@ -685,7 +690,8 @@ def choices_table() -> str:
                 **{f.name: f.default for f in dataclasses.fields(Config)}}
     rows = [("model", list_encoders()), ("modality", modalities()), ("dataset_name", dataset_names()),
             ("device", DEVICES), ("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
-            ("memory_source", MEMORY_SOURCES), ("distance", DISTANCE_NAMES), ("augment", AUGMENTATIONS),
+            ("depthwise_fp32", DEPTHWISE_FP32), ("memory_source", MEMORY_SOURCES), ("distance", DISTANCE_NAMES),
+            ("augment", AUGMENTATIONS),
             ("optimizer.name", OPTIMIZERS), ("<dataset>.scheduler", SCHEDULERS),
             ("heads.prototype_distance", PROTOTYPE_DISTANCES), ("heads.metric_loss", METRIC_LOSSES),
             ("heads.hyperspherical_reduction", HYPERSPHERICAL_REDUCTIONS)]

@@ -15,7 +15,7 @@ import os
 import platform
 import random
 import warnings
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -154,10 +154,12 @@ _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channe
 
 
 class Execution:
-    """How a run computes: its autocast dtype (None: fp32) and the memory format of its images and weights."""
+    """How a run computes: its autocast dtype (None: fp32), the memory format of its images and weights, and the
+    depthwise convolutions that compute in fp32 under bf16 autocast (core/layer_precision.py)."""
 
-    def __init__(self, autocast: Optional[torch.dtype], memory_format: torch.memory_format):
-        self.autocast, self.memory_format = autocast, memory_format
+    def __init__(self, autocast: Optional[torch.dtype], memory_format: torch.memory_format,
+                 fp32_layers: Sequence[str] = ()):
+        self.autocast, self.memory_format, self.fp32_layers = autocast, memory_format, tuple(fp32_layers)
 
     @classmethod
     def resolve(cls, precision: str, memory_format_setting: str, device: torch.device,
@@ -165,12 +167,20 @@ class Execution:
         return cls(autocast_dtype(precision, device, model_name), memory_format(memory_format_setting, device))
 
     @classmethod
-    def from_names(cls, names: Mapping[str, str]) -> "Execution":
-        """The inverse of ``names`` (a resumed run keeps the precision and memory format it started with)."""
-        return cls(_DTYPES[names["precision"]], _FORMATS[names["memory_format"]])
+    def from_names(cls, names: Mapping[str, Any]) -> "Execution":
+        """The inverse of ``names`` (a resumed run keeps how it started computing; states written before
+        fp32_layers existed computed every layer under autocast)."""
+        return cls(_DTYPES[names["precision"]], _FORMATS[names["memory_format"]], names.get("fp32_layers") or ())
 
-    def names(self) -> Dict[str, str]:
-        return {"precision": precision_name(self.autocast), "memory_format": memory_format_name(self.memory_format)}
+    def names(self) -> Dict[str, Any]:
+        return {"precision": precision_name(self.autocast), "memory_format": memory_format_name(self.memory_format),
+                "fp32_layers": list(self.fp32_layers)}
+
+    def describe(self) -> str:
+        """The precision for the run's header: "bf16", or "bf16 (3 depthwise convolutions in fp32)"."""
+        count = len(self.fp32_layers)
+        return precision_name(self.autocast) + (
+            f" ({count} depthwise convolution{'s' if count > 1 else ''} in fp32)" if count else "")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Execution) and self.names() == other.names()

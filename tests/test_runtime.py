@@ -76,7 +76,8 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it_and_bf16_elsewhere_warns(monk
     with pytest.raises(ConfigError, match="memory_format must be one of"):
         runtime.memory_format("nhwc", cpu)
     names = Execution(torch.bfloat16, torch.channels_last).names()
-    assert names == {"precision": "bf16", "memory_format": "channels_last"} and Execution.from_names(names).names() == names
+    assert names == {"precision": "bf16", "memory_format": "channels_last", "fp32_layers": []} and \
+        Execution.from_names(names).names() == names
 
 
 def test_keep_freed_memory_can_be_turned_on_and_off():
@@ -92,5 +93,5 @@ def test_auto_keeps_fp32_for_the_networks_that_train_faster_in_it(monkeypatch):
     for name in runtime.FP32_ON_CPU:
         assert runtime.autocast_dtype("auto", cpu, name) is None, name
         assert runtime.autocast_dtype("bf16", cpu, name) == torch.bfloat16, "an explicit choice is kept"
-    assert runtime.Execution.resolve("auto", "auto", cpu, "mobilenet").names() == {"precision": "bf16",
-                                                                                  "memory_format": "channels_last"}
+    assert runtime.Execution.resolve("auto", "auto", cpu, "mobilenet").names() == {
+        "precision": "bf16", "memory_format": "channels_last", "fp32_layers": []}

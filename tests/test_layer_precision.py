@@ -1,0 +1,154 @@
+"""Depthwise convolutions in fp32 inside a bf16 run on a CPU (core/layer_precision.py): the layer computes exactly
+as nn.Conv2d outside autocast and in fp32 inside it, which layers are found and swapped, how the measurement
+decides, and how the autotune caches and a run applies and records the answer."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from architectures import build_model
+from core import autotune, layer_precision, runtime
+from core.config import ConfigError, load_config
+from helpers import TINY, run_script
+
+
+def test_outside_autocast_the_fp32_layer_is_nn_conv2d_bit_for_bit():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    images = torch.randn(4, 8, 9, 9)
+    expected = conv(images)
+    conv.__class__ = layer_precision.Fp32Conv2d
+    assert torch.equal(conv(images), expected)
+
+
+def test_under_bf16_autocast_it_computes_in_fp32_and_returns_bf16():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    images = torch.randn(4, 8, 9, 9).bfloat16().requires_grad_()
+    exact = nn.functional.conv2d(images.detach().float(), conv.weight.detach(), None, 2, 1, 1, 8)
+    conv.__class__ = layer_precision.Fp32Conv2d
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = conv(images)
+    assert output.dtype == torch.bfloat16, "the layers after it run as autocast makes them"
+    assert torch.equal(output, exact.bfloat16()), "computed in fp32 with fp32 weights, rounded once"
+    output.float().sum().backward()
+    assert images.grad.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+    assert conv.weight.grad.abs().sum() > 0
+
+
+def test_the_depthwise_convolutions_are_found_and_swapped_without_changing_the_state_dict():
+    model = build_model("mobilenet", "encoder_memory", 10)
+    layers = layer_precision.depthwise(model)
+    assert len(layers) == 17 and all(name.endswith(".conv2") for name in layers), "one per inverted residual block"
+    assert not layer_precision.depthwise(build_model("resnet18", "std", 10)), "no grouped convolutions"
+    grouped = nn.Sequential(nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1))
+    assert list(layer_precision.depthwise(grouped)) == ["1"], "grouped but not depthwise, and dense: left alone"
+    keys = list(model.state_dict())
+    chosen = ["encoder.layers.3.conv2", "encoder.layers.6.conv2"]
+    layer_precision.apply(model, chosen)
+    assert {name for name, layer in layers.items() if type(layer) is layer_precision.Fp32Conv2d} == set(chosen)
+    assert list(model.state_dict()) == keys
+    layer_precision.apply(model, ())
+    assert all(type(layer) is nn.Conv2d for layer in layers.values())
+    with pytest.raises(ValueError, match="not depthwise convolutions of this model"):
+        layer_precision.apply(model, ["encoder.conv1"])
+
+
+def test_the_measurement_puts_in_fp32_the_layers_faster_there(monkeypatch):
+    model = build_model("mobilenet", "encoder_memory", 10)
+    images, memory = torch.randn(6, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    forward = lambda: model(images, memory, torch.arange(4) % 10)  # noqa: E731
+    calls = layer_precision.input_shapes(model, forward, torch.bfloat16)
+    assert calls["encoder.layers.0.conv2"] == [(6, 32, 32, 32), (4, 32, 32, 32)], "the batch and the memory set"
+    timed = []
+
+    def fake_time(layer, shape, memory_format, dtype, clock):
+        timed.append((layer.in_channels, layer.stride, shape))
+        slow = layer.stride == (2, 2)  # a strided depthwise convolution: bf16 slower, as oneDNN 3.12's
+        return {"bf16": 0.1 if slow else 0.01, "fp32": 0.02}
+    monkeypatch.setattr(layer_precision, "time_problem", fake_time)
+    found = layer_precision.measure(model, forward, torch.channels_last)
+    strided = sorted(name for name, layer in layer_precision.depthwise(model).items() if layer.stride == (2, 2))
+    assert sorted(found["fp32"]) == strided == ["encoder.layers.13.conv2", "encoder.layers.3.conv2",
+                                                "encoder.layers.6.conv2"]
+    assert all(shape[0] == 6 for _, _, shape in timed), "each layer at its largest input"
+    assert len(timed) == len(set(timed)) < 17, "layers of the same configuration and input are timed once"
+    assert found["timings"]["encoder.layers.5.conv2"] == {"bf16": 10.0, "fp32": 20.0}
+
+
+def test_a_layer_is_timed_in_both_precisions():
+    conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
+    seconds = layer_precision.time_problem(conv, (2, 4, 8, 8), torch.channels_last, torch.bfloat16)
+    assert set(seconds) == {"bf16", "fp32"} and all(value > 0 for value in seconds.values())
+    assert type(conv) is nn.Conv2d, "the model's layer is left as it was"
+
+
+def test_the_autotune_measures_the_layers_of_a_pinned_bf16_run_once_and_caches_them(tmp_path):
+    config = load_config(TINY, {}, ["precision=bf16", f"autotune_cache={tmp_path / 'c.json'}"])
+    asked = []
+
+    def layers_for(execution):
+        asked.append(autotune.lever_name(execution))
+        return {"fp32": ["encoder.layers.3.conv2"], "timings": {"encoder.layers.3.conv2": {"bf16": 9.0, "fp32": 1.0}},
+                "seconds": 0.5}
+    no_steps = lambda execution: pytest.fail("set levers are not timed")  # noqa: E731
+    execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
+    assert info["source"] == "measured" and execution.fp32_layers == ("encoder.layers.3.conv2",)
+    assert asked == ["bf16 channels_last"]
+    again, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
+    assert info["source"] == "cache" and again == execution and asked == ["bf16 channels_last"]
+    entry = next(iter(json.loads((tmp_path / "c.json").read_text()).values()))
+    assert entry["layer_timings_ms"]["bf16 channels_last"]["encoder.layers.3.conv2"] == {"bf16": 9.0, "fp32": 1.0}
+    for setting in ("none", "all"):  # nothing to measure: the cache is not opened, the layers come from the setting
+        other = load_config(TINY, {}, ["precision=bf16", f"depthwise_fp32={setting}",
+                                       f"autotune_cache={tmp_path / 'other.json'}"])
+        fixed = (lambda execution: {"fp32": ["a"]}) if setting == "all" else None
+        execution, info = autotune.resolve(other, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=fixed)
+        assert info["source"] == "set" and execution.fp32_layers == (("a",) if setting == "all" else ())
+        assert not (tmp_path / "other.json").exists()
+    fp32 = load_config(TINY, {}, ["precision=fp32", f"autotune_cache={tmp_path / 'other.json'}"])
+    execution, _ = autotune.resolve(fp32, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
+    assert execution.fp32_layers == () and asked == ["bf16 channels_last"], "fp32 runs have no bf16 layers"
+
+
+def test_measured_levers_carry_their_layers_into_the_choice(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    config = load_config(TINY, {}, ["precision=auto", "memory_format=channels_last",
+                                    f"autotune_cache={tmp_path / 'c.json'}", "autotune_budget=0"])
+    built = {}
+
+    def step_for(execution):
+        built[autotune.lever_name(execution)] = execution.fp32_layers
+        return lambda: None
+    layers_for = lambda execution: {"fp32": ["x.conv2"], "timings": {}, "seconds": 0.0}  # noqa: E731
+    execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, step_for, layers_for=layers_for)
+    assert built == {"bf16 channels_last": ("x.conv2",), "fp32 channels_last": ()}, \
+        "the bf16 lever is timed with its fp32 layers"
+    assert info["fp32_layers"] == {"bf16 channels_last": ["x.conv2"]}
+    cached, _ = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, step_for, layers_for=layers_for)
+    assert cached == execution and cached.fp32_layers == (("x.conv2",) if execution.autocast else ())
+
+
+def test_the_lever_keeps_its_layers_through_names():
+    execution = runtime.Execution(torch.bfloat16, torch.channels_last, ["a.conv2"])
+    assert runtime.Execution.from_names(execution.names()) == execution
+    assert execution.describe() == "bf16 (1 depthwise convolution in fp32)"
+    old_state = {"precision": "bf16", "memory_format": "channels_last"}  # written before fp32_layers existed
+    assert runtime.Execution.from_names(old_state).fp32_layers == ()
+
+
+def test_a_wrong_setting_is_refused():
+    with pytest.raises(ConfigError, match="depthwise_fp32: 'some' is not one of"):
+        load_config(TINY, {}, ["depthwise_fp32=some"])
+
+
+def test_a_bf16_run_applies_and_records_its_fp32_layers(tmp_path):
+    """train.py, MobileNetV2 pinned to bf16 with every depthwise convolution in fp32: the header and the record say
+    so (a resumed run reads them back: Execution.from_names, above)."""
+    out = run_script("train.py", "--config=" + str(TINY), "--modality=std", "--model=mobilenet", "--epochs=1",
+                     "--train_examples=40", f"--output_dir={tmp_path}", "--set=precision=bf16",
+                     "--set=depthwise_fp32=all").stdout
+    assert "Precision:bf16 (17 depthwise convolutions in fp32)" in out
+    record = json.loads((tmp_path / "DIGITS" / "std" / "mobilenet" / "40" / "1.json").read_text())
+    assert len(record["fp32_layers"]) == 17 and record["precision"] == "bf16"
