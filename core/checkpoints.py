@@ -103,7 +103,7 @@ class Checkpoint:
         if not self.metadata.config:
             return None
         try:
-            return Config.from_dict(self.metadata.config)
+            return Config.from_saved(self.metadata.config)
         except ConfigError as error:
             reason = " ".join(str(error).split())  # one line
             raise CheckpointError(f"{self.path}: the config it recorded is not valid for this version ({reason})"

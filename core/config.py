@@ -61,11 +61,15 @@ NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval
                       "autotune_budget")
 
 
+# How runs saved before a result-shaping key existed computed: the value a saved config without it stands for.
+BEFORE_KEY_EXISTED = {"depthwise_fp32": "none"}
+
+
 def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
     """``key was <saved>, now <current>`` for every result-shaping setting that differs between a saved config
     (plain data, as written into checkpoints, states and results.json) and ``current``."""
     try:
-        old = Config.from_dict(saved).result_settings()
+        old = Config.from_saved(saved).result_settings()
     except ConfigError as error:
         return [f"a config this version cannot read ({str(error).splitlines()[-1].strip()})"]
     new = current.result_settings()
@@ -414,6 +418,12 @@ class Config:
     def from_dict(cls, raw: Mapping[str, Any]) -> "Config":
         """The inverse of ``to_dict`` (and the reader of YAML): dataset sections under ``datasets`` or at the top."""
         return _parse(dict(raw))
+
+    @classmethod
+    def from_saved(cls, raw: Mapping[str, Any]) -> "Config":
+        """A config saved by a run (checkpoint, state, record): keys it lacks were added after it was made, and it
+        computed as ``BEFORE_KEY_EXISTED`` says."""
+        return cls.from_dict({**BEFORE_KEY_EXISTED, **raw})
 
 
 # --- parsing ----------------------------------------------------------------------------------------

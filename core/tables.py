@@ -176,7 +176,7 @@ def result_settings(config: dict, where: Path) -> Dict[str, Any]:
     from .config import Config, ConfigError
 
     try:
-        return Config.from_dict(config).result_settings() if config else {}
+        return Config.from_saved(config).result_settings() if config else {}
     except ConfigError:
         return {}
 

@@ -152,3 +152,12 @@ def test_a_bf16_run_applies_and_records_its_fp32_layers(tmp_path):
     assert "Precision:bf16 (17 depthwise convolutions in fp32)" in out
     record = json.loads((tmp_path / "DIGITS" / "std" / "mobilenet" / "40" / "1.json").read_text())
     assert len(record["fp32_layers"]) == 17 and record["precision"] == "bf16"
+
+
+def test_runs_saved_before_the_setting_existed_count_as_none():
+    """Their grids are not 'changed' by the new default: they computed every layer as autocast made it."""
+    from core.config import setting_differences
+    saved = load_config(TINY).to_dict()
+    del saved["depthwise_fp32"]
+    assert setting_differences(saved, load_config(TINY, {}, ["depthwise_fp32=none"])) == []
+    assert setting_differences(saved, load_config(TINY)) == ["depthwise_fp32 was 'none', now 'auto'"]
