@@ -351,17 +351,16 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     def step_for(execution: runtime.Execution):
         return synthetic(execution)[1]
 
-    depthwise = list(layer_precision.depthwise(make_model(config, modality))) if device.type == "cpu" else []
-    layers_for = None
-    if depthwise and config.depthwise_fp32 == "all":
-        layers_for = lambda execution: {"fp32": depthwise}  # noqa: E731
-    elif depthwise and config.depthwise_fp32 == "auto":
-        def layers_for(execution: runtime.Execution) -> dict:
-            model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
-            return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
+    def layers_for(execution: runtime.Execution) -> dict:
+        """A bf16 lever's depthwise convolutions in fp32 (only called where a lever needs them: not on cache hits)."""
+        if config.depthwise_fp32 == "all":
+            return {"fp32": list(layer_precision.depthwise(make_model(config, modality)))}
+        model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
+        return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
 
     def resolve():
-        return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for, layers_for=layers_for)
+        return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for,
+                                 layers_for=None if config.depthwise_fp32 == "none" else layers_for)
     if distributed is None:
         return resolve()
     chosen = resolve() if distributed.is_main else None

@@ -16,6 +16,8 @@ Sections (all printed as Markdown tables, with the machine they were measured on
   depthwise convolutions that depthwise_fp32: auto measures faster in fp32 computed there); 'auto' is what
   precision: auto + memory_format: auto pick on this machine (measured by core/autotune.py for each cell). On a CUDA GPU: fp16 + GradScaler,
   channels_last, torch.compile.
+- depthwise: each depthwise convolution's forward and backward in bf16 and fp32, and which depthwise_fp32: auto
+  computes in fp32 (MobileNetV2, EfficientNet, ShuffleNetV2).
 - evaluation: a memory model's test accuracy over 5 memory draws plus explanation accuracy, on features
   encoded once (core/evaluation.py) against the batch-by-batch path that encodes test batch and memory anew
   for every batch and draw.
@@ -176,13 +178,13 @@ def measure_training(networks, modalities, device, steps, rounds, all_bf16):
     names = list(dict.fromkeys(name for _, _, speeds, _ in rows for name in speeds))
     print(f"\n### Training: input images/s (batch {BATCH}, memory {MEMORY}, SGD; median of {rounds} rounds of "
           f"{steps} steps); ratio to the paper's step in brackets\n")
-    print("| network | modality | " + " | ".join(names) + " | auto = | auto / paper |")
-    print("|---|---|" + "---|" * (len(names) + 2))
+    print("| network | modality | " + " | ".join(names) + " | auto = | auto / paper | auto / best lever |")
+    print("|---|---|" + "---|" * (len(names) + 3))
     for network, modality, speeds, auto_name in rows:
         base = speeds[names[0]]
         cells = [f"{speeds[n]:.1f} ({speeds[n] / base:.2f}x)" if n in speeds else "-" for n in names]
         print(f"| {network} | {modality} | " + " | ".join(cells) + f" | {auto_name} | "
-              f"**{speeds[auto_name] / base:.2f}x** |")
+              f"**{speeds[auto_name] / base:.2f}x** | {speeds[auto_name] / max(speeds.values()):.2f} |")
     print(f"\n### Training: steady state against the first steps (kernel creation), and the spread over the {rounds} "
           f"rounds\n")
     print("| network | modality | lever | first step s | images/s min-max over rounds | fastest lever in every round |")
@@ -338,6 +340,33 @@ def measure_whole_run(device, images=1024, epochs=2):
               f"{seconds[2]:.1f} | {over_loop} | **{seconds[0] / seconds[2]:.2f}x** |", flush=True)
 
 
+def measure_depthwise(networks, device):
+    """Each depthwise convolution's forward and backward in bf16 and in fp32 at the training batch, as
+    depthwise_fp32: auto measures it (core/layer_precision.py), for the std model of each network that has them."""
+    if device.type != "cpu":
+        return
+    print(f"\n### Depthwise convolutions: one forward and backward at a batch of {BATCH}, ms, as depthwise_fp32: auto "
+          f"times them (bf16: as autocast makes it)\n")
+    print("| network | layer | input | stride | kernel | bf16 ms | fp32 ms | computes in |\n|---|---|---|---|---|---|---|---|")
+    for network in networks:
+        torch.manual_seed(0)
+        model = build_model(network, "std", 10).to(device).to(memory_format=torch.channels_last).train()
+        layers = layer_precision.depthwise(model)
+        if not layers:
+            continue
+        images = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+        shapes = layer_precision.input_shapes(model, lambda: model(images), torch.bfloat16)
+        found = layer_precision.measure(model, lambda: model(images), torch.channels_last)
+        for name, layer in layers.items():
+            seconds = found["timings"][name]
+            print(f"| {network} | {name.removeprefix('encoder.')} | {'x'.join(map(str, shapes[name][0][1:]))} | "
+                  f"{layer.stride[0]} | {layer.kernel_size[0]} | {seconds['bf16']:.1f} | {seconds['fp32']:.1f} | "
+                  f"{'fp32' if name in found['fp32'] else 'bf16'} |", flush=True)
+        print(f"| {network} | all {len(layers)} ({found['seconds']:.1f} s to measure) | | | | "
+              f"{sum(t['bf16'] for t in found['timings'].values()):.1f} | "
+              f"{sum(t['fp32'] for t in found['timings'].values()):.1f} | {len(found['fp32'])} in fp32 |")
+
+
 def measure_parallel(device, worker_counts, runs=4):
     print(f"\n### Parallel runs: {runs} DIGITS encoder_memory runs (config/digits.yaml, 2 epochs), wall time\n")
     print("| processes | threads each | seconds | runs / hour | speed-up |\n|---|---|---|---|---|")
@@ -358,7 +387,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", default=",".join(NETWORKS))
     parser.add_argument("--modalities", default="std,encoder_memory")
-    parser.add_argument("--sections", default="training,autotune,wholerun,evaluation,layer,data,parallel")
+    parser.add_argument("--sections", default="training,autotune,wholerun,depthwise,evaluation,layer,data,parallel")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     parser.add_argument("--all_bf16", action="store_true", help="measure emulated bf16 on every network too")
@@ -383,6 +412,8 @@ def main():
                                 args.rounds, args.all_bf16)
     if "autotune" in sections:
         measure_autotune(args.networks.split(","), args.modalities.split(","), device)
+    if "depthwise" in sections:
+        measure_depthwise(args.networks.split(","), device)
     if "evaluation" in sections:
         measure_evaluation(device)
     if "layer" in sections:

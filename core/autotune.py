@@ -183,14 +183,18 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
     ...}: core/layer_precision.py); with ``depthwise_fp32: auto`` it measures, and its answer is cached with the
     lever's, also where precision and memory_format are set."""
     levers = candidates(config.precision, config.memory_format, device)
-    layer_info: Dict[str, Dict] = {}
+    layer_info: Dict[str, Dict] = {}  # the lever the layers were measured with -> layers_for's answer
+    fp32_layers: Dict[str, List[str]] = {}  # lever -> its depthwise convolutions in fp32
 
     def with_layers(lever: runtime.Execution) -> runtime.Execution:
+        """The lever with its fp32 layers: measured with the first bf16 lever (channels_last where it is a
+        candidate), and the same for the other memory format (the slow kernels are slow in both)."""
         if layers_for is not None and device.type == "cpu" and lever.autocast == torch.bfloat16:
-            found = layers_for(lever)
-            lever.fp32_layers = tuple(found["fp32"])
-            if "timings" in found:
+            found = next(iter(layer_info.values()), None) or layers_for(lever)
+            if "timings" in found and not layer_info:
                 layer_info[lever_name(lever)] = found
+            lever.fp32_layers = tuple(found["fp32"])
+            fp32_layers[lever_name(lever)] = list(found["fp32"])
         return lever
     measures_layers = layers_for is not None and config.depthwise_fp32 == "auto" and device.type == "cpu" and any(
         lever.autocast == torch.bfloat16 for lever in levers)
@@ -218,7 +222,7 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
                 measured = {"timings": {}}
         seconds = time.perf_counter() - started
         choice = choose(measured["timings"]) if len(levers) > 1 else lever_name(levers[0])
-        layers = {"fp32_layers": {name: found["fp32"] for name, found in layer_info.items()},
+        layers = {"fp32_layers": fp32_layers,
                   "layer_timings_ms": {name: found["timings"] for name, found in layer_info.items()},
                   "layer_seconds": {name: found["seconds"] for name, found in layer_info.items()}}
         entries[key] = {"choice": choice, **measured, **layers, "budget": config.autotune_budget,

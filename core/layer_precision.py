@@ -126,6 +126,8 @@ def measure(model: nn.Module, forward: Callable[[], object], memory_format: torc
     and input shape are timed once. Ties stay in bf16."""
     started = clock()
     layers = depthwise(model)
+    if not layers:
+        return {"fp32": [], "timings": {}, "seconds": 0.0}
     largest = {name: max(shapes) for name, shapes in input_shapes(model, forward, dtype).items() if shapes}
     times: Dict[tuple, Dict[str, float]] = {}
     for name, shape in largest.items():

@@ -114,20 +114,32 @@ def test_the_autotune_measures_the_layers_of_a_pinned_bf16_run_once_and_caches_t
 
 def test_measured_levers_carry_their_layers_into_the_choice(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda: True)
-    config = load_config(TINY, {}, ["precision=auto", "memory_format=channels_last",
-                                    f"autotune_cache={tmp_path / 'c.json'}", "autotune_budget=0"])
-    built = {}
+    config = load_config(TINY, {}, ["precision=auto", "memory_format=auto", f"autotune_cache={tmp_path / 'c.json'}",
+                                    "autotune_budget=0"])
+    built, asked = {}, []
 
     def step_for(execution):
         built[autotune.lever_name(execution)] = execution.fp32_layers
         return lambda: None
-    layers_for = lambda execution: {"fp32": ["x.conv2"], "timings": {}, "seconds": 0.0}  # noqa: E731
+
+    def layers_for(execution):
+        asked.append(autotune.lever_name(execution))
+        return {"fp32": ["x.conv2"], "timings": {"x.conv2": {"bf16": 2.0, "fp32": 1.0}}, "seconds": 0.0}
     execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, step_for, layers_for=layers_for)
-    assert built == {"bf16 channels_last": ("x.conv2",), "fp32 channels_last": ()}, \
-        "the bf16 lever is timed with its fp32 layers"
-    assert info["fp32_layers"] == {"bf16 channels_last": ["x.conv2"]}
-    cached, _ = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, step_for, layers_for=layers_for)
-    assert cached == execution and cached.fp32_layers == (("x.conv2",) if execution.autocast else ())
+    assert built == {"bf16 channels_last": ("x.conv2",), "fp32 channels_last": (), "bf16 contiguous": ("x.conv2",),
+                     "fp32 contiguous": ()}, "the bf16 levers are timed with their fp32 layers"
+    assert asked == ["bf16 channels_last"], "measured once, with the first bf16 lever, for both memory formats"
+    assert info["fp32_layers"] == {"bf16 channels_last": ["x.conv2"], "bf16 contiguous": ["x.conv2"]}
+    assert list(info["layer_timings_ms"]) == ["bf16 channels_last"]
+    cached, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, step_for, layers_for=layers_for)
+    assert info["source"] == "cache" and cached == execution
+    assert cached.fp32_layers == (("x.conv2",) if execution.autocast else ())
+
+
+def test_a_network_without_depthwise_convolutions_is_not_run_to_measure_them():
+    model = build_model("resnet18", "std", 10)
+    found = layer_precision.measure(model, lambda: pytest.fail("no forward pass"), torch.channels_last)
+    assert found == {"fp32": [], "timings": {}, "seconds": 0.0}
 
 
 def test_the_lever_keeps_its_layers_through_names():
