@@ -44,7 +44,9 @@ from base.files import atomic_write_json, exclusive, writable_folder
 from . import runtime
 from .config import Config, ConfigError
 
-TIMED_STEPS = 3  # rounds at most
+TIMED_STEPS = 3  # rounds at most, unless the rounds are short:
+SHORT_ROUND = 1.0  # a round whose steps took less than this (seconds) is followed by more, up to SHORT_ROUNDS, within
+SHORT_ROUNDS = 9  # the budget: one step of a fast network (ShuffleNetV2: 0.2 s) is a noisy measurement
 PRUNE_FACTOR = 2.0  # a candidate whose warm-up step is this much slower than the fastest warm-up is not timed
 ROUND_MARGIN = 1.1  # after a round, a lever slower than its precision's fastest by more than this is not timed again
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes less than 90% of fp32's
@@ -126,7 +128,8 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
     """Seconds per step of each lever, measured in ``levers``' order within ``budget`` seconds (0: no limit):
     {"timings": {name: seconds}, "timed": [names timed in rounds], "not_measured": [names], "rounds": n}.
 
-    A warm-up step each, then up to TIMED_STEPS rounds of one step per lever, interleaved (a slow moment of the
+    A warm-up step each, then up to TIMED_STEPS rounds of one step per lever (up to SHORT_ROUNDS while a round takes
+    less than SHORT_ROUND seconds), interleaved (a slow moment of the
     machine, or its warming up, hits every lever alike); a timed lever's seconds are its median step, an untimed
     one's its warm-up. A lever whose warm-up took PRUNE_FACTOR times the fastest warm-up is not timed further, nor
     one that a round put more than ROUND_MARGIN behind the fastest lever of its precision. The
@@ -158,7 +161,10 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
                 members.append(name)
     timed, seconds = list(members), {name: [] for name in members}
     rounds = 0
-    while members and rounds < TIMED_STEPS and (rounds == 0 or fits(sum(last[m] for m in members))):
+    def more_rounds() -> bool:
+        short = sum(last[m] for m in members) < SHORT_ROUND
+        return rounds < (SHORT_ROUNDS if short else TIMED_STEPS) and (rounds == 0 or fits(sum(last[m] for m in members)))
+    while members and more_rounds():
         for name in members:
             began = clock()
             steps[name]()

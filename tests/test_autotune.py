@@ -54,9 +54,9 @@ def test_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
         "warm-ups first: the rule's guess (fp32 for shufflenet), the other precision, then contiguous"
     assert calls[4:6] == ["bf16 channels_last", "fp32 contiguous"], \
         "then rounds interleaving the candidates, the fastest of each precision first"
-    assert calls.count("fp32 contiguous") == 1 + autotune.TIMED_STEPS
+    assert calls.count("fp32 contiguous") == 1 + autotune.SHORT_ROUNDS, "steps this short get more rounds"
     assert info["timed"] == ["bf16 channels_last", "fp32 contiguous"] and \
-        info["not_measured"] == [] and info["rounds"] == autotune.TIMED_STEPS
+        info["not_measured"] == [] and info["rounds"] == autotune.SHORT_ROUNDS
     calls.clear()
     again, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "cache" and again == execution and not calls, "a later run costs nothing"
@@ -65,6 +65,22 @@ def test_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     explicit = load_config(TINY)  # precision fp32, memory_format channels_last
     execution, info = autotune.resolve(explicit, "std", torch.device("cpu"), 64, 0, fake_steps(speeds, calls))
     assert info["source"] == "set" and autotune.lever_name(execution) == "fp32 channels_last"
+
+
+def test_short_rounds_are_repeated_within_the_budget():
+    order = levers("fp32 channels_last", "bf16 channels_last")
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps({"fp32 channels_last": 0.2, "bf16 channels_last": 0.15}), budget=15,
+                              clock=clock)
+    assert result["rounds"] == autotune.SHORT_ROUNDS and clock.now == pytest.approx(0.35 * (1 + autotune.SHORT_ROUNDS))
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps({"fp32 channels_last": 0.2, "bf16 channels_last": 0.15}), budget=1.5,
+                              clock=clock)
+    assert result["rounds"] == 3 and clock.now <= 1.5, "the budget still bounds them"
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps({"fp32 channels_last": 0.6, "bf16 channels_last": 0.5}), budget=15,
+                              clock=clock)
+    assert result["rounds"] == autotune.TIMED_STEPS, "a round of 1.1 s is long enough"
 
 
 def test_the_rule_s_guess_is_measured_first(monkeypatch):

@@ -156,14 +156,14 @@ def test_a_wrong_setting_is_refused():
 
 
 def test_a_bf16_run_applies_and_records_its_fp32_layers(tmp_path):
-    """train.py, MobileNetV2 pinned to bf16 with every depthwise convolution in fp32: the header and the record say
+    """train.py, ShuffleNetV2 pinned to bf16 with every depthwise convolution in fp32: the header and the record say
     so (a resumed run reads them back: Execution.from_names, above)."""
-    out = run_script("train.py", "--config=" + str(TINY), "--modality=std", "--model=mobilenet", "--epochs=1",
+    out = run_script("train.py", "--config=" + str(TINY), "--modality=std", "--epochs=1",
                      "--train_examples=40", f"--output_dir={tmp_path}", "--set=precision=bf16",
                      "--set=depthwise_fp32=all").stdout
-    assert "Precision:bf16 (17 depthwise convolutions in fp32)" in out
-    record = json.loads((tmp_path / "DIGITS" / "std" / "mobilenet" / "40" / "1.json").read_text())
-    assert len(record["fp32_layers"]) == 17 and record["precision"] == "bf16"
+    assert "Precision:bf16 (19 depthwise convolutions in fp32)" in out
+    record = json.loads((tmp_path / "DIGITS" / "std" / "shufflenet" / "40" / "1.json").read_text())
+    assert len(record["fp32_layers"]) == 19 and record["precision"] == "bf16"
 
 
 def test_runs_saved_before_the_setting_existed_count_as_none():
