@@ -12,7 +12,7 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
     order        the rule's guess first (bf16 + channels_last where bf16 is native, fp32 for FP32_ON_CPU), then the
                  other precision's channels_last, then contiguous: the first of each precision is always measured
     timing       at the run's batch shapes: one warm-up step each (kernel creation), then rounds of one timed step
-                 per candidate, interleaved so that the machine's moments hit every candidate alike; a candidate
+                 per candidate (3; up to 9 while a round takes under a second), interleaved so that the machine's moments hit every candidate alike; a candidate
                  whose warm-up took twice the fastest warm-up is not timed further, nor, after a round, one 10%
                  behind the fastest lever of its precision (the contest left is fp32 against bf16)
     budget       ``autotune_budget`` seconds (default 15; 0: no limit). A warm-up or a round that would pass it is
@@ -21,6 +21,9 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
                  warm-up steps decide. On heavy networks (GoogLeNet Memory Wrap: a step of several seconds) the
                  two candidates that are always measured can pass the budget on their own
     choice       the fastest; bf16 only when it beats fp32 by more than 10% (precision changes numbers)
+    layers       a bf16 lever is timed with the depthwise convolutions that ``depthwise_fp32`` puts in fp32
+                 (core/layer_precision.py: auto measures them once, with the first bf16 lever, and the answer is
+                 cached with the choice, also where precision and memory_format are set)
 
 The answer is cached in a JSON file (``autotune_cache``, default ``$XDG_CACHE_HOME/memory-wrap/autotune.json``) keyed
 by CPU model, capability, threads, torch version, network, modality, head options that change the computation, batch
