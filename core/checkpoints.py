@@ -70,7 +70,7 @@ class RunMetadata:
     accuracy: Optional[float] = None  # test accuracy at the end of training
     config: Dict[str, Any] = field(default_factory=dict)  # Config.to_dict() of the run
     train_size: Optional[int] = None  # images in the training subset (train_examples 100000 = all of them)
-    training: Optional[Dict[str, str]] = None  # how the run computed: {"precision", "memory_format"}
+    training: Optional[Dict[str, Any]] = None  # how the run computed: {"precision", "memory_format", "fp32_layers"}
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
             "accuracy", "config", "train_size", "training")
