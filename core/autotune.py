@@ -167,7 +167,7 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
     def more_rounds() -> bool:
         short = sum(last[m] for m in members) < SHORT_ROUND
         return rounds < (SHORT_ROUNDS if short else TIMED_STEPS) and (rounds == 0 or fits(sum(last[m] for m in members)))
-    while members and more_rounds():
+    while members and (rounds == 0 or len(members) > 1) and more_rounds():  # one lever left: nothing to compare
         for name in members:
             began = clock()
             steps[name]()

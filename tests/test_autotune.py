@@ -81,6 +81,12 @@ def test_short_rounds_are_repeated_within_the_budget():
     result = autotune.measure(order, clock.steps({"fp32 channels_last": 0.6, "bf16 channels_last": 0.5}), budget=15,
                               clock=clock)
     assert result["rounds"] == autotune.TIMED_STEPS, "a round of 1.1 s is long enough"
+    order = levers("fp32 channels_last", "fp32 contiguous")
+    clock = FakeClock()
+    result = autotune.measure(order, clock.steps({"fp32 channels_last": 0.2, "fp32 contiguous": 0.3}), budget=15,
+                              clock=clock)
+    assert result["rounds"] == 1 and result["timed"] == ["fp32 channels_last", "fp32 contiguous"], \
+        "a round that leaves one lever in contention ends the measurement"
 
 
 def test_the_rule_s_guess_is_measured_first(monkeypatch):
