@@ -360,7 +360,8 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
 
     def resolve():
         return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for,
-                                 layers_for=None if config.depthwise_fp32 == "none" else layers_for)
+                                 layers_for=None if config.depthwise_fp32 == "none" else layers_for,
+                                 layer_names=lambda: layer_precision.depthwise(make_model(config, modality)))
     if distributed is None:
         return resolve()
     chosen = resolve() if distributed.is_main else None

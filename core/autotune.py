@@ -38,7 +38,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -185,12 +185,14 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
 
 def resolve(config: Config, modality: str, device: torch.device, batch_size: int, mem_examples: int,
             step_for: Callable[[runtime.Execution], Callable[[], None]], cache: Optional[Path] = None,
-            layers_for: Optional[Callable[[runtime.Execution], Dict]] = None) -> Tuple[runtime.Execution, Dict]:
+            layers_for: Optional[Callable[[runtime.Execution], Dict]] = None,
+            layer_names: Optional[Callable[[], Iterable[str]]] = None) -> Tuple[runtime.Execution, Dict]:
     """How the run computes, and how that was decided: {"source": "set" | "rule" | "measured" | "cache", ...}.
 
     ``layers_for(execution)`` gives a bf16 lever on a CPU its depthwise convolutions in fp32 ({"fp32": [names],
     ...}: core/layer_precision.py); with ``depthwise_fp32: auto`` it measures, and its answer is cached with the
-    lever's, also where precision and memory_format are set."""
+    lever's, also where precision and memory_format are set. ``layer_names()`` gives the model's depthwise
+    convolutions: a cached answer naming others (the network's code changed since) is measured again."""
     levers = candidates(config.precision, config.memory_format, device)
     layer_info: Dict[str, Dict] = {}  # the lever the layers were measured with -> layers_for's answer
     fp32_layers: Dict[str, List[str]] = {}  # lever -> its depthwise convolutions in fp32
@@ -217,8 +219,11 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path.with_name(path.name + ".lock")):  # concurrent runs: one measures, the others read it
         entries = _read(path)
-        if key in entries:
-            entry = entries[key]
+        cached = entries.get(key)
+        listed = set((cached.get("fp32_layers") or {}).get(cached.get("choice"), [])) if cached else set()
+        stale = bool(listed) and layer_names is not None and not listed <= set(layer_names())  # only then a model
+        if cached is not None and not stale:
+            entry = cached
             return _execution(entry["choice"], entry), {"source": "cache", "choice": entry["choice"],
                                                          "cache": str(path), "timings": entry.get("timings", {})}
         started = time.perf_counter()

@@ -173,3 +173,21 @@ def test_runs_saved_before_the_setting_existed_count_as_none():
     del saved["depthwise_fp32"]
     assert setting_differences(saved, load_config(TINY, {}, ["depthwise_fp32=none"])) == []
     assert setting_differences(saved, load_config(TINY)) == ["depthwise_fp32 was 'none', now 'auto'"]
+
+
+def test_a_cached_answer_naming_layers_the_model_lacks_is_measured_again(tmp_path):
+    """After the network's code changed (a researcher's edit), the cache's layer names would not apply."""
+    config = load_config(TINY, {}, ["precision=bf16", f"autotune_cache={tmp_path / 'c.json'}"])
+    measured = []
+
+    def layers_for(execution):
+        measured.append(1)
+        return {"fp32": ["old.conv2"], "timings": {}, "seconds": 0.0}
+    no_steps = lambda execution: pytest.fail("set levers are not timed")  # noqa: E731
+    autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
+    _, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for,
+                               layer_names=lambda: ["old.conv2", "other.conv2"])
+    assert info["source"] == "cache" and len(measured) == 1
+    _, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for,
+                               layer_names=lambda: ["new.conv2"])
+    assert info["source"] == "measured" and len(measured) == 2
