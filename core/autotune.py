@@ -12,8 +12,9 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
     order        the rule's guess first (bf16 + channels_last where bf16 is native, fp32 for FP32_ON_CPU), then the
                  other precision's channels_last, then contiguous: the first of each precision is always measured
     timing       at the run's batch shapes: one warm-up step each (kernel creation), then rounds of one timed step
-                 per candidate (3; up to 9 while a round takes under a second), interleaved so that the machine's moments hit every candidate alike; a candidate
-                 whose warm-up took twice the fastest warm-up is not timed further, nor, after a round, one 10%
+                 per candidate (3; up to 9 while a round takes under a second), interleaved so that the
+                 machine's moments hit every candidate alike; a candidate whose warm-up took twice the fastest
+                 warm-up is not timed further, nor, after a round, one 10%
                  behind the fastest lever of its precision (the contest left is fp32 against bf16)
     budget       ``autotune_budget`` seconds (default 15; 0: no limit). A warm-up or a round that would pass it is
                  not started: the remaining candidates are not measured, a round times the fastest fp32 and the
@@ -29,7 +30,7 @@ The answer is cached in a JSON file (``autotune_cache``, default ``$XDG_CACHE_HO
 by CPU model, capability, threads, torch version, network, modality, head options that change the computation, batch
 shapes and budget; later runs read it and cost nothing, and concurrent runs wait on a lock so that one measures and the
 others read its answer. Once written, the entry is this machine's answer: the same config on the same machine gives
-the same numbers. Pin ``precision`` and ``memory_format`` to compare machines.
+the same numbers. Pin ``precision``, ``memory_format`` and ``depthwise_fp32`` (none or all) to compare machines.
 """
 from __future__ import annotations
 
@@ -164,6 +165,7 @@ def measure(levers: List[runtime.Execution], step_for: Callable[[runtime.Executi
                 members.append(name)
     timed, seconds = list(members), {name: [] for name in members}
     rounds = 0
+
     def more_rounds() -> bool:
         short = sum(last[m] for m in members) < SHORT_ROUND
         return rounds < (SHORT_ROUNDS if short else TIMED_STEPS) and (rounds == 0 or fits(sum(last[m] for m in members)))
@@ -248,6 +250,9 @@ def resolve(config: Config, modality: str, device: torch.device, batch_size: int
 
 def describe(info: Dict) -> str:
     """For the run's header: how the levers were chosen."""
+    if info["source"] in ("measured", "cache") and not info.get("timings"):  # levers set: only the layers measured
+        return "as set; depthwise convolutions " + (f"measured now in {info['seconds']:.1f} s"
+                                                    if info["source"] == "measured" else "from the autotune cache")
     if info["source"] == "measured":
         skipped = info.get("not_measured") or []
         return f"measured now in {info['seconds']:.1f} s" + (

@@ -96,8 +96,11 @@ def test_the_autotune_measures_the_layers_of_a_pinned_bf16_run_once_and_caches_t
     execution, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
     assert info["source"] == "measured" and execution.fp32_layers == ("encoder.layers.3.conv2",)
     assert asked == ["bf16 channels_last"]
+    assert autotune.describe(info).startswith("as set; depthwise convolutions measured now in"), \
+        "the header does not say the set levers were measured"
     again, info = autotune.resolve(config, "std", torch.device("cpu"), 64, 0, no_steps, layers_for=layers_for)
     assert info["source"] == "cache" and again == execution and asked == ["bf16 channels_last"]
+    assert autotune.describe(info) == "as set; depthwise convolutions from the autotune cache"
     entry = next(iter(json.loads((tmp_path / "c.json").read_text()).values()))
     assert entry["layer_timings_ms"]["bf16 channels_last"]["encoder.layers.3.conv2"] == {"bf16": 9.0, "fp32": 1.0}
     for setting in ("none", "all"):  # nothing to measure: the cache is not opened, the layers come from the setting
