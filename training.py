@@ -17,7 +17,7 @@ from base.errors import UserError
 from base.files import writable_folder
 from core import autotune, evaluation, layer_precision, results, runtime
 from core.checkpoints import (Checkpoint, RunMetadata, load_training_state, restore_training_state,
-                              save_training_state)
+                              save_training_state, state_misfit)
 from core import config as config_module
 from core.config import Config, ConfigError, DatasetConfig, OptimizerConfig
 from core.distributed import Distributed, unwrap
@@ -116,7 +116,10 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     if state is not None and "precision" in state:
         execution = runtime.Execution.from_names(state)
     model.to(memory_format=execution.memory_format)
-    layer_precision.apply(model, execution.fp32_layers)
+    try:
+        layer_precision.apply(model, execution.fp32_layers)
+    except ValueError as error:  # only a resumed state can name layers the model lacks (the network's code changed)
+        raise state_misfit(state_path, run, str(error)) from None
     network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
     shard = (distributed.rank, distributed.world_size) if distributed else (0, 1)
     optimizer = make_optimizer(model, config.optimizer)

@@ -305,5 +305,10 @@ def restore_training_state(state: Mapping[str, Any], path, run: int, model, opti
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         reason = (f"no entry {error}" if isinstance(error, KeyError)
                   else describe_mismatch(model, state.get("model")) or str(error).splitlines()[0])
-        raise CheckpointError(f"the resumable state {path} does not fit this run ({reason}); delete it "
-                              f"to restart run {run + 1}, or run without --continue_train") from None
+        raise state_misfit(path, run, reason) from None
+
+
+def state_misfit(path, run: int, reason: str) -> CheckpointError:
+    """The error of a resumable state that does not fit run ``run`` (0-based), and what to do."""
+    return CheckpointError(f"the resumable state {path} does not fit this run ({reason}); delete it to restart run "
+                           f"{run + 1}, or run without --continue_train")

@@ -68,6 +68,28 @@ def test_a_resumed_run_keeps_the_precision_and_memory_format_it_started_with(tmp
     assert next(model.parameters()).is_contiguous(), "the model ends contiguous, ready for fp32 evaluation"
 
 
+def test_a_resumed_state_naming_layers_the_model_lacks_says_which_state_and_what_to_do(tmp_path):
+    """A state whose fp32 depthwise layers the network no longer has (its code changed since): a CheckpointError
+    naming the state file and the layers, and nothing written."""
+    from core.checkpoints import CheckpointError
+
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0)
+    state = tmp_path / "1.state.pt"
+    one_epoch, two_epochs = load_config(TINY, {"epochs": 1}), load_config(TINY, {"epochs": 2})
+    training.train_run(build_model("mobilenet", "std", 10), data, one_epoch, 0, torch.device("cpu"),
+                       Execution(torch.bfloat16, torch.channels_last, ("encoder.layers.1.conv2",)), state)
+    saved = torch.load(state, weights_only=True)
+    torch.save({**saved, "fp32_layers": ["encoder.layers.1.renamed"]}, state)
+    before = state.read_bytes()
+    with pytest.raises(CheckpointError, match=r"resumable state .*1\.state\.pt does not fit this run "
+                                              r"\(\[.encoder\.layers\.1\.renamed.\] are not depthwise.*"
+                                              r"delete it to restart run 1, or run without --continue_train"):
+        training.train_run(build_model("mobilenet", "std", 10), data, two_epochs, 0, torch.device("cpu"), FP32,
+                           state, resume=True)
+    assert state.read_bytes() == before
+
+
 def test_the_history_has_one_entry_per_epoch_and_validation_does_not_change_the_run(tmp_path):
     """Each epoch's mean loss, training accuracy, learning rate, seconds and non-finite steps; with eval_every the
     validation accuracy every N epochs, computed without touching the run's numbers (same weights as without)."""
