@@ -73,18 +73,20 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-# Networks that train faster in fp32 than in bf16 even on CPUs with native bf16 (their depthwise convolutions,
-# channel shuffles and squeeze-excitation gain nothing from bf16 and pay its conversions: bench/bench_training.py,
-# the README's table, shufflenet1x included). On a CPU, precision 'auto' picks fp32 for them.
+# The rule's guess of the networks that train faster in fp32 than in bf16 on CPUs with native bf16, from an AMD EPYC
+# before their slow bf16 depthwise kernels computed in fp32 (core/layer_precision.py). A run on a CPU measures both
+# precisions (core/autotune.py): this guess only orders the measurements (the guess first), and with its fp32
+# depthwise layers bf16 now wins for both networks' Memory Wrap on that machine (README, Speed).
 FP32_ON_CPU = ("efficientnet", "shufflenet", "shufflenet1x")
 
 
 def autocast_dtype(precision: str, device: torch.device, model_name: Optional[str] = None) -> Optional[torch.dtype]:
     """The autocast dtype of a precision setting on a device; None means fp32.
 
-    'auto': fp16 autocast (with GradScaler) on CUDA, as the paper; on a CPU, bf16 where it is native (2-4x faster
-    there for most networks), else fp32 (emulated bf16 is about 5x slower); fp32 for the networks of
-    ``FP32_ON_CPU``. An explicit 'bf16' on a CPU without native bf16 warns; 'fp16' needs CUDA.
+    'auto': fp16 autocast (with GradScaler) on CUDA, as the paper; on a CPU, the rule's guess, which the autotune
+    measures first (core/autotune.py decides): bf16 where it is native (2-4x faster there for most networks), else
+    fp32 (emulated bf16 is about 5x slower); fp32 for the networks of ``FP32_ON_CPU``. An explicit 'bf16' on a CPU
+    without native bf16 warns; 'fp16' needs CUDA.
     """
     if precision == "auto":
         if device.type == "cuda":
