@@ -77,10 +77,22 @@ def test_the_measurement_puts_in_fp32_the_layers_faster_there(monkeypatch):
     assert found["timings"]["encoder.layers.5.conv2"] == {"bf16": 10.0, "fp32": 20.0}
 
 
-def test_a_layer_is_timed_in_both_precisions():
+def test_a_layer_is_timed_in_both_precisions_after_a_warm_up_each(monkeypatch):
+    """The "bf16" call computes under autocast on bf16 input, the "fp32" one in fp32 with autocast off; each is
+    warmed up once, and only the timed calls count."""
     conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
-    seconds = layer_precision.time_problem(conv, (2, 4, 8, 8), torch.channels_last, torch.bfloat16)
-    assert set(seconds) == {"bf16", "fp32"} and all(value > 0 for value in seconds.values())
+    computed, real_conv = [], nn.Conv2d._conv_forward
+
+    def recording(self, input, weight, bias):
+        computed.append((input.dtype, torch.is_autocast_enabled("cpu")))
+        return real_conv(self, input, weight, bias)
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", recording)
+    monkeypatch.setattr(layer_precision, "ROUNDS", 1)
+    ticks = iter([0.0, 5.0, 10.0, 17.0, 20.0, 21.0, 30.0, 33.0])  # warm-ups 5 and 7 s, timed calls 1 and 3 s
+    seconds = layer_precision.time_problem(conv, (2, 4, 8, 8), torch.channels_last, torch.bfloat16,
+                                           clock=lambda: next(ticks))
+    assert seconds == {"bf16": 1.0, "fp32": 3.0}, "the warm-up calls are not counted"
+    assert computed == [(torch.bfloat16, True), (torch.float32, False)] * 2
     assert type(conv) is nn.Conv2d, "the model's layer is left as it was"
 
 
