@@ -355,11 +355,10 @@ def measure_depthwise(networks, device):
         if not layers:
             continue
         images = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-        shapes = layer_precision.input_shapes(model, lambda: model(images), torch.bfloat16)
         found = layer_precision.measure(model, lambda: model(images), torch.channels_last)
         for name, layer in layers.items():
             seconds = found["timings"][name]
-            print(f"| {network} | {name.removeprefix('encoder.')} | {'x'.join(map(str, shapes[name][0][1:]))} | "
+            print(f"| {network} | {name.removeprefix('encoder.')} | {'x'.join(map(str, found['inputs'][name][1:]))} | "
                   f"{layer.stride[0]} | {layer.kernel_size[0]} | {seconds['bf16']:.1f} | {seconds['fp32']:.1f} | "
                   f"{'fp32' if name in found['fp32'] else 'bf16'} |", flush=True)
         print(f"| {network} | all {len(layers)} ({found['seconds']:.1f} s to measure) | | | | "

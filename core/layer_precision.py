@@ -123,12 +123,12 @@ def measure(model: nn.Module, forward: Callable[[], object], memory_format: torc
             dtype: torch.dtype = torch.bfloat16, clock: Callable[[], float] = time.perf_counter) -> Dict:
     """Which depthwise convolutions of ``model`` are faster in fp32 than in ``dtype`` at the largest input
     ``forward()`` gives each (a memory model's encoder also runs on the smaller memory set):
-    {"fp32": [names], "timings": {name: {"bf16": ms, "fp32": ms}}, "seconds": s}. Layers of the same configuration
-    and input shape are timed once. Ties stay in bf16."""
+    {"fp32": [names], "timings": {name: {"bf16": ms, "fp32": ms}}, "inputs": {name: shape timed}, "seconds": s}.
+    Layers of the same configuration and input shape are timed once. Ties stay in bf16."""
     started = clock()
     layers = depthwise(model)
     if not layers:
-        return {"fp32": [], "timings": {}, "seconds": 0.0}
+        return {"fp32": [], "timings": {}, "inputs": {}, "seconds": 0.0}
     largest = {name: max(shapes) for name, shapes in input_shapes(model, forward, dtype).items() if shapes}
     times: Dict[tuple, Dict[str, float]] = {}
     for name, shape in largest.items():
@@ -139,4 +139,4 @@ def measure(model: nn.Module, forward: Callable[[], object], memory_format: torc
     return {"fp32": [name for name, seconds in timings.items() if seconds["fp32"] < seconds["bf16"]],
             "timings": {name: {kind: round(1000 * value, 3) for kind, value in seconds.items()}
                         for name, seconds in timings.items()},
-            "seconds": round(clock() - started, 2)}
+            "inputs": largest, "seconds": round(clock() - started, 2)}

@@ -73,6 +73,7 @@ def test_the_measurement_puts_in_fp32_the_layers_faster_there(monkeypatch):
     assert sorted(found["fp32"]) == strided == ["encoder.layers.13.conv2", "encoder.layers.3.conv2",
                                                 "encoder.layers.6.conv2"]
     assert all(shape[0] == 6 for _, _, shape in timed), "each layer at its largest input"
+    assert found["inputs"]["encoder.layers.0.conv2"] == (6, 32, 32, 32)
     assert len(timed) == len(set(timed)) < 17, "layers of the same configuration and input are timed once"
     assert found["timings"]["encoder.layers.5.conv2"] == {"bf16": 10.0, "fp32": 20.0}
 
@@ -154,7 +155,7 @@ def test_measured_levers_carry_their_layers_into_the_choice(tmp_path, monkeypatc
 def test_a_network_without_depthwise_convolutions_is_not_run_to_measure_them():
     model = build_model("resnet18", "std", 10)
     found = layer_precision.measure(model, lambda: pytest.fail("no forward pass"), torch.channels_last)
-    assert found == {"fp32": [], "timings": {}, "seconds": 0.0}
+    assert found == {"fp32": [], "timings": {}, "inputs": {}, "seconds": 0.0}
 
 
 def test_the_lever_keeps_its_layers_through_names():
