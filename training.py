@@ -118,8 +118,10 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     model.to(memory_format=execution.memory_format)
     try:
         layer_precision.apply(model, execution.fp32_layers)
-    except ValueError as error:  # only a resumed state can name layers the model lacks (the network's code changed)
-        raise state_misfit(state_path, run, str(error)) from None
+    except ValueError as error:
+        if state is None:
+            raise
+        raise state_misfit(state_path, run, str(error)) from None  # the network's code changed since the state
     network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
     shard = (distributed.rank, distributed.world_size) if distributed else (0, 1)
     optimizer = make_optimizer(model, config.optimizer)
