@@ -397,9 +397,12 @@ class Config:
 
     def result_settings(self) -> Dict[str, Any]:
         """The settings that shape a run's numbers, flat (``optimizer.learning_rate``, ``CIFAR10.num_epochs``):
-        every key but ``NOT_RESULT_SHAPING`` and the sections of the other datasets."""
+        every key but ``NOT_RESULT_SHAPING`` and the sections of the other datasets (and ``depthwise_fp32`` where
+        the precision is fp32 or fp16: it changes bf16 runs alone)."""
         flat = {key: value for key, value in self.to_dict().items()
                 if key not in NOT_RESULT_SHAPING + ("optimizer", "datasets", "heads")}
+        if self.precision in ("fp32", "fp16"):
+            del flat["depthwise_fp32"]
         flat.update({f"optimizer.{key}": value for key, value in dataclasses.asdict(self.optimizer).items()})
         flat.update({f"heads.{key}": value for key, value in dataclasses.asdict(self.heads).items()})
         flat.update({f"{self.dataset_name}.{key}": value for key, value in dataclasses.asdict(self.dataset).items()})

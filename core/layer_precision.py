@@ -21,7 +21,7 @@ its parameters and state-dict keys are ``nn.Conv2d``'s.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List
 
 import torch
 from torch import nn
@@ -53,13 +53,6 @@ def apply(model: nn.Module, names: Iterable[str]) -> None:
         raise ValueError(f"{unknown} are not depthwise convolutions of this model (it has {sorted(layers)})")
     for name, layer in layers.items():
         layer.__class__ = Fp32Conv2d if name in names else nn.Conv2d
-
-
-def fp32_layers(model: nn.Module, setting: str) -> Tuple[str, ...]:
-    """The layers a setting other than auto puts in fp32: all depthwise convolutions, or none."""
-    if setting not in ("all", "none"):
-        raise ValueError(f"depthwise_fp32 {setting!r} is measured (measure), not listed")
-    return tuple(depthwise(model)) if setting == "all" else ()
 
 
 def input_shapes(model: nn.Module, forward: Callable[[], object], dtype: torch.dtype) -> Dict[str, List[tuple]]:

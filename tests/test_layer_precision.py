@@ -185,10 +185,14 @@ def test_a_bf16_run_applies_and_records_its_fp32_layers(tmp_path):
 def test_runs_saved_before_the_setting_existed_count_as_none():
     """Their grids are not 'changed' by the new default: they computed every layer as autocast made it."""
     from core.config import setting_differences
-    saved = load_config(TINY).to_dict()
-    del saved["depthwise_fp32"]
-    assert setting_differences(saved, load_config(TINY, {}, ["depthwise_fp32=none"])) == []
-    assert setting_differences(saved, load_config(TINY)) == ["depthwise_fp32 was 'none', now 'auto'"]
+    for precision in ("auto", "bf16", "fp32"):
+        saved = load_config(TINY, {}, [f"precision={precision}"]).to_dict()
+        del saved["depthwise_fp32"]
+        assert setting_differences(saved, load_config(TINY, {}, [f"precision={precision}", "depthwise_fp32=none"])) \
+            == []
+        assert setting_differences(saved, load_config(TINY, {}, [f"precision={precision}"])) == (
+            [] if precision == "fp32" else ["depthwise_fp32 was 'none', now 'auto'"]), \
+            "an fp32 run computes alike with any depthwise_fp32; an auto or bf16 run does not"
 
 
 def test_a_cached_answer_naming_layers_the_model_lacks_is_measured_again(tmp_path):
