@@ -50,6 +50,10 @@ def test_the_paper_loop_ends_bad_input_in_one_line(tmp_path):
     for bad in ("--train_examples=0", "--milestones=a,b", "--model=foo"):
         result = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}", bad, check=False)
         assert result.returncode == 2 and "Traceback" not in result.stderr and bad.split("=")[0] in result.stderr
+    write_cifar_folder(tmp_path / "few", n=10)  # 50 training images
+    few = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path / 'few'}", check=False)
+    assert few.returncode == 2 and "holds 50 training images: the memory loader needs 100" in few.stderr and \
+        "Traceback" not in few.stderr
     write_cifar_folder(tmp_path, n=30)
     too_many = run_script("bench/paper_loop.py", "--modality=std", f"--dataset_dir={tmp_path}",
                           "--train_examples=200", check=False)
