@@ -200,3 +200,31 @@ def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(
     assert "Run 1: resuming after epoch" in resumed.stdout, resumed.stdout + resumed.stderr[-3000:]
     got = json.loads((killed / "1.json").read_text())
     assert (got["accuracy"], got["loss"]) == (expected["accuracy"], expected["loss"])
+
+
+# The grids behind the README's tables that were computed on a CPU: their commands must repeat those numbers, so
+# nothing in them may be left to a measurement of the machine they run on (core/autotune.py).
+README_CPU_GRIDS = ("grid_digits", "grid_related_digits", "grid_encoders_digits", "grid_vit_digits")
+
+
+def test_every_grid_of_the_repository_loads():
+    names = sorted(path.stem for path in (REPO / "config").glob("grid_*.yaml"))
+    assert set(README_CPU_GRIDS) <= set(names)
+    for name in names:
+        assert Grid.load(REPO / "config" / f"{name}.yaml").cells, name
+
+
+@pytest.mark.parametrize("name", README_CPU_GRIDS)
+def test_the_grids_of_the_readmes_cpu_tables_pin_every_measured_lever(name):
+    import torch
+    from architectures import build_model
+    from core.layer_precision import depthwise
+    has_depthwise = {}
+    for cell in Grid.load(REPO / "config" / f"{name}.yaml").cells:
+        config, where = cell.run_config, f"{name}: {cell.model} {cell.modality} {cell.variant}"
+        assert config.precision != "auto" and config.memory_format != "auto", where
+        if config.precision == "bf16" and config.depthwise_fp32 == "auto":
+            if cell.model not in has_depthwise:
+                with torch.device("meta"):
+                    has_depthwise[cell.model] = bool(depthwise(build_model(cell.model, "std", num_classes=10)))
+            assert not has_depthwise[cell.model], f"{where}: depthwise_fp32 is measured"
