@@ -258,7 +258,7 @@ def describe(info: Dict) -> str:
         return f"measured now in {info['seconds']:.1f} s" + (
             f"; {', '.join(skipped)} not measured within autotune_budget {info['budget']:g} s" if skipped else "")
     if info["source"] == "cache":
-        return "measured earlier on this machine (autotune cache)"
+        return "measured earlier on this machine: autotune cache"
     return "as set" if info["source"] == "set" else "the CUDA rule"
 
 

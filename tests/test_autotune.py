@@ -215,7 +215,7 @@ def test_a_run_says_and_records_how_its_levers_were_chosen(tmp_path):
     assert record["autotune"]["source"] == "measured" and record["autotune"]["choice"] == \
         f"{record['precision']} {record['memory_format']}"
     second = run_script(*args, f"--output_dir={tmp_path / 'b'}").stdout
-    assert "(measured earlier on this machine (autotune cache))" in second
+    assert "(measured earlier on this machine: autotune cache)" in second
     assert json.loads((tmp_path / "b" / "DIGITS" / "std" / "shufflenet" / "128" / "1.json").read_text())[
         "autotune"]["source"] == "cache"
 
