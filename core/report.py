@@ -16,12 +16,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 import yaml
 
+from architectures import build_model
 from base.files import atomic_write_bytes
+from .config import BEFORE_KEY_EXISTED, Config
+from .layer_precision import depthwise
 from .tables import BuiltTable, Row, build_tables, read_results
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html.j2"
@@ -33,12 +37,54 @@ class Cell:
     row: Row
     histories: List[Optional[List[Dict[str, Any]]]]  # per run (None: recorded before histories existed)
     machine: Dict[str, Any]
-    config: Dict[str, Any]
+    config: Dict[str, Any]  # as its runs computed: what ``auto`` chose pinned where it can be (``pinned``)
     name: str  # a file-safe name
+    notes: List[str] = field(default_factory=list)  # what the config could not pin
 
     @property
     def title(self) -> str:
         return f"{self.row.dataset} · {self.row.model} · {self.row.label} · {self.row.train_examples}"
+
+
+def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) -> Tuple[Dict[str, Any], List[str]]:
+    """A saved config with what its runs' ``auto`` settings chose written in, so that it repeats their computation
+    on a machine whose measurement would choose otherwise (core/autotune.py): ``precision`` and ``memory_format`` as
+    the runs recorded them, ``depthwise_fp32`` as ``none`` or ``all`` where that is what the runs computed, and a
+    key the config was saved without as it computed then (``BEFORE_KEY_EXISTED``). Returns the config and a note
+    for each setting left to a new measurement (runs that computed differently, or some depthwise convolutions in
+    fp32)."""
+    out, notes = {**config, **{key: value for key, value in BEFORE_KEY_EXISTED.items() if key not in config}}, []
+    for key in ("precision", "memory_format"):
+        chosen = sorted({str(run.get(key)) for run in runs})
+        if out.get(key) == "auto" and chosen:
+            if len(chosen) == 1 and chosen[0] != "None":
+                out[key] = chosen[0]
+            else:
+                notes.append(f"{key}: auto, which its runs resolved to {' and '.join(chosen)}")
+    if out.get("depthwise_fp32") == "auto" and out.get("precision") == "bf16" and runs:
+        layers = {tuple(sorted(run.get("fp32_layers") or ())) for run in runs}
+        everything = _depthwise_layers(out, modality)
+        if layers == {()}:
+            out["depthwise_fp32"] = "none"
+        elif len(layers) == 1 and everything is not None and set(next(iter(layers))) == everything:
+            out["depthwise_fp32"] = "all"
+        else:
+            counts = " or ".join(dict.fromkeys(str(len(names)) for names in sorted(layers, key=len)))
+            notes.append(f"depthwise_fp32: auto, which put {counts} depthwise convolutions in fp32 on that machine "
+                         f"(listed as fp32_layers in each run's record); a run of this config measures them again")
+    return out, notes
+
+
+def _depthwise_layers(config: Dict[str, Any], modality: str) -> Optional[set]:
+    """The names of the depthwise convolutions of the config's model (built on the meta device: no weights are
+    allocated), or None where it cannot be built here (a prototypes file that is gone...)."""
+    try:
+        settings = Config.from_saved(config)
+        with torch.device("meta"):
+            model = build_model(settings.model, modality, settings.dataset.num_classes, **settings.model_options())
+    except Exception:  # noqa: BLE001 -- only a note's precision depends on it
+        return None
+    return set(depthwise(model))
 
 
 @dataclass
@@ -69,10 +115,10 @@ class Report:
                 continue
             results = read_results(row.folder / "results.json")
             runs = results["runs"]
+            config, notes = pinned(results.get("config") or {}, runs, row.modality)
             cells.append(Cell(row, [run.get("history") for run in runs], (runs[0].get("machine") or {}) if runs else {},
-                              results.get("config") or {},
-                              _safe(f"{row.dataset}_{row.model}_{row.modality}_{row.variant or 'grid'}_"
-                                    f"{row.train_examples}")))
+                              config, _safe(f"{row.dataset}_{row.model}_{row.modality}_{row.variant or 'grid'}_"
+                                            f"{row.train_examples}"), notes))
         return cls(Path(root), tables, cells)
 
     @property
@@ -176,9 +222,10 @@ class Report:
         path = configs / f"{cell.name}.yaml"
         text = yaml.safe_dump(json.loads(json.dumps(cell.config)), sort_keys=False)
         atomic_write_bytes(path, lambda f: f.write(text.encode()))
-        runs = len(cell.histories)
-        return {"config": f"{configs.name}/{path.name}",
-                "command": f"python train.py --config={path} --modality={cell.row.modality} --output_dir=models"
+        runs, threads = len(cell.histories), cell.machine.get("threads")
+        threads = f"OMP_NUM_THREADS={threads} " if isinstance(threads, int) and "gpu" not in cell.machine else ""
+        return {"config": f"{configs.name}/{path.name}", "notes": cell.notes,
+                "command": f"{threads}python train.py --config={path} --modality={cell.row.modality} --output_dir=models"
                            f"  # {runs} run{'s' if runs != 1 else ''}, seeds 0..{runs - 1}"}
 
     def render(self, path: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> None:

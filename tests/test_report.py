@@ -65,6 +65,10 @@ def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_r
     gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_128"
     assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png"]
     assert "Learning curves" in text and "Curves missing" not in text
+    from core.config import load_config  # each cell's config and command: the runs' threads, a config that loads
+    assert text.count("OMP_NUM_THREADS=1 python train.py --config=") == 2, "the runs' one thread (tests/conftest.py)"
+    configs = sorted((output / "configs").glob("*.yaml"))
+    assert len(configs) == 2 and all(load_config(path).precision == "fp32" for path in configs), configs
 
 
 def test_a_run_without_history_gets_its_tables_and_its_curves_marked_missing(tiny_root, tmp_path):
@@ -99,3 +103,33 @@ def test_report_refuses_what_it_cannot_report_in_one_line(tiny_root, tmp_path, c
     result = run_script("report.py", f"--root={root}", f"--output={output}", check=False)
     assert result.returncode == 1 and result.stderr.strip().startswith("error:"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
+    """The report's config of a cell repeats its runs' computation: what their autotune chose is written in."""
+    import yaml
+
+    from core.config import load_config
+    from core.report import _depthwise_layers, pinned
+    saved = {**load_config(TINY).to_dict(), "precision": "auto", "memory_format": "auto", "depthwise_fp32": "auto"}
+    layers = sorted(_depthwise_layers(saved, "encoder_memory"))
+    assert len(layers) == 19 and all(name.startswith("encoder.") for name in layers), layers  # ShuffleNetV2 0.5
+    bf16 = {"precision": "bf16", "memory_format": "channels_last"}
+    config, notes = pinned(saved, [{**bf16, "fp32_layers": []}] * 2, "encoder_memory")
+    assert (config["precision"], config["memory_format"], config["depthwise_fp32"], notes) == (
+        "bf16", "channels_last", "none", [])
+    assert pinned(saved, [{**bf16, "fp32_layers": layers}], "encoder_memory")[0]["depthwise_fp32"] == "all"
+    config, notes = pinned(saved, [{**bf16, "fp32_layers": layers[:6]}], "encoder_memory")
+    assert config["depthwise_fp32"] == "auto" and len(notes) == 1 and "put 6 depthwise convolutions" in notes[0]
+    config, notes = pinned(saved, [{**bf16, "fp32_layers": []}, {"precision": "fp32", "memory_format": "channels_last"}],
+                           "encoder_memory")
+    assert (config["precision"], config["memory_format"]) == ("auto", "channels_last")
+    assert notes == ["precision: auto, which its runs resolved to bf16 and fp32"]
+    old = {key: value for key, value in saved.items() if key != "depthwise_fp32"}  # saved before the key existed
+    assert pinned(old, [bf16], "std")[0]["depthwise_fp32"] == "none"
+    fp32 = pinned(saved, [{"precision": "fp32", "memory_format": "contiguous"}], "std")[0]
+    assert (fp32["precision"], fp32["memory_format"], fp32["depthwise_fp32"]) == ("fp32", "contiguous", "auto")
+    path = tmp_path / "cell.yaml"  # what the report writes loads as a config
+    path.write_text(yaml.safe_dump(pinned(saved, [{**bf16, "fp32_layers": []}], "std")[0], sort_keys=False))
+    loaded = load_config(path)
+    assert (loaded.precision, loaded.memory_format, loaded.depthwise_fp32) == ("bf16", "channels_last", "none")
