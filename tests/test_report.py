@@ -119,10 +119,13 @@ def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
     assert (config["precision"], config["memory_format"], config["depthwise_fp32"], notes) == (
         "bf16", "channels_last", "none", [])
     assert pinned(saved, [{**bf16, "fp32_layers": layers}], "encoder_memory")[0]["depthwise_fp32"] == "all"
+    unknown = {**saved, "model": "a-network-of-another-version"}  # its layers cannot be listed: said, not guessed
+    assert _depthwise_layers(unknown, "std") is None
+    assert pinned(unknown, [{**bf16, "fp32_layers": layers}], "std")[0]["depthwise_fp32"] == "auto"
     config, notes = pinned(saved, [{**bf16, "fp32_layers": layers[:6]}], "encoder_memory")
     assert config["depthwise_fp32"] == "auto" and len(notes) == 1 and "put 6 depthwise convolutions" in notes[0]
-    config, notes = pinned(saved, [{**bf16, "fp32_layers": []}, {"precision": "fp32", "memory_format": "channels_last"}],
-                           "encoder_memory")
+    runs = [{**bf16, "fp32_layers": []}, {"precision": "fp32", "memory_format": "channels_last"}]
+    config, notes = pinned(saved, runs, "encoder_memory")
     assert (config["precision"], config["memory_format"]) == ("auto", "channels_last")
     assert notes == ["precision: auto, which its runs resolved to bf16 and fp32"]
     old = {key: value for key, value in saved.items() if key != "depthwise_fp32"}  # saved before the key existed
