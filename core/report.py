@@ -63,7 +63,7 @@ def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) ->
                 notes.append(f"{key}: auto, which its runs resolved to {' and '.join(chosen)}")
     if out.get("depthwise_fp32") == "auto" and out.get("precision") == "bf16" and runs:
         layers = {tuple(sorted(run.get("fp32_layers") or ())) for run in runs}
-        everything = _depthwise_layers(out, modality)
+        everything = depthwise_layers(out, modality)
         if layers == {()}:
             out["depthwise_fp32"] = "none"
         elif len(layers) == 1 and everything is not None and set(next(iter(layers))) == everything:
@@ -75,7 +75,7 @@ def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) ->
     return out, notes
 
 
-def _depthwise_layers(config: Dict[str, Any], modality: str) -> Optional[set]:
+def depthwise_layers(config: Dict[str, Any], modality: str) -> Optional[set]:
     """The names of the depthwise convolutions of the config's model (built on the meta device: no weights are
     allocated), or None where it cannot be built here (a prototypes file that is gone...)."""
     try:

@@ -110,9 +110,9 @@ def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
     import yaml
 
     from core.config import load_config
-    from core.report import _depthwise_layers, pinned
+    from core.report import depthwise_layers, pinned
     saved = {**load_config(TINY).to_dict(), "precision": "auto", "memory_format": "auto", "depthwise_fp32": "auto"}
-    layers = sorted(_depthwise_layers(saved, "encoder_memory"))
+    layers = sorted(depthwise_layers(saved, "encoder_memory"))
     assert len(layers) == 19 and all(name.startswith("encoder.") for name in layers), layers  # ShuffleNetV2 0.5
     bf16 = {"precision": "bf16", "memory_format": "channels_last"}
     config, notes = pinned(saved, [{**bf16, "fp32_layers": []}] * 2, "encoder_memory")
@@ -120,7 +120,7 @@ def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
         "bf16", "channels_last", "none", [])
     assert pinned(saved, [{**bf16, "fp32_layers": layers}], "encoder_memory")[0]["depthwise_fp32"] == "all"
     unknown = {**saved, "model": "a-network-of-another-version"}  # its layers cannot be listed: said, not guessed
-    assert _depthwise_layers(unknown, "std") is None
+    assert depthwise_layers(unknown, "std") is None
     assert pinned(unknown, [{**bf16, "fp32_layers": layers}], "std")[0]["depthwise_fp32"] == "auto"
     config, notes = pinned(saved, [{**bf16, "fp32_layers": layers[:6]}], "encoder_memory")
     assert config["depthwise_fp32"] == "auto" and len(notes) == 1 and "put 6 depthwise convolutions" in notes[0]
