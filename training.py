@@ -2,6 +2,7 @@
 a resumable state written atomically after every epoch, and a stop on a NaN/inf loss."""
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -336,7 +337,8 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     uses_memory = head_entry(modality).uses_memory
 
     def synthetic(execution: runtime.Execution):
-        """A model computing as ``execution`` says, and a forward-backward step on random tensors of the run's shapes."""
+        """A model computing as ``execution`` says, and a forward-backward step on random tensors of the run's
+        shapes."""
         model = make_model(config, modality).to(device).to(memory_format=execution.memory_format).train()
         layer_precision.apply(model, execution.fp32_layers)
         optimizer, scaler = make_optimizer(model, config.optimizer), torch.amp.GradScaler(
@@ -356,17 +358,22 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     def step_for(execution: runtime.Execution):
         return synthetic(execution)[1]
 
+    @functools.cache
+    def depthwise_names() -> Tuple[str, ...]:
+        """The model's depthwise convolutions (a model is built once, and only where they are asked for)."""
+        return tuple(layer_precision.depthwise(make_model(config, modality)))
+
     def layers_for(execution: runtime.Execution) -> dict:
         """A bf16 lever's depthwise convolutions in fp32 (only called where a lever needs them: not on cache hits)."""
         if config.depthwise_fp32 == "all":
-            return {"fp32": list(layer_precision.depthwise(make_model(config, modality)))}
+            return {"fp32": list(depthwise_names())}
         model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
         return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
 
     def resolve():
         return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for,
                                  layers_for=None if config.depthwise_fp32 == "none" else layers_for,
-                                 layer_names=lambda: layer_precision.depthwise(make_model(config, modality)))
+                                 layer_names=depthwise_names)
     if distributed is None:
         return resolve()
     chosen = resolve() if distributed.is_main else None

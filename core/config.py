@@ -65,6 +65,12 @@ NOT_RESULT_SHAPING = ("runs", "save", "dataset_dir", "download", "device", "eval
 BEFORE_KEY_EXISTED = {"depthwise_fp32": "none"}
 
 
+def as_computed(saved: Mapping[str, Any]) -> Dict[str, Any]:
+    """A saved config (plain data) with the keys it was saved without, as its run computed (``BEFORE_KEY_EXISTED``);
+    its own keys keep their order."""
+    return {**saved, **{key: value for key, value in BEFORE_KEY_EXISTED.items() if key not in saved}}
+
+
 def setting_differences(saved: Mapping[str, Any], current: "Config") -> List[str]:
     """``key was <saved>, now <current>`` for every result-shaping setting that differs between a saved config
     (plain data, as written into checkpoints, states and results.json) and ``current``."""
@@ -273,8 +279,11 @@ class Config:
     datasets: Mapping[str, DatasetConfig]
     # keys beyond the paper's; their defaults reproduce the paper
     memory_source: str = "subset"  # subset (the paper's text) | full (the paper's CIFAR10 code)
-    precision: str = "auto"  # auto: fp16 + GradScaler on CUDA (the paper), bf16 on CPUs with native bf16, else fp32
-    memory_format: str = "auto"  # auto (channels_last) | channels_last | contiguous
+    # auto: fp16 + GradScaler on CUDA (the paper); on a CPU measured at the run's start (core/autotune.py): fp32, or
+    # bf16 where it is native and over 10% faster | fp32 | fp16 | bf16
+    precision: str = "auto"
+    # auto: channels_last on CUDA; on a CPU measured with the precision | channels_last | contiguous
+    memory_format: str = "auto"
     # bf16 on a CPU: the depthwise convolutions whose bf16 kernels are slower compute in fp32 (auto: measured at the
     # run's shapes and cached like precision: auto) | all | none (every layer as autocast makes it); no effect in
     # fp32 or on CUDA (core/layer_precision.py)
@@ -426,7 +435,7 @@ class Config:
     def from_saved(cls, raw: Mapping[str, Any]) -> "Config":
         """A config saved by a run (checkpoint, state, record): keys it lacks were added after it was made, and it
         computed as ``BEFORE_KEY_EXISTED`` says."""
-        return cls.from_dict({**BEFORE_KEY_EXISTED, **raw})
+        return cls.from_dict(as_computed(raw))
 
 
 # --- parsing ----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import yaml
 
 from architectures import build_model
 from base.files import atomic_write_bytes
-from .config import BEFORE_KEY_EXISTED, Config
+from .config import Config, as_computed
 from .layer_precision import depthwise
 from .tables import BuiltTable, Row, build_tables, read_results
 
@@ -50,10 +50,10 @@ def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) ->
     """A saved config with what its runs' ``auto`` settings chose written in, so that it repeats their computation
     on a machine whose measurement would choose otherwise (core/autotune.py): ``precision`` and ``memory_format`` as
     the runs recorded them, ``depthwise_fp32`` as ``none`` or ``all`` where that is what the runs computed, and a
-    key the config was saved without as it computed then (``BEFORE_KEY_EXISTED``). Returns the config and a note
+    key the config was saved without as it computed then (``config.as_computed``). Returns the config and a note
     for each setting left to a new measurement (runs that computed differently, or some depthwise convolutions in
     fp32)."""
-    out, notes = {**config, **{key: value for key, value in BEFORE_KEY_EXISTED.items() if key not in config}}, []
+    out, notes = as_computed(config), []
     for key in ("precision", "memory_format"):
         chosen = sorted({str(run.get(key)) for run in runs})
         if out.get(key) == "auto" and chosen:

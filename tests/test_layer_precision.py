@@ -152,6 +152,22 @@ def test_measured_levers_carry_their_layers_into_the_choice(tmp_path, monkeypatc
     assert cached.fp32_layers == (("x.conv2",) if execution.autocast else ())
 
 
+def test_depthwise_fp32_all_builds_one_model_to_list_the_layers(tmp_path, monkeypatch):
+    """train.py's autotune with both memory formats to time and every depthwise convolution in fp32: a model for
+    each lever's timed steps, and one more (not one per bf16 lever) to list the layers."""
+    import training
+    built = []
+    make_model = training.make_model
+    monkeypatch.setattr(training, "make_model", lambda *args: built.append(args) or make_model(*args))
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    config = load_config(TINY, {}, ["precision=bf16", "memory_format=auto", "depthwise_fp32=all",
+                                    f"autotune_cache={tmp_path / 'c.json'}"])
+    execution, info = training.choose_execution(config, "std", torch.device("cpu"), 8, 0)
+    assert info["source"] == "measured" and len(execution.fp32_layers) == 19
+    assert sorted(info["timings"]) == ["bf16 channels_last", "bf16 contiguous"]
+    assert len(built) == 2 + 1, built
+
+
 def test_a_network_without_depthwise_convolutions_is_not_run_to_measure_them():
     model = build_model("resnet18", "std", 10)
     found = layer_precision.measure(model, lambda: pytest.fail("no forward pass"), torch.channels_last)
