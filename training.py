@@ -237,13 +237,14 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         summary_writer_class()  # tensorboard: true without the package is refused before any work
     if device.type == "cpu":
         runtime.keep_freed_memory()
+    # options a model cannot be built with fail here, before any folder is made or data are read
+    check_depthwise_fp32(config, modality, list(layer_precision.depthwise(make_model(config, modality))))
     folder = ExperimentFolder(output_dir)
     if config.save and main:
         writable_folder(output_dir, "output folder")
         prepare_folder(folder, config, modality, continue_train)
     if distributed is not None:
         distributed.barrier()
-    make_model(config, modality)  # options a model cannot be built with fail here, before any data are read
 
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download)
     uses_memory = head_entry(modality).uses_memory
@@ -367,8 +368,13 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
         """A bf16 lever's depthwise convolutions in fp32 (only called where a lever needs them: not on cache hits)."""
         if config.depthwise_fp32 == "all":
             return {"fp32": list(depthwise_names())}
+        if isinstance(config.depthwise_fp32, tuple):  # named by the config (checked below)
+            return {"fp32": list(config.depthwise_fp32)}
         model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
         return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
+
+    if isinstance(config.depthwise_fp32, tuple):  # before anything is measured
+        check_depthwise_fp32(config, modality, depthwise_names())
 
     def resolve():
         return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for,
@@ -379,6 +385,16 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     chosen = resolve() if distributed.is_main else None
     distributed.barrier()
     return chosen or resolve()
+
+
+def check_depthwise_fp32(config: Config, modality: str, names: Sequence[str]) -> None:
+    """A ``depthwise_fp32`` list must name depthwise convolutions of the model (``names``)."""
+    unknown = [name for name in config.depthwise_fp32 if name not in names] \
+        if isinstance(config.depthwise_fp32, tuple) else []
+    if unknown:
+        raise ConfigError(f"depthwise_fp32: {unknown} are not depthwise convolutions of the {config.model} "
+                          f"{modality} model; it has {list(names)} (a run's record lists those it computed in fp32 "
+                          f"under fp32_layers)")
 
 
 def make_model(config: Config, modality: str) -> Classifier:

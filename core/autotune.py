@@ -30,7 +30,8 @@ The answer is cached in a JSON file (``autotune_cache``, default ``$XDG_CACHE_HO
 by CPU model, capability, threads, torch version, network, modality, head options that change the computation, batch
 shapes and budget; later runs read it and cost nothing, and concurrent runs wait on a lock so that one measures and the
 others read its answer. Once written, the entry is this machine's answer: the same config on the same machine gives
-the same numbers. Pin ``precision``, ``memory_format`` and ``depthwise_fp32`` (none or all) to compare machines.
+the same numbers. Pin ``precision``, ``memory_format`` and ``depthwise_fp32`` (none, all or a list of layers) to
+compare machines.
 """
 from __future__ import annotations
 

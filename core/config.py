@@ -17,7 +17,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import yaml
@@ -285,9 +285,10 @@ class Config:
     # auto: channels_last on CUDA; on a CPU measured with the precision | channels_last | contiguous
     memory_format: str = "auto"
     # bf16 on a CPU: the depthwise convolutions whose bf16 kernels are slower compute in fp32 (auto: measured at the
-    # run's shapes and cached like precision: auto) | all | none (every layer as autocast makes it); no effect in
-    # fp32 or on CUDA (core/layer_precision.py)
-    depthwise_fp32: str = "auto"
+    # run's shapes and cached like precision: auto) | all | none (every layer as autocast makes it) | a list of
+    # their module names (as a run's record lists them under fp32_layers); no effect in fp32 or on CUDA
+    # (core/layer_precision.py)
+    depthwise_fp32: Union[str, Tuple[str, ...]] = "auto"
     distance: str = "cosine"  # of the memory heads: cosine (the paper) | l2 | dot
     eval_draws: int = 5  # memory models: test accuracy is the mean over this many memory draws (the paper: 5)
     download: bool = True  # download SVHN / CIFAR10 when missing
@@ -334,8 +335,12 @@ class Config:
         for name, choices in (("memory_source", MEMORY_SOURCES), ("precision", PRECISIONS),
                               ("memory_format", MEMORY_FORMATS), ("distance", DISTANCE_NAMES), ("device", DEVICES),
                               ("augment", AUGMENTATIONS), ("depthwise_fp32", DEPTHWISE_FP32)):
-            if name in values and values[name] not in choices:
-                found.append(f"{name}: {values[name]!r} is not one of {list(choices)}")
+            if name in values and isinstance(values[name], str) and values[name] not in choices:
+                found.append(f"{name}: {values[name]!r} is not one of {list(choices)}"
+                             + (" or a list of layer names" if name == "depthwise_fp32" else ""))
+        layers = values.get("depthwise_fp32")
+        if isinstance(layers, tuple) and len(set(layers)) != len(layers):
+            found.append(f"depthwise_fp32: {sorted({n for n in layers if layers.count(n) > 1})} listed twice")
         if "model" in values and values["model"] not in list_encoders():
             found.append(f"model: unknown model {values['model']!r}; registered encoders are {list_encoders()}")
         if values.get("runs", 1) > MAX_RUNS:
@@ -424,6 +429,8 @@ class Config:
         out["datasets"] = {name: dataclasses.asdict(section) for name, section in self.datasets.items()}
         for section in out["datasets"].values():
             section["opt_milestones"] = list(section["opt_milestones"])
+        if isinstance(self.depthwise_fp32, tuple):
+            out["depthwise_fp32"] = list(self.depthwise_fp32)
         return out
 
     @classmethod
@@ -451,10 +458,17 @@ def shown(value, limit: int = 200) -> str:
 def _coerce(value, kind, where, problems):
     """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats.
     A float must be finite (nan, .inf and 1e400 are refused)."""
-    if typing.get_origin(kind) is typing.Union:  # Optional[X]: None, or an X
+    if typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind):  # Optional[X]: None, or X
         if value is None:
             return _UNSET
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind == Union[str, Tuple[str, ...]]:  # a name, or a list of names
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and all(isinstance(name, str) and name for name in value):
+            return tuple(value)
+        problems.append(f"{where}: expected a name or a list of names, got {shown(value)}")
+        return None
     if kind is float:
         number = _as_float(value)
         if number is not None and math.isfinite(number):
@@ -723,5 +737,6 @@ def choices_table() -> str:
         shown = "a train.py flag (required)" if key == "modality" else (
             "set in the YAML" if default is dataclasses.MISSING else f"`{default}`")
         flag = "`--modality`" if key == "modality" else flags.get(key, "`--set`")
-        lines.append(f"| `{key}` | {flag} | {', '.join(f'`{v}`' for v in values)} | {shown} |")
+        listed = ", or a list of their module names" if key == "depthwise_fp32" else ""
+        lines.append(f"| `{key}` | {flag} | {', '.join(f'`{v}`' for v in values)}{listed} | {shown} |")
     return "\n".join(lines)

@@ -49,10 +49,9 @@ class Cell:
 def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) -> Tuple[Dict[str, Any], List[str]]:
     """A saved config with what its runs' ``auto`` settings chose written in, so that it repeats their computation
     on a machine whose measurement would choose otherwise (core/autotune.py): ``precision`` and ``memory_format`` as
-    the runs recorded them, ``depthwise_fp32`` as ``none`` or ``all`` where that is what the runs computed, and a
-    key the config was saved without as it computed then (``config.as_computed``). Returns the config and a note
-    for each setting left to a new measurement (runs that computed differently, or some depthwise convolutions in
-    fp32)."""
+    the runs recorded them, ``depthwise_fp32`` as ``none``, ``all`` or the list of layers the runs computed in fp32,
+    and a key the config was saved without as it computed then (``config.as_computed``). Returns the config and a
+    note for each setting left to a new measurement (runs that computed differently)."""
     out, notes = as_computed(config), []
     for key in ("precision", "memory_format"):
         chosen = sorted({str(run.get(key)) for run in runs})
@@ -68,10 +67,13 @@ def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) ->
             out["depthwise_fp32"] = "none"
         elif len(layers) == 1 and everything is not None and set(next(iter(layers))) == everything:
             out["depthwise_fp32"] = "all"
+        elif len(layers) == 1:
+            out["depthwise_fp32"] = list(runs[0]["fp32_layers"])  # in the model's order, as the record lists them
         else:
             counts = " or ".join(dict.fromkeys(str(len(names)) for names in sorted(layers, key=len)))
-            notes.append(f"depthwise_fp32: auto, which put {counts} depthwise convolutions in fp32 on that machine "
-                         f"(listed as fp32_layers in each run's record); a run of this config measures them again")
+            notes.append(f"depthwise_fp32: auto, which its runs resolved to different layers in fp32 ({counts} "
+                         f"depthwise convolutions: fp32_layers in each run's record); a run of this config measures "
+                         f"them again")
     return out, notes
 
 

@@ -2,6 +2,7 @@
 as nn.Conv2d outside autocast and in fp32 inside it, which layers are found and swapped, how the measurement
 decides, and how the autotune caches and a run applies and records the answer."""
 import json
+import re
 
 import pytest
 import torch
@@ -196,6 +197,52 @@ def test_a_bf16_run_applies_and_records_its_fp32_layers(tmp_path):
     assert "Precision:bf16 (19 depthwise convolutions in fp32)" in out
     record = json.loads((tmp_path / "DIGITS" / "std" / "shufflenet" / "40" / "1.json").read_text())
     assert len(record["fp32_layers"]) == 19 and record["precision"] == "bf16"
+
+
+def test_a_list_puts_those_layers_in_fp32_and_is_checked_against_the_model(tmp_path):
+    """depthwise_fp32 as a list of layer names: those layers compute in fp32, as the header and record say, and the
+    run's numbers are neither none's nor all's; a name the model lacks is refused before any folder is made."""
+    losses = {}
+    for name, setting in (("list", "[encoder.layer1.0.conv1, encoder.layer3.0.conv4]"), ("none", "none"),
+                          ("all", "all")):
+        out = run_script("train.py", "--config=" + str(TINY), "--modality=std", "--train_examples=40",
+                         f"--output_dir={tmp_path / name}", "--set=precision=bf16",
+                         f"--set=depthwise_fp32={setting}").stdout
+        record = json.loads((tmp_path / name / "DIGITS" / "std" / "shufflenet" / "40" / "1.json").read_text())
+        losses[name] = record["loss"]
+        if name == "list":
+            assert "Precision:bf16 (2 depthwise convolutions in fp32)" in out
+            assert record["fp32_layers"] == ["encoder.layer1.0.conv1", "encoder.layer3.0.conv4"]
+    assert losses["list"] not in (losses["none"], losses["all"]), losses
+    wrong = run_script("train.py", "--config=" + str(TINY), "--modality=std", f"--output_dir={tmp_path / 'wrong'}",
+                       "--set=precision=bf16", "--set=depthwise_fp32=[layer1.0.conv1]", check=False)
+    assert wrong.returncode != 0 and "depthwise_fp32: ['layer1.0.conv1'] are not depthwise convolutions of the " \
+        "shufflenet std model; it has ['encoder.layer1.0.conv1'," in wrong.stderr, wrong.stderr
+    assert not (tmp_path / "wrong").exists(), "a refused config left a folder behind"
+    for bad, problem in (("[1, 2]", "expected a name or a list of names"), ("[a, a]", "['a'] listed twice")):
+        with pytest.raises(ConfigError, match=re.escape(f"depthwise_fp32: {problem}")):
+            load_config(TINY, {}, [f"depthwise_fp32={bad}"])
+
+
+def test_a_measured_run_repeats_with_its_fp32_layers_listed(tmp_path, monkeypatch):
+    """What depthwise_fp32: auto measured, listed in the config (as the report writes it), computes the same run on a
+    machine that would measure otherwise."""
+    import training
+    measured = ["encoder.layer1.0.conv1", "encoder.layer2.0.conv4"]
+    monkeypatch.setattr(layer_precision, "measure", lambda *args, **kwargs: {
+        "fp32": measured, "timings": {name: {"bf16": 2.0, "fp32": 1.0} for name in measured}, "inputs": {},
+        "seconds": 0.0})
+    records = {}
+    for name, setting in (("auto", "auto"), ("listed", f"[{', '.join(measured)}]")):
+        config = load_config(TINY, {"train_examples": 40}, ["precision=bf16", f"depthwise_fp32={setting}",
+                                                             f"autotune_cache={tmp_path / name / 'cache.json'}"])
+        summary = training.run_experiment(config, "encoder_memory", tmp_path / name)
+        records[name] = summary["runs"][0]
+        if name == "auto":  # the listed run must not measure: a measurement now would choose otherwise
+            monkeypatch.setattr(layer_precision, "measure", lambda *args, **kwargs: pytest.fail("measured"))
+    assert records["auto"]["fp32_layers"] == records["listed"]["fp32_layers"] == measured
+    assert (records["listed"]["loss"], records["listed"]["accuracy"]) == (records["auto"]["loss"],
+                                                                         records["auto"]["accuracy"])
 
 
 def test_runs_saved_before_the_setting_existed_count_as_none():

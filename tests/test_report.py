@@ -121,9 +121,13 @@ def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
     assert pinned(saved, [{**bf16, "fp32_layers": layers}], "encoder_memory")[0]["depthwise_fp32"] == "all"
     unknown = {**saved, "model": "a-network-of-another-version"}  # its layers cannot be listed: said, not guessed
     assert depthwise_layers(unknown, "std") is None
-    assert pinned(unknown, [{**bf16, "fp32_layers": layers}], "std")[0]["depthwise_fp32"] == "auto"
-    config, notes = pinned(saved, [{**bf16, "fp32_layers": layers[:6]}], "encoder_memory")
-    assert config["depthwise_fp32"] == "auto" and len(notes) == 1 and "put 6 depthwise convolutions" in notes[0]
+    assert pinned(unknown, [{**bf16, "fp32_layers": layers}], "std")[0]["depthwise_fp32"] == layers, \
+        "the runs' layers are what they computed, whether or not this version can list the model's"
+    some = [layers[5], layers[0]]  # a subset, in the order the record lists it
+    config, notes = pinned(saved, [{**bf16, "fp32_layers": some}] * 2, "encoder_memory")
+    assert (config["depthwise_fp32"], notes) == (some, [])
+    config, notes = pinned(saved, [{**bf16, "fp32_layers": some}, {**bf16, "fp32_layers": layers[:3]}], "std")
+    assert config["depthwise_fp32"] == "auto" and len(notes) == 1 and "(2 or 3 depthwise convolutions" in notes[0]
     runs = [{**bf16, "fp32_layers": []}, {"precision": "fp32", "memory_format": "channels_last"}]
     config, notes = pinned(saved, runs, "encoder_memory")
     assert (config["precision"], config["memory_format"]) == ("auto", "channels_last")
@@ -136,3 +140,5 @@ def test_a_cells_config_pins_what_auto_chose_in_its_runs(tmp_path):
     path.write_text(yaml.safe_dump(pinned(saved, [{**bf16, "fp32_layers": []}], "std")[0], sort_keys=False))
     loaded = load_config(path)
     assert (loaded.precision, loaded.memory_format, loaded.depthwise_fp32) == ("bf16", "channels_last", "none")
+    path.write_text(yaml.safe_dump(pinned(saved, [{**bf16, "fp32_layers": some}], "std")[0], sort_keys=False))
+    assert load_config(path).depthwise_fp32 == tuple(some)
