@@ -19,7 +19,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from base.files import FileError, FileLock, atomic_write_json, exclusive
 
@@ -90,31 +90,34 @@ class ExperimentFolder:
     def records(self) -> Dict[int, Dict[str, Any]]:
         return {run: record for run in self.runs_on_disk() if (record := self.record(run)) is not None}
 
-    def saved_settings(self) -> Dict[str, Dict[str, Any]]:
-        """Where a config was saved here -> (modality, config): records, resumable states, results.json."""
+    def saved_settings(self) -> Dict[str, Tuple[Optional[str], Dict[str, Any], List[Dict[str, Any]]]]:
+        """Where a config was saved here -> (modality, config, how its runs computed: the records or states that
+        say their precision, memory format and fp32 layers): records, resumable states, results.json."""
         found = {}
         for run, record in self.records().items():
-            found[self.record_path(run).name] = (record.get("modality"), record.get("config") or {})
+            found[self.record_path(run).name] = (record.get("modality"), record.get("config") or {}, [record])
         for run in self.runs_on_disk():
             if self.state(run).is_file():
                 state = safe_torch_load(self.state(run))
                 if isinstance(state, dict) and "config" in state:
-                    found[self.state(run).name] = (state.get("modality"), state["config"])
+                    found[self.state(run).name] = (state.get("modality"), state["config"], [state])
         if self.results_path.is_file():
             try:
                 results = json.loads(self.results_path.read_text())
             except ValueError as error:
                 raise ConfigError(f"{self.results_path} is not valid JSON ({error}); it is rebuilt from the run "
                                   f"records: delete it") from None
-            found[self.results_path.name] = (results.get("modality"), results.get("config") or {})
+            runs = [run for run in results.get("runs") or [] if isinstance(run, dict)]
+            found[self.results_path.name] = (results.get("modality"), results.get("config") or {}, runs)
         return found
 
     def differences(self, config: Config, modality: str) -> Dict[str, List[str]]:
-        """File -> the result-shaping settings in which it differs from ``config`` and ``modality``."""
+        """File -> the result-shaping settings in which it differs from ``config`` and ``modality`` (a setting
+        saved as ``auto`` that the runs resolved to ``config``'s value is none: ``setting_differences``)."""
         out = {}
-        for name, (saved_modality, saved_config) in self.saved_settings().items():
+        for name, (saved_modality, saved_config, computed) in self.saved_settings().items():
             problems = [] if saved_modality in (None, modality) else [f"modality was {saved_modality!r}, now {modality!r}"]
-            problems += setting_differences(saved_config, config) if saved_config else []
+            problems += setting_differences(saved_config, config, computed) if saved_config else []
             if problems:
                 out[name] = problems
         return out

@@ -65,7 +65,8 @@ class Cell:
         record = folder.record(run) if folder.record_path(run).is_file() else None
         if record is not None:
             if self.run_config is not None and (record.get("modality") not in (None, self.modality) or
-                                                setting_differences(record.get("config") or {}, self.run_config)):
+                                                setting_differences(record.get("config") or {}, self.run_config,
+                                                                    [record])):
                 return "changed"
             return "done"
         lock = folder.lock(run).state()

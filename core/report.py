@@ -24,7 +24,7 @@ import yaml
 
 from architectures import build_model
 from base.files import atomic_write_bytes
-from .config import Config, as_computed
+from .config import Config, as_computed, resolved_levers
 from .layer_precision import depthwise
 from .tables import BuiltTable, Row, build_tables, read_results
 
@@ -52,28 +52,26 @@ def pinned(config: Dict[str, Any], runs: List[Dict[str, Any]], modality: str) ->
     the runs recorded them, ``depthwise_fp32`` as ``none``, ``all`` or the list of layers the runs computed in fp32,
     and a key the config was saved without as it computed then (``config.as_computed``). Returns the config and a
     note for each setting left to a new measurement (runs that computed differently)."""
-    out, notes = as_computed(config), []
+    out, notes, resolved = as_computed(config), [], resolved_levers(runs)
     for key in ("precision", "memory_format"):
-        chosen = sorted({str(run.get(key)) for run in runs})
-        if out.get(key) == "auto" and chosen:
-            if len(chosen) == 1 and chosen[0] != "None":
-                out[key] = chosen[0]
+        if out.get(key) == "auto" and runs:
+            if key in resolved:
+                out[key] = resolved[key]
             else:
+                chosen = sorted({str(run.get(key)) for run in runs})
                 notes.append(f"{key}: auto, which its runs resolved to {' and '.join(chosen)}")
     if out.get("depthwise_fp32") == "auto" and out.get("precision") == "bf16" and runs:
-        layers = {tuple(sorted(run.get("fp32_layers") or ())) for run in runs}
-        everything = depthwise_layers(out, modality)
-        if layers == {()}:
-            out["depthwise_fp32"] = "none"
-        elif len(layers) == 1 and everything is not None and set(next(iter(layers))) == everything:
-            out["depthwise_fp32"] = "all"
-        elif len(layers) == 1:
-            out["depthwise_fp32"] = list(runs[0]["fp32_layers"])  # in the model's order, as the record lists them
-        else:
-            counts = " or ".join(dict.fromkeys(str(len(names)) for names in sorted(layers, key=len)))
+        layers = resolved.get("depthwise_fp32")
+        if layers is None:
+            counts = " or ".join(dict.fromkeys(str(n) for n in sorted(len(run.get("fp32_layers") or ())
+                                                                        for run in runs)))
             notes.append(f"depthwise_fp32: auto, which its runs resolved to different layers in fp32 ({counts} "
                          f"depthwise convolutions: fp32_layers in each run's record); a run of this config measures "
                          f"them again")
+        elif layers != "none" and set(layers) == depthwise_layers(out, modality):
+            out["depthwise_fp32"] = "all"
+        else:
+            out["depthwise_fp32"] = layers  # none, or the layers in the order the first record lists them
     return out, notes
 
 

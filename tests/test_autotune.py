@@ -220,6 +220,28 @@ def test_a_run_says_and_records_how_its_levers_were_chosen(tmp_path):
         "autotune"]["source"] == "cache"
 
 
+def test_pinning_what_auto_chose_is_the_same_computation(tmp_path):
+    """A folder made with auto resumes under a config that pins what its runs resolved to (their record's
+    precision, memory format and fp32 layers): nothing is retrained or moved aside; another lever is refused."""
+    folder = tmp_path / "DIGITS" / "std" / "shufflenet" / "40"
+    common = ["train.py", "--modality=std", f"--config={TINY}", "--train_examples=40", f"--output_dir={tmp_path}",
+              f"--set=autotune_cache={tmp_path / 'c.json'}"]
+    run_script(*common, "--precision=auto", "--memory_format=auto")
+    record = json.loads((folder / "1.json").read_text())
+    layers = f"[{', '.join(record['fp32_layers'])}]" if record["fp32_layers"] else "none"
+    pins = [f"--precision={record['precision']}", f"--memory_format={record['memory_format']}",
+            f"--set=depthwise_fp32={layers}"]
+    written = (folder / "1.json").stat().st_mtime_ns
+    out = run_script(*common, *pins, "--continue_train").stdout
+    assert "Restarting training process after run 1" in out and (folder / "1.json").stat().st_mtime_ns == written
+    from core.experiment import ExperimentFolder
+    config = load_config(TINY, {"train_examples": 40}, [arg.lstrip("-").replace("set=", "") for arg in pins])
+    assert ExperimentFolder(folder).differences(config, "std") == {}
+    other = "contiguous" if record["memory_format"] == "channels_last" else "channels_last"
+    refused = run_script(*common, *pins[:1], f"--memory_format={other}", *pins[2:], "--continue_train", check=False)
+    assert refused.returncode != 0 and f"memory_format was 'auto', now '{other}'" in refused.stderr, refused.stderr
+
+
 def test_a_damaged_cache_is_measured_again_and_rewritten(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda: False)
     cache = tmp_path / "c.json"

@@ -258,6 +258,24 @@ def test_runs_saved_before_the_setting_existed_count_as_none():
             "an fp32 run computes alike with any depthwise_fp32; an auto or bf16 run does not"
 
 
+def test_a_saved_auto_equals_the_pins_of_what_every_run_resolved_it_to():
+    from core.config import setting_differences
+    saved = load_config(TINY, {}, ["precision=auto", "memory_format=auto"]).to_dict()
+    bf16 = {"precision": "bf16", "memory_format": "channels_last", "fp32_layers": ["b", "a"]}
+    pins = lambda *settings: load_config(TINY, {}, ["precision=bf16", "memory_format=channels_last", *settings])  # noqa
+    assert setting_differences(saved, pins("depthwise_fp32=[a, b]"), [bf16, {**bf16, "fp32_layers": ["a", "b"]}]) == []
+    assert setting_differences(saved, pins("depthwise_fp32=[a]"), [bf16]) == ["depthwise_fp32 was 'auto', now ['a']"]
+    assert setting_differences(saved, pins("depthwise_fp32=none"), [{**bf16, "fp32_layers": []}]) == []
+    assert setting_differences(saved, pins(), [bf16]) == [], "auto, measured once, stays what it measured"
+    assert setting_differences(saved, pins("depthwise_fp32=[a, b]"), [bf16, {**bf16, "precision": "fp32"}]) == [
+        "precision was 'auto', now 'bf16'"], "runs that resolved auto differently are not one computation"
+    fp32 = load_config(TINY, {}, ["precision=fp32", "memory_format=channels_last"])
+    assert setting_differences(saved, fp32, [{**bf16, "precision": "fp32", "fp32_layers": []}]) == []
+    assert setting_differences(saved, fp32, []) == [
+        "depthwise_fp32 was 'auto', now None", "memory_format was 'auto', now 'channels_last'",
+        "precision was 'auto', now 'fp32'"], "nothing says what auto chose"
+
+
 def test_a_cached_answer_naming_layers_the_model_lacks_is_measured_again(tmp_path):
     """After the network's code changed (a researcher's edit), the cache's layer names would not apply."""
     config = load_config(TINY, {}, ["precision=bf16", f"autotune_cache={tmp_path / 'c.json'}"])
