@@ -7,7 +7,7 @@ the config and the command that reproduce it. It opens from the file system, wit
     python report.py --root=models/grid --output=report/ --dataset=DIGITS --model=shufflenet --heatmaps=false
 
 Filters as tables.py (--dataset, --model, --modality, --variant). Writes <output>/index.html, figures/, gallery/
-and configs/.
+and configs/; what an earlier report left in those three folders is removed (the rest of <output> is not touched).
 """
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +22,7 @@ from base.files import writable_folder
 from core import config
 from core.checkpoints import list_checkpoints
 from core.evaluation import eval_generators
-from core.report import Gallery, Report
+from core.report import Gallery, Report, remove_stale
 from core.tables import RowFilter, TableError
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
@@ -64,7 +64,9 @@ def main(argv):
         galleries.append(Gallery(cell.title, str(checkpoint.path), [str(p.relative_to(output)) for p in images],
                                  [str(p.relative_to(output)) for p in heatmaps]))
     report.render(output / "index.html", shown, galleries)
-    print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries)")
+    stale = remove_stale(output, report.written(output, shown, galleries))
+    print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries"
+          + (f"; removed {len(stale)} files of an earlier report" if stale else "") + ")")
 
 
 def gallery_heatmaps(loaded, folder):

@@ -29,6 +29,7 @@ from .layer_precision import depthwise
 from .tables import BuiltTable, Row, build_tables, read_results
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html.j2"
+REPORT_FOLDERS = ("figures", "gallery", "configs")  # what a report writes beside its index.html
 
 
 @dataclass
@@ -248,6 +249,34 @@ class Report:
         page = environment.get_template(TEMPLATE.name).render(
             root=str(self.root), generated=time.strftime("%Y-%m-%d %H:%M"), sections=sections)
         atomic_write_bytes(path, lambda f: f.write(page.encode()))
+
+
+    def written(self, output: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> set:
+        """Every file this report wrote under ``output``: the page, its figures, galleries and configs."""
+        figures = [*shown["accuracy"].values(), *shown["std_vs_mw"].values(), *shown["curves"].values()]
+        return {output / "index.html", *(output / "figures" / name for name in figures if name),
+                *(output / path for gallery in galleries for path in gallery.images + gallery.heatmaps),
+                *(output / "configs" / f"{cell.name}.yaml" for cell in self.cells)}
+
+
+def remove_stale(output: Path, written: set) -> List[Path]:
+    """The files of an earlier report in the report's own folders (``REPORT_FOLDERS``) that this one did not write
+    (cells another filter chose...) are removed, and the folders left empty, so that the output holds one report;
+    nothing else in ``output`` is touched. Returns what was removed."""
+    removed = []
+    for name in REPORT_FOLDERS:
+        folder = output / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file() and path.suffix in (".png", ".yaml") and path not in written:
+                path.unlink()
+                removed.append(path)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def _html_table(built: BuiltTable, dataset: str) -> str:

@@ -84,6 +84,21 @@ def test_a_run_without_history_gets_its_tables_and_its_curves_marked_missing(tin
     assert "Curves missing" in page and f"{results['mean']:.2f} ± {results['std']:.2f}" in page
 
 
+def test_a_report_over_an_earlier_one_leaves_only_its_own_files(tiny_root, tmp_path):
+    output = tmp_path / "r"
+    run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--images=1", "--heatmaps=false")
+    assert len(list((output / "configs").glob("*.yaml"))) == 2 and (output / "gallery").is_dir()
+    (output / "notes.txt").write_text("the user's own")
+    out = run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--modality=std").stdout
+    # its encoder_memory config, curves and gallery image, and the std against Memory Wrap figure
+    assert "(1 cells, 0 galleries; removed 4 files of an earlier report)" in out, out
+    assert [p.name for p in (output / "configs").iterdir()] == ["DIGITS_shufflenet_std_grid_128.yaml"]
+    assert not (output / "gallery").exists() and (output / "notes.txt").read_text() == "the user's own"
+    page = (output / "index.html").read_text()
+    linked = {p.relative_to(output).as_posix() for p in output.rglob("*.png")}
+    assert linked and all(f'src="{name}"' in page for name in linked), "every figure left is the page's"
+
+
 @pytest.mark.parametrize("case", ["empty", "file", "other", "unwritable"])
 def test_report_refuses_what_it_cannot_report_in_one_line(tiny_root, tmp_path, case):
     root, output = tiny_root, tmp_path / "r"
