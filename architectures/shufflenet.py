@@ -15,9 +15,16 @@ CONFIGS = {
 
 
 def channel_shuffle(x, groups=2):
-    """[N,C,H,W] -> [N,g,C/g,H,W] -> [N,C/g,g,H,W] -> [N,C,H,W]"""
+    """[N,C,H,W] -> [N,g,C/g,H,W] -> [N,C/g,g,H,W] -> [N,C,H,W], in the input's memory format.
+
+    A channels_last input is copied once in NHWC order ([N,H,W,C/g,g]), so the output stays channels_last: the
+    reshape of the permuted view would return NCHW, which the next convolution converts back (two layout copies per
+    block). The same values either way; about 3% faster training steps in channels_last (README, Speed)."""
     n, c, h, w = x.size()
-    return x.view(n, groups, c // groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+    grouped = x.view(n, groups, c // groups, h, w)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return grouped.permute(0, 3, 4, 2, 1).contiguous().permute(0, 3, 4, 1, 2).view(n, c, h, w)
+    return grouped.permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
 
 
 class BasicBlock(nn.Module):

@@ -58,6 +58,39 @@ def test_forward_backward(name, modality):
     assert first.grad is not None and first.grad.abs().sum() > 0
 
 
+def test_shufflenet_s_channel_shuffle_keeps_channels_last_and_its_values():
+    """The shuffle of a channels_last tensor stays channels_last (no layout round trip at the next convolution) and
+    moves the values as the NCHW shuffle does; the whole model computes the same loss and gradients either way."""
+    from architectures import shufflenet
+    images = torch.randn(3, 8, 5, 4)
+    stacked = torch.cat([images, images + 1], 1).contiguous(memory_format=torch.channels_last)[:, 2:14]  # a view
+    for tensor in (images.contiguous(memory_format=torch.channels_last), stacked):
+        shuffled = shufflenet.channel_shuffle(tensor)
+        assert torch.equal(shuffled, shufflenet.channel_shuffle(tensor.contiguous()))
+        assert torch.equal(shuffled[:, 1::2], tensor[:, tensor.size(1) // 2:]), "the second half lands in odd slots"
+        if tensor.is_contiguous(memory_format=torch.channels_last):
+            assert shuffled.is_contiguous(memory_format=torch.channels_last)
+    results = []
+    for keep in (True, False):
+        torch.manual_seed(0)
+        model = build_model("shufflenet", "std", 10).to(memory_format=torch.channels_last)
+        if not keep:  # the plain reshape, which returns NCHW
+            original = shufflenet.channel_shuffle
+            shufflenet.channel_shuffle = lambda x, groups=2: x.view(x.size(0), groups, x.size(1) // groups,
+                                                                    *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+        try:
+            batch = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+            loss = nn.functional.cross_entropy(model(batch.contiguous(memory_format=torch.channels_last)),
+                                               torch.arange(6))
+            loss.backward()
+        finally:
+            if not keep:
+                shufflenet.channel_shuffle = original
+        results.append((loss.detach(), [p.grad for p in model.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
 def test_content_weights_have_exact_zeros_with_trained_like_features():
     model = build_model("shufflenet", "encoder_memory", 10).eval()
     features = torch.randn(8, 1024)
