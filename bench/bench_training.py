@@ -18,6 +18,8 @@ Sections (all printed as Markdown tables, with the machine they were measured on
   channels_last, torch.compile.
 - depthwise: each depthwise convolution's forward and backward in bf16 and fp32, and which depthwise_fp32: auto
   computes in fp32 (MobileNetV2, EfficientNet, ShuffleNetV2).
+- shuffle: ShuffleNetV2's channels_last steps with its channel shuffle keeping channels_last, against the
+  published shuffle that returns NCHW.
 - evaluation: a memory model's test accuracy over 5 memory draws plus explanation accuracy, on features
   encoded once (core/evaluation.py) against the batch-by-batch path that encodes test batch and memory anew
   for every batch and draw.
@@ -129,10 +131,15 @@ def depthwise_levers(network, modality, device, cache_folder, auto):
     return levers
 
 
-def measure_training(networks, modalities, device, steps, rounds, all_bf16):
+def training_data(device):
+    """The training sections' data: TRAIN_EXAMPLES CIFAR10-shaped images, a memory of MEMORY."""
     train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
-    data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
+    return datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
                                          mem_examples=MEMORY, device=device)
+
+
+def measure_training(networks, modalities, device, steps, rounds, all_bf16):
+    data = training_data(device)
     rows, stability = [], []
     tuned_cache = tempfile.mkdtemp(prefix="bench-autotune-")
     for network in networks:
@@ -254,9 +261,7 @@ def measure_layer(repeats=10):
 
 
 def measure_data(device, training_rows):
-    train, test = fake_cifar(TRAIN_EXAMPLES + 6000), fake_cifar(10)
-    data = datasets.ExperimentData.build(datasets.get_spec("CIFAR10"), train, test, TRAIN_EXAMPLES, 6000, seed=0,
-                                         mem_examples=MEMORY, device=device)
+    data = training_data(device)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     steps = 0
@@ -382,11 +387,75 @@ def measure_parallel(device, worker_counts, runs=4):
         print(f"| {workers} | {threads} | {seconds:.1f} | {runs * 3600 / seconds:.0f} | {base / seconds:.2f}x |")
 
 
+def published_shuffle(x, groups=2):
+    """ShuffleNetV2's channel shuffle as published (kuangliu/pytorch-cifar, the paper's networks): the reshape of
+    the permuted view, which returns NCHW whatever the input's memory format."""
+    n, c, h, w = x.size()
+    return x.view(n, groups, c // groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+def measure_shuffle(modalities, device, steps, rounds):
+    """ShuffleNetV2's channels_last training steps with architectures/shufflenet.py's channel shuffle, which keeps
+    channels_last, against the published one, whose NCHW output the next convolution converts back (interleaved
+    rounds in one process; the two compute the same values)."""
+    from architectures import shufflenet
+    kept = shufflenet.channel_shuffle
+    data, cache = training_data(device), tempfile.mkdtemp(prefix="bench-autotune-")
+    rows = []
+    for modality in modalities:
+        executions = [("fp32 channels_last", Execution(None, torch.channels_last))]
+        if device.type == "cpu" and runtime.native_bf16():  # with the depthwise convolutions train.py puts in fp32
+            executions.append(("bf16 channels_last + fp32 depthwise", autotuned(
+                "shufflenet", modality, device, cache, ("precision=bf16", "memory_format=channels_last"))))
+        for name, execution in executions:
+            trials = []
+            for shuffle in (published_shuffle, kept):
+                step = make_step("shufflenet", modality, Lever(name, execution), device, data)
+
+                def run(step=step, shuffle=shuffle):
+                    shufflenet.channel_shuffle = shuffle
+                    step()
+                trials.append((run, []))
+                for _ in range(WARMUP_STEPS):
+                    run()
+            for _ in range(rounds):
+                for run, speeds in trials:
+                    run()
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        run()
+                    speeds.append(BATCH * steps / (time.perf_counter() - start))
+            copies = [copy_milliseconds(run, steps) for run, _ in trials]  # the layout copies, steadier than time
+            shufflenet.channel_shuffle = kept
+            published, ours = (statistics.median(speeds) for _, speeds in trials)
+            rows.append((modality, name, published, ours, *copies))
+    print(f"\n### ShuffleNetV2's channel shuffle in channels_last: training images/s (batch {BATCH}, memory {MEMORY}; "
+          f"median of {rounds} interleaved rounds of {steps} steps) and aten::copy_ CPU ms per step (torch.profiler)\n")
+    print("| modality | lever | published shuffle (returns NCHW) | ours (keeps channels_last) | speed-up | copy_ ms "
+          "per step, published | copy_ ms per step, ours |")
+    print("|---|---|---|---|---|---|---|")
+    for modality, name, published, ours, copy_published, copy_ours in rows:
+        print(f"| {modality} | {name} | {published:.1f} | {ours:.1f} | **{ours / published:.3f}x** | "
+              f"{copy_published:.1f} | {copy_ours:.1f} |")
+
+
+def copy_milliseconds(step, steps):
+    """CPU milliseconds per step in aten::copy_ (layout and dtype conversions, data copies), by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    return sum(event.self_cpu_time_total for event in profiler.key_averages() if event.key == "aten::copy_") / (
+        1e3 * steps)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", default=",".join(NETWORKS))
     parser.add_argument("--modalities", default="std,encoder_memory")
-    parser.add_argument("--sections", default="training,autotune,wholerun,depthwise,evaluation,layer,data,parallel")
+    parser.add_argument("--sections",
+                        default="training,autotune,wholerun,depthwise,shuffle,evaluation,layer,data,parallel")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     parser.add_argument("--all_bf16", action="store_true", help="measure emulated bf16 on every network too")
@@ -413,6 +482,8 @@ def main():
         measure_autotune(args.networks.split(","), args.modalities.split(","), device)
     if "depthwise" in sections:
         measure_depthwise(args.networks.split(","), device)
+    if "shuffle" in sections:
+        measure_shuffle(args.modalities.split(","), device, args.steps, args.rounds)
     if "evaluation" in sections:
         measure_evaluation(device)
     if "layer" in sections:
