@@ -21,7 +21,8 @@ run's batch shapes (synthetic tensors, a copy of the model: the run's own model 
                  fastest bf16 candidate (by their warm-ups) and others while they fit, and with no round the
                  warm-up steps decide. On heavy networks (GoogLeNet Memory Wrap: a step of several seconds) the
                  two candidates that are always measured can pass the budget on their own
-    choice       the fastest; bf16 only when it beats fp32 by more than 10% (precision changes numbers)
+    choice       the fastest; contiguous only when it beats channels_last of its precision by more than 5%, bf16
+                 only when it beats fp32 by more than 10% (both change the numbers: near ties go to the rule)
     layers       a bf16 lever is timed with the depthwise convolutions that ``depthwise_fp32`` puts in fp32
                  (core/layer_precision.py: auto measures them once, with the first bf16 lever, and the answer is
                  cached with the choice, also where precision and memory_format are set)
@@ -55,6 +56,7 @@ SHORT_ROUNDS = 9  # the budget: one step of a fast network (ShuffleNetV2: 0.2 s)
 PRUNE_FACTOR = 2.0  # a candidate whose warm-up step is this much slower than the fastest warm-up is not timed
 ROUND_MARGIN = 1.1  # after a round, a lever slower than its precision's fastest by more than this is not timed again
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes less than 90% of fp32's
+FORMAT_MARGIN = 0.95  # contiguous is chosen only when its step takes less than 95% of channels_last's
 
 
 def default_cache() -> Path:
@@ -90,11 +92,18 @@ def candidates(precision: str, memory_format: str, device: torch.device) -> List
 
 
 def choose(timings: Dict[str, float]) -> str:
-    """The fastest lever's name ("fp32 channels_last"...); bf16 only when faster than fp32 by over 10%."""
+    """The fastest lever's name ("fp32 channels_last"...); contiguous only when faster than channels_last of its
+    precision by over 5%, bf16 only when faster than fp32 by over 10% (both change the numbers: a near tie decided
+    by a rule, not by the measurement's noise, gives the same run on the same machine kind more often)."""
+    def fastest(group: Dict[str, float]) -> Optional[str]:
+        if not group:
+            return None
+        best = min(group, key=group.get)
+        kept = best.replace("contiguous", "channels_last")
+        return kept if kept in group and group[best] >= FORMAT_MARGIN * group[kept] else best
     fp32 = {name: seconds for name, seconds in timings.items() if name.startswith("fp32")}
     others = {name: seconds for name, seconds in timings.items() if not name.startswith("fp32")}
-    best_fp32 = min(fp32, key=fp32.get) if fp32 else None
-    best_other = min(others, key=others.get) if others else None
+    best_fp32, best_other = fastest(fp32), fastest(others)
     if best_fp32 is None:
         return best_other
     if best_other is not None and others[best_other] < BF16_MARGIN * fp32[best_fp32]:

@@ -19,6 +19,18 @@ def test_bf16_is_chosen_only_when_it_is_clearly_faster():
     assert autotune.choose({"fp32 channels_last": 1.3, "fp32 contiguous": 1.0}) == "fp32 contiguous"
 
 
+def test_contiguous_is_chosen_only_when_it_is_clearly_faster():
+    """Memory formats change the numbers too: a near tie keeps channels_last, in each precision."""
+    assert autotune.choose({"fp32 channels_last": 1.0, "fp32 contiguous": 0.97}) == "fp32 channels_last"
+    assert autotune.choose({"fp32 channels_last": 1.0, "fp32 contiguous": 0.9}) == "fp32 contiguous"
+    assert autotune.choose({"fp32 channels_last": 1.0, "bf16 channels_last": 0.8, "bf16 contiguous": 0.77}) == \
+        "bf16 channels_last"
+    assert autotune.choose({"fp32 channels_last": 1.0, "bf16 contiguous": 0.8}) == "bf16 contiguous", \
+        "a lever alone in its precision (the other not measured within the budget) is taken as it is"
+    assert autotune.choose({"fp32 contiguous": 1.0, "fp32 channels_last": 1.03, "bf16 channels_last": 0.91}) == \
+        "bf16 channels_last", "bf16 is compared with the fp32 lever that would run (channels_last), not contiguous"
+
+
 def test_the_candidates_follow_the_settings_and_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(runtime, "native_bf16", lambda: True)

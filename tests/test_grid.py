@@ -214,6 +214,14 @@ def test_every_grid_of_the_repository_loads():
         assert Grid.load(REPO / "config" / f"{name}.yaml").cells, name
 
 
+def test_the_quickstart_pins_its_levers():
+    """The README's quickstart table: make demo must repeat it on the same CPU kind, whatever a measurement of the
+    machine would choose (its levers are near ties on the README's machine)."""
+    from core.config import load_config
+    config = load_config(REPO / "config" / "digits.yaml")
+    assert (config.precision, config.memory_format) == ("fp32", "channels_last")
+
+
 @pytest.mark.parametrize("name", README_CPU_GRIDS)
 def test_the_grids_of_the_readmes_cpu_tables_pin_every_measured_lever(name):
     from core.report import depthwise_layers
