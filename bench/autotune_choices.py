@@ -37,7 +37,7 @@ def main():
     machine = runtime.describe_machine(device)
     print(f"Machine: {machine['cpu']} | CPU capability {machine['cpu_capability']} | native bf16 "
           f"{'yes' if machine['native_bf16'] else 'no'} | {machine['threads']} threads | torch {machine['torch']}")
-    print(f"\n| modality | choice | tries | autotune seconds (min-max) |\n|---|---|---|---|")
+    print("\n| modality | choice | tries | autotune seconds (min-max) |\n|---|---|---|---|")
     for modality in args.modalities.split(","):
         choices, seconds = collections.Counter(), collections.defaultdict(list)
         for _ in range(args.tries):

@@ -250,7 +250,6 @@ class Report:
             root=str(self.root), generated=time.strftime("%Y-%m-%d %H:%M"), sections=sections)
         atomic_write_bytes(path, lambda f: f.write(page.encode()))
 
-
     def written(self, output: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> set:
         """Every file this report wrote under ``output``: the page, its figures, galleries and configs."""
         figures = [*shown["accuracy"].values(), *shown["std_vs_mw"].values(), *shown["curves"].values()]

@@ -285,3 +285,17 @@ def test_an_autotune_cache_that_cannot_be_written_is_refused_before_any_work(tmp
     assert under_a_file.returncode == 1 and "folder of autotune_cache" in under_a_file.stderr
     assert len(under_a_file.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists(), "nothing written"
+
+
+def test_the_choices_bench_counts_fresh_measurements_and_refuses_bad_input():
+    """bench/autotune_choices.py (the README's count of the quickstart's choices): one table row per choice, the
+    tries of a modality summing to --tries; a bad config or count ends in one line."""
+    out = run_script("bench/autotune_choices.py", f"--config={TINY}", "--modalities=std", "--tries=2").stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| std | ")]
+    assert rows and sum(int(row[2].split(" of ")[0]) for row in rows) == 2, out
+    assert all(row[1].split()[0] in ("fp32", "bf16") for row in rows), out
+    missing = run_script("bench/autotune_choices.py", "--config=no/such.yaml", "--tries=1", check=False)
+    assert missing.returncode != 0 and "config file no/such.yaml does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    zero = run_script("bench/autotune_choices.py", "--tries=0", check=False)
+    assert zero.returncode != 0 and "--tries must be > 0" in zero.stderr
