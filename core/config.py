@@ -83,12 +83,16 @@ def setting_differences(saved: Mapping[str, Any], current: "Config",
     except ConfigError as error:
         return [f"a config this version cannot read ({str(error).splitlines()[-1].strip()})"]
     new = current.result_settings()
-    for key, value in resolved_levers(computed).items():
+    resolved = resolved_levers(computed)
+    for key, value in resolved.items():
         if old.get(key) == "auto" and (set(new[key]) == set(value) if isinstance(new.get(key), list)
                                        and isinstance(value, list) else new.get(key) == value):
             old[key] = new[key]
     if old.get("precision") in ("fp32", "fp16"):  # resolved to a precision that depthwise_fp32 does not change
         old.pop("depthwise_fp32", None)
+    if resolved.get("precision") in ("fp32", "fp16"):  # the runs never read it (fp16 on a GPU, fp32 on a CPU)
+        old.pop("depthwise_fp32", None)
+        new.pop("depthwise_fp32", None)
     return [f"{key} was {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)]
 

@@ -269,6 +269,12 @@ def test_a_saved_auto_equals_the_pins_of_what_every_run_resolved_it_to():
     assert setting_differences(saved, pins(), [bf16]) == [], "auto, measured once, stays what it measured"
     assert setting_differences(saved, pins("depthwise_fp32=[a, b]"), [bf16, {**bf16, "precision": "fp32"}]) == [
         "precision was 'auto', now 'bf16'"], "runs that resolved auto differently are not one computation"
+    gpu_run = {"precision": "fp16", "memory_format": "channels_last", "fp32_layers": []}  # the CUDA rule's auto
+    before_the_key = {key: value for key, value in saved.items() if key != "depthwise_fp32"}
+    assert setting_differences(before_the_key, load_config(TINY, {}, ["precision=auto", "memory_format=auto"]),
+                               [gpu_run]) == [], "fp16 runs never read depthwise_fp32: its new default changes nothing"
+    assert setting_differences(before_the_key, load_config(TINY, {}, ["precision=auto", "memory_format=auto"]),
+                               [bf16]) == ["depthwise_fp32 was 'none', now 'auto'"]
     fp32 = load_config(TINY, {}, ["precision=fp32", "memory_format=channels_last"])
     assert setting_differences(saved, fp32, [{**bf16, "precision": "fp32", "fp32_layers": []}]) == []
     assert setting_differences(saved, fp32, []) == [
