@@ -10,6 +10,7 @@ other settings, as train.py's).
 """
 import argparse
 import collections
+import datetime
 import pathlib
 import sys
 import tempfile
@@ -36,7 +37,8 @@ def main():
     runtime.keep_freed_memory()  # as train.py on a CPU
     machine = runtime.describe_machine(device)
     print(f"Machine: {machine['cpu']} | CPU capability {machine['cpu_capability']} | native bf16 "
-          f"{'yes' if machine['native_bf16'] else 'no'} | {machine['threads']} threads | torch {machine['torch']}")
+          f"{'yes' if machine['native_bf16'] else 'no'} | {machine['threads']} threads | torch {machine['torch']} | "
+          f"{datetime.date.today()}")
     print("\n| modality | choice | tries | autotune seconds (min-max) |\n|---|---|---|---|")
     for modality in args.modalities.split(","):
         choices, seconds = collections.Counter(), collections.defaultdict(list)
