@@ -368,13 +368,10 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
         """A bf16 lever's depthwise convolutions in fp32 (only called where a lever needs them: not on cache hits)."""
         if config.depthwise_fp32 == "all":
             return {"fp32": list(depthwise_names())}
-        if isinstance(config.depthwise_fp32, tuple):  # named by the config (checked below)
+        if isinstance(config.depthwise_fp32, tuple):  # named by the config (run_experiment checks the names)
             return {"fp32": list(config.depthwise_fp32)}
         model, _, forward = synthetic(runtime.Execution(execution.autocast, execution.memory_format))
         return layer_precision.measure(model, forward, execution.memory_format, execution.autocast)
-
-    if isinstance(config.depthwise_fp32, tuple):  # before anything is measured
-        check_depthwise_fp32(config, modality, depthwise_names())
 
     def resolve():
         return autotune.resolve(config, modality, device, batch_size, mem_examples, step_for,

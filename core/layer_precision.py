@@ -14,9 +14,10 @@ their bf16 kernel is fine, and saves most of the step where it is not (``python 
 
 Which layers: measured at the run's shapes (``depthwise_fp32: auto``), each layer's forward and backward in both
 precisions, because which kernels are slow depends on the CPU and the kernel library; or all of them, none, or
-those a list names (``all`` | ``none`` | ``[names]``: what a run's record lists under ``fp32_layers``). A layer in fp32 takes its bf16 input, computes in fp32 and returns bf16, so the layers after
-it run as autocast makes them. Outside autocast (evaluation, fp32 runs) it computes exactly as ``nn.Conv2d``, and
-its parameters and state-dict keys are ``nn.Conv2d``'s.
+those a list names (``all`` | ``none`` | ``[names]``: what a run's record lists under ``fp32_layers``). A layer in
+fp32 takes its bf16 input, computes in fp32 and returns bf16, so the layers after it run as autocast makes them.
+Outside autocast (evaluation, fp32 runs) it computes exactly as ``nn.Conv2d``, and its parameters and state-dict
+keys are ``nn.Conv2d``'s.
 """
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ def native_bf16() -> bool:
 
 # The rule's guess of the networks that train faster in fp32 than in bf16 on CPUs with native bf16, from an AMD EPYC
 # before their slow bf16 depthwise kernels computed in fp32 (core/layer_precision.py). A run on a CPU measures both
-# precisions (core/autotune.py): this guess only orders the measurements (the guess first), and with its fp32
-# depthwise layers bf16 now wins for both networks' Memory Wrap on that machine (README, Speed).
+# precisions (core/autotune.py): this guess only orders the measurements (the guess first), and with their fp32
+# depthwise layers bf16 was chosen for both networks and both modalities in the README's autotune table (Speed).
 FP32_ON_CPU = ("efficientnet", "shufflenet", "shufflenet1x")
 
 
