@@ -26,9 +26,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-POSITIONS = ("reference", "last_stage")  # or a module path
-
-
 class SimpleSelfAttention(nn.Module):
     def __init__(self, n_in: int, ks: int = 1, sym: bool = False, spectral_norm: bool = True):
         super().__init__()

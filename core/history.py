@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional
 
 from base.errors import UserError
 
-ENTRY_KEYS = ("epoch", "train_loss", "train_accuracy", "lr", "seconds", "nonfinite_steps")  # + val_accuracy
 SCALARS = ("train_loss", "train_accuracy", "lr", "seconds", "nonfinite_steps", "val_accuracy")
 TENSORBOARD_INSTALL = ".venv/bin/pip install tensorboard"
 

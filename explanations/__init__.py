@@ -17,5 +17,5 @@ from .accuracy import (MEMORY_POOLS, PAPER_SPLIT_SEED, ExplanationError, Explana
 from .attribution import (BASELINES, HEATMAP_COLUMNS, baseline_images, heatmap_figure, integrated_gradients,
                           not_converged, white_baseline)
 from .figures import (FIGURE_DPI, MEMORY_FIGURE_COLUMN_INCHES, MEMORY_FIGURE_HEIGHT_INCHES, NEAREST_PER_PROTOTYPE, SIGNS,
-                      _pyplot, distances_figure, memory_figure, memory_images, prototype_figure, save_figure,
+                      distances_figure, memory_figure, memory_images, prototype_figure, save_figure,
                       show_attribution, show_image)

@@ -8,6 +8,7 @@ import torch
 
 import datasets
 from architectures import Classifier
+from base.plots import pyplot
 
 
 def white_baseline(shape, spec: datasets.DatasetSpec, device) -> torch.Tensor:
@@ -87,9 +88,9 @@ def heatmap_figure(path, model: Classifier, data: datasets.ExperimentData, image
     classified with): a row per input with the input and its IG attribution, the top explanation by example and
     its attribution, the top counterfactual and its attribution (a missing kind leaves its cells empty). Returns
     each row's (IG convergence delta, output difference)."""
-    from .figures import FIGURE_DPI, _pyplot, save_figure, show_attribution, show_image
+    from .figures import FIGURE_DPI, save_figure, show_attribution, show_image
 
-    plt = _pyplot()
+    plt = pyplot()
     classes, checks = data.classes, []
     with torch.no_grad():  # every image is encoded once here; IG encodes only what it attributes to
         memory_features = model.encode(memory.images)

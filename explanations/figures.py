@@ -9,13 +9,7 @@ import torch
 
 import datasets
 from base.files import atomic_write_bytes
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from base.plots import pyplot
 
 
 def save_figure(figure, path: Path) -> None:
@@ -62,7 +56,7 @@ def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, 
                   spec: datasets.DatasetSpec, more: int = 0) -> None:
     """One row: the input, a gap, then the memory samples with positive weight, sorted by weight (the caller may
     keep only the first ones: ``more`` says how many more had positive weight)."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = 1 + len(memory_images)
     figure = plt.figure(figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES), dpi=FIGURE_DPI)
     grid = figure.add_gridspec(1, columns + 1, width_ratios=[1, 0.15] + [1] * (columns - 1), left=0.01, right=0.99,
@@ -118,7 +112,7 @@ def node_name(classes, node: int) -> str:
 def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, prototype_classes: torch.Tensor,
                      classes, spec: datasets.DatasetSpec) -> None:
     """A row per prototype: the training images nearest to it (``distances`` [N, P] of ``images``)."""
-    plt = _pyplot()
+    plt = pyplot()
     count = min(NEAREST_PER_PROTOTYPE, len(images))
     rows = len(prototype_classes)
     figure, axes = plt.subplots(rows, count, figsize=(1.4 * count, 1.6 * rows), dpi=FIGURE_DPI, squeeze=False)
@@ -135,7 +129,7 @@ def prototype_figure(path: Path, images: torch.Tensor, distances: torch.Tensor, 
 def distances_figure(path: Path, image: torch.Tensor, label: str, prediction: str, distances: torch.Tensor,
                      prototype_classes: torch.Tensor, classes, spec: datasets.DatasetSpec) -> None:
     """A test image and its distance to every prototype (the prototypes of the predicted class in green)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(6.0, 2.5), dpi=FIGURE_DPI,
                                          gridspec_kw={"width_ratios": [1, 2]})
     show_image(left, image, spec, f"label {label}\npredicted {prediction}")
