@@ -1,7 +1,7 @@
-"""The paper's datasets, read from their official files; seeded reduced splits; memory sets.
+"""The datasets by name, and the paper's protocol: seeded reduced splits, batches, memory sets.
 
-Data are tensors: each dataset is a uint8 tensor ``[N, 3, 32, 32]`` plus int64 labels; a batch
-is an index tensor; flip and normalisation run on whole batches on the training device.
+Data are tensors: each dataset is a uint8 tensor ``[N, 3, H, W]`` plus int64 labels (readers/ reads the files);
+a batch is an index tensor; flip and normalisation run on whole batches on the training device.
 
     train, test = load_dataset("CIFAR10", "datasets")              # uint8 ImageSets
     data = ExperimentData.build(spec, train, test, train_examples=1000, val_examples=6000,
@@ -13,320 +13,25 @@ Layout under ``dataset_dir`` (the same as torchvision's, so existing folders wor
     cifar-10-batches-py/{data_batch_1..5,test_batch}   (downloaded when missing)
     train_32x32.mat, test_32x32.mat                     (SVHN, downloaded when missing)
     CINIC10/{train,valid,test}/<class>/*.png            (put there by hand, as in the paper)
+    {train,test}/<class>/*.png|jpg|jpeg|bmp|webp         (dataset_name: folder, a dataset of your own)
 DIGITS needs no files: scikit-learn ships it.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import os
-import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
-from base.errors import UserError
-from base.files import atomic_write_bytes
+from readers import (DatasetError, ImageSet, download_file, folder_classes, read_cifar10, read_cinic10,
+                     read_digits, read_image_folders, read_svhn)
 
 __all__ = ["DatasetError", "ImageSet", "DatasetSpec", "DATASETS", "get_spec", "load_dataset", "split_indices",
            "ExperimentData", "MemorySet", "draw_positions", "download_file", "normalize", "denormalize",
-           "random_flip"]
-
-
-class DatasetError(UserError, RuntimeError):
-    """A dataset is missing, corrupt, or asked for with impossible sizes. The message says what to do."""
-
-
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # uint8 [N, 3, 32, 32]
-    labels: torch.Tensor  # int64 [N]
-    classes: Tuple[str, ...]
-
-    def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or tuple(self.images.shape[1:]) != (3, 32, 32):
-            raise DatasetError(f"images must be uint8 [N, 3, 32, 32], got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise DatasetError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
-        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise DatasetError(f"labels must be in [0, {len(self.classes) - 1}], found "
-                               f"[{int(self.labels.min())}, {int(self.labels.max())}]")
-
-    def __len__(self):
-        return len(self.labels)
-
-
-# --- downloads ----------------------------------------------------------------------------------
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download_file(url: str, destination: Path, md5: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``destination`` with a progress bar; verify the md5; write atomically.
-
-    Nothing is left at ``destination`` unless the whole file arrived with the right checksum.
-    """
-    from tqdm import tqdm
-
-    destination = Path(destination)
-
-    def write(out):
-        digest = hashlib.md5()
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {destination.name}",
-                      disable=None) as progress:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    progress.update(len(chunk))
-        if digest.hexdigest() != md5:
-            raise DatasetError(f"{url} arrived with md5 {digest.hexdigest()}, expected {md5}: the download is corrupt "
-                               f"or truncated; nothing was kept. Try again, or download it by hand into "
-                               f"{destination.parent}")
-
-    try:
-        atomic_write_bytes(destination, write)
-        return destination
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise DatasetError(f"could not download {url} ({error}). Without a network, download it by hand and put "
-                           f"{destination.name} in {destination.parent}") from error
-
-
-def _ensure_files(folder: Path, names: Sequence[str], url: str, download: bool, what: str) -> None:
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing and not download:
-        raise DatasetError(f"{what}: missing {missing} in {folder}. Download {url} and put the files there "
-                           f"(or allow the download: download: True in the config)")
-
-
-# --- CIFAR10 --------------------------------------------------------------------------------------
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: a CIFAR batch cannot run code on load."""
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-                # pickle protocol 5 stores arrays as out-of-band buffers rebuilt by _frombuffer
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-
-
-def _read_cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as error:
-        raise DatasetError(f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); it is corrupt "
-                           f"or truncated: replace it with the file of the same name from {CIFAR10_URL}") from error
-    if not isinstance(batch, dict):
-        raise DatasetError(f"{path}: expected a dict with 'data' and 'labels', got {type(batch).__name__}")
-    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
-        raise DatasetError(f"{path}: expected keys 'data' and 'labels', found {sorted(batch)}")
-    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DatasetError(f"{path}: 'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}")
-    if labels.shape != (data.shape[0],):
-        raise DatasetError(f"{path}: {data.shape[0]} images but {labels.shape} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DatasetError(f"{path}: labels must be in [0, 9], found [{labels.min()}, {labels.max()}]")
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def _safe_extract(archive: Path, destination: Path) -> None:
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(destination, filter="data")
-
-
-def read_cifar10(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    folder = dataset_dir / CIFAR10_FOLDER
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    _ensure_files(folder, names, CIFAR10_URL, download, "CIFAR10")
-    if any(not (folder / n).is_file() for n in names):
-        archive = dataset_dir / "cifar-10-python.tar.gz"
-        if not archive.is_file() or _md5(archive) != CIFAR10_MD5:
-            download_file(CIFAR10_URL, archive, CIFAR10_MD5)
-        # extract next to the destination, then move the folder into place in one rename
-        with tempfile.TemporaryDirectory(dir=dataset_dir, prefix=".extract-") as staging:
-            try:
-                _safe_extract(archive, Path(staging))
-            except (tarfile.TarError, OSError, EOFError) as error:
-                raise DatasetError(f"{archive} could not be extracted ({error}); delete it and download again") from error
-            extracted = Path(staging) / CIFAR10_FOLDER
-            if not all((extracted / n).is_file() for n in names):
-                raise DatasetError(f"{archive} does not contain {CIFAR10_FOLDER}/ with {names}")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(extracted, folder)
-    train_parts = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test_data, test_labels = _read_cifar_batch(folder / "test_batch")
-    train = ImageSet(torch.from_numpy(np.concatenate([d for d, _ in train_parts])),
-                     torch.from_numpy(np.concatenate([l for _, l in train_parts])), CIFAR10_CLASSES)
-    return train, ImageSet(torch.from_numpy(test_data), torch.from_numpy(test_labels), CIFAR10_CLASSES)
-
-
-# --- SVHN -----------------------------------------------------------------------------------------
-
-SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-SVHN_FILES = {"train": ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
-              "test": ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3")}
-SVHN_CLASSES = tuple(str(d) for d in range(10))
-
-
-def _read_svhn_mat(path: Path) -> ImageSet:
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as error:  # scipy raises several types (MatReadError, ValueError, OSError...) on bad files
-        raise DatasetError(f"{path} is not a readable SVHN .mat file ({type(error).__name__}: {error}); it is corrupt "
-                           f"or truncated: replace it with a good copy of {SVHN_URL}{path.name}") from error
-    if "X" not in mat or "y" not in mat:
-        raise DatasetError(f"{path}: expected variables 'X' and 'y', found {sorted(k for k in mat if not k.startswith('__'))}")
-    images, labels = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
-    if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.dtype != np.uint8:
-        raise DatasetError(f"{path}: 'X' must be uint8 32x32x3xN, got {images.dtype} {images.shape}")
-    if labels.shape != (images.shape[3],):
-        raise DatasetError(f"{path}: {images.shape[3]} images but {labels.size} labels")
-    if labels.size and (labels.min() < 1 or labels.max() > 10):
-        raise DatasetError(f"{path}: SVHN labels must be in [1, 10] (10 is the digit 0), found "
-                           f"[{labels.min()}, {labels.max()}]")
-    labels[labels == 10] = 0
-    return ImageSet(torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1))), torch.from_numpy(labels),
-                    SVHN_CLASSES)
-
-
-def read_svhn(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    names = [name for name, _ in SVHN_FILES.values()]
-    _ensure_files(dataset_dir, names, SVHN_URL, download, "SVHN")
-    for name, md5 in SVHN_FILES.values():
-        if not (dataset_dir / name).is_file():
-            download_file(SVHN_URL + name, dataset_dir / name, md5)
-    return _read_svhn_mat(dataset_dir / SVHN_FILES["train"][0]), _read_svhn_mat(dataset_dir / SVHN_FILES["test"][0])
-
-
-# --- CINIC10 --------------------------------------------------------------------------------------
-
-CINIC10_URL = "https://datashare.ed.ac.uk/handle/10283/3192"
-
-
-def _newest_mtime(split_dir: Path) -> float:
-    return max([split_dir.stat().st_mtime] + [p.stat().st_mtime for p in split_dir.iterdir() if p.is_dir()])
-
-
-def _read_png_tree(split_dir: Path) -> ImageSet:
-    """An ImageFolder-style tree, decoded once with Pillow and cached next to the images as <split>.npz."""
-    from PIL import Image, UnidentifiedImageError
-
-    cache = split_dir.parent / f"{split_dir.name}.npz"
-    if cache.is_file() and cache.stat().st_mtime > _newest_mtime(split_dir):
-        with np.load(cache) as cached:
-            return ImageSet(torch.from_numpy(cached["images"]), torch.from_numpy(cached["labels"]),
-                            tuple(str(c) for c in cached["classes"]))
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise DatasetError(f"{split_dir} has no class folders; expected {split_dir}/<class>/*.png")
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((split_dir / name).glob("*.png")):
-            try:
-                with Image.open(path) as image:
-                    array = np.asarray(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                raise DatasetError(f"{path} is not a readable PNG ({error}); replace or delete it") from error
-            if array.shape != (32, 32, 3):
-                raise DatasetError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 image")
-            images.append(array)
-            labels.append(label)
-    if not images:
-        raise DatasetError(f"{split_dir} has class folders but no .png images")
-    image_array = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
-    label_array = np.asarray(labels, dtype=np.int64)
-    try:
-        atomic_write_bytes(cache, lambda out: np.savez(out, images=image_array, labels=label_array,
-                                                       classes=np.asarray(classes)))
-    except OSError:
-        pass  # a read-only folder: no cache, still correct
-    return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes))
-
-
-def read_cinic10(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    root = dataset_dir / "CINIC10"
-    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
-    if missing:
-        raise DatasetError(f"CINIC10: missing {[str(root / s) for s in missing]}. CINIC10 is not downloaded "
-                           f"automatically: get it from {CINIC10_URL} and extract it so that "
-                           f"{root}/train/<class>/*.png and {root}/test/<class>/*.png exist")
-    train, test = _read_png_tree(root / "train"), _read_png_tree(root / "test")
-    if train.classes != test.classes:
-        raise DatasetError(f"CINIC10: train classes {train.classes} differ from test classes {test.classes}")
-    return train, test
-
-
-# --- DIGITS ---------------------------------------------------------------------------------------
-
-DIGITS_TEST_SIZE = 500
-DIGITS_SPLIT_SEED = 0
-
-
-def read_digits(dataset_dir: Optional[Path] = None, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    """scikit-learn's 1797 handwritten 8x8 digits, scaled to 0-255, resized (bilinear) to 32x32, 3 channels.
-
-    Fixed split: a permutation with numpy seed 0; its first 500 images are the test set, the other
-    1297 the training set.
-    """
-    pixel_rows, targets = _digits_table()
-    pixels = torch.from_numpy(pixel_rows.reshape(-1, 8, 8).astype(np.float32) * (255.0 / 16.0))[:, None]
-    resized = torch.nn.functional.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
-    images = resized.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(targets.astype(np.int64))
-    order = torch.from_numpy(np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels)))
-    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
-    classes = tuple(str(d) for d in range(10))
-    return ImageSet(images[train], labels[train], classes), ImageSet(images[test], labels[test], classes)
-
-
-def _digits_table() -> Tuple[np.ndarray, np.ndarray]:
-    """(pixels [1797, 64], targets [1797]) of scikit-learn's digits. Read from the CSV file scikit-learn ships
-    (``load_digits`` reads the same file) without importing scikit-learn, which costs more than half a second
-    in every process; ``load_digits`` if the file is not where it has always been."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
-        if path.is_file():
-            table = np.loadtxt(path, delimiter=",")
-            return table[:, :-1], table[:, -1]
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return digits.data, digits.target
+           "random_flip", "statistics", "folder_classes"]
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -334,19 +39,25 @@ def _digits_table() -> Tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_classes: int
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
+    num_classes: Optional[int]  # None: any number of 2 or more (a folder dataset: its folders say)
+    mean: Optional[Tuple[float, float, float]]  # None: computed on each run's reduced training subset (statistics)
+    std: Optional[Tuple[float, float, float]]
     flip: bool  # random horizontal flip of training batches (the paper's augmentation)
-    read: Callable[[Path, bool], Tuple[ImageSet, ImageSet]]
+    read: Callable[..., Tuple[ImageSet, ImageSet]]  # (dataset_dir, download), or (dataset_dir, image_size): resizes
     autoaugment_policy: str = "cifar10"  # augment: autoaugment's policy (the paper's ViT: svhn for SVHN)
     vit_mean: Optional[Tuple[float, float, float]] = None  # the paper's ViT code's statistics (None: the same)
     vit_std: Optional[Tuple[float, float, float]] = None
+    resizes: bool = False  # its images are resized to image_size when decoded (otherwise they are 32x32)
 
     def for_vit(self) -> "DatasetSpec":
         """This dataset normalised with the statistics of the paper's ViT code (its VIT/utils.py)."""
         return dataclasses.replace(self, mean=self.vit_mean or self.mean, std=self.vit_std or self.std)
 
+    def normalized_with(self, mean: Sequence[float], std: Sequence[float]) -> "DatasetSpec":
+        return dataclasses.replace(self, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+
+FOLDER = "folder"  # dataset_name of a dataset of your own: dataset_dir/{train,test}/<class>/*
 
 DATASETS: Dict[str, DatasetSpec] = {
     # the CNNs' statistics are the paper's datasets.py's; the ViT code normalised SVHN and CIFAR10 with its own
@@ -358,6 +69,9 @@ DATASETS: Dict[str, DatasetSpec] = {
                            (0.24205776, 0.23828046, 0.25874835), True, read_cinic10),
     # mean and std of the 1297 DIGITS training images (checked in tests/test_datasets.py)
     "DIGITS": DatasetSpec("DIGITS", 10, (0.3055, 0.3055, 0.3055), (0.3242, 0.3242, 0.3242), False, read_digits, "svhn"),
+    # your own images: flipped as the paper's natural-image datasets (augment: none where a mirror changes the
+    # class), normalised with the statistics of each run's subset
+    FOLDER: DatasetSpec(FOLDER, None, None, None, True, read_image_folders, resizes=True),
 }
 
 AUGMENTATIONS = ("auto", "none", "flip", "autoaugment")
@@ -369,10 +83,13 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_dataset(name: str, dataset_dir, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    """(train, test) of the official files of ``name`` under ``dataset_dir``, as uint8 ImageSets."""
+def load_dataset(name: str, dataset_dir, download: bool = True, image_size: int = 32) -> Tuple[ImageSet, ImageSet]:
+    """(train, test) of ``name``'s files under ``dataset_dir``, as uint8 ImageSets (a folder dataset's images
+    resized to ``image_size``)."""
     spec = get_spec(name)
     dataset_dir = Path(dataset_dir if dataset_dir is not None else "datasets")
+    if spec.resizes:
+        return spec.read(dataset_dir, image_size)
     if spec.name != "DIGITS":
         dataset_dir.mkdir(parents=True, exist_ok=True)
     train, test = spec.read(dataset_dir, download)
@@ -434,6 +151,14 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(-1, 1, 1)
     std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(-1, 1, 1)
     return (images * std_t + mean_t).clamp(0, 1)
+
+
+def statistics(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of uint8 images [N, 3, H, W] scaled to [0, 1]: the
+    normalisation of a folder dataset, computed on a run's reduced training subset."""
+    unit = images.double().div_(255.0).transpose(0, 1).reshape(images.shape[1], -1)
+    mean, std = unit.mean(1), unit.std(1, unbiased=False).clamp_min(1e-6)
+    return tuple(round(float(m), 8) for m in mean), tuple(round(float(s), 8) for s in std)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -506,7 +231,7 @@ def paper_code_pool(num_images: int, val_examples: Optional[int], seed: int) -> 
 class MemorySet:
     """A memory set: ``indices`` into the training set, their normalised ``images`` and their ``labels``."""
     indices: torch.Tensor  # [M]
-    images: torch.Tensor  # [M, 3, 32, 32] float, normalised
+    images: torch.Tensor  # [M, 3, H, W] float, normalised
     labels: torch.Tensor  # [M]
 
 
@@ -551,8 +276,29 @@ class ExperimentData:
         if mem_examples > len(pool):
             raise DatasetError(f"mem_examples={mem_examples} is larger than the {memory_source} memory pool "
                                f"({len(pool)} images); lower mem_examples or raise train_examples")
+        if spec.mean is None:  # a folder dataset: the statistics of this run's subset (saved in its checkpoint)
+            spec = spec.normalized_with(*statistics(train.images[subset]))
         return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment,
                    autoaugment_per_image)
+
+    def class_counts(self) -> Dict[str, int]:
+        """How many images of each class the reduced training subset holds."""
+        counts = torch.bincount(self.train_labels[self.subset.to(self.device)], minlength=len(self.classes))
+        return dict(zip(self.classes, counts.tolist()))
+
+    @classmethod
+    def from_pool(cls, spec: DatasetSpec, pool: ImageSet, mem_examples: int, device="cpu") -> "ExperimentData":
+        """A model file's own data (export.py): its memory pool, the reduced training subset it was trained on,
+        with the normalisation it was trained with (``spec``); no test set (``with_test_images`` gives one)."""
+        empty = ImageSet(pool.images[:0], pool.labels[:0], pool.classes)
+        everything = torch.arange(len(pool))
+        return cls(spec, pool, empty, everything, everything[:0], everything, mem_examples, device)
+
+    def with_test_images(self, test: ImageSet) -> "ExperimentData":
+        """The same run's data with other images in the test set's place (predict.py: new images to explain)."""
+        other = copy.copy(self)
+        other.test_images, other.test_labels = test.images.to(self.device), test.labels.to(self.device)
+        return other
 
     def with_memory_pool(self, pool: torch.Tensor) -> "ExperimentData":
         """The same run's data with another memory pool (indices into the training set)."""

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import datasets as D  # noqa: E402
+import readers  # noqa: E402
 from architectures import build_model  # noqa: E402
 
 SHARED_CIFAR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
@@ -47,7 +48,7 @@ def main():
     n = args.train_examples + 6000
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (n,), generator=generator)
-    fake = D.ImageSet(images, labels, D.CIFAR10_CLASSES)
+    fake = D.ImageSet(images, labels, readers.CIFAR10_CLASSES)
     batch_size = 128
 
     def epoch(augment: str, per_image: bool = True) -> tuple:

@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import aux  # noqa: E402
 import datasets  # noqa: E402
+import readers  # noqa: E402
 from architectures import build_model, list_encoders  # noqa: E402
 from base.errors import UserError  # noqa: E402
 from core.checkpoints import Checkpoint  # noqa: E402
@@ -31,7 +32,7 @@ def mean_pairwise_cosine(features: torch.Tensor) -> float:
 
 
 def digits_images() -> torch.Tensor:
-    train, _ = datasets.read_digits()
+    train, _ = readers.read_digits()
     spec = datasets.get_spec("DIGITS")
     return datasets.normalize(train.images[:IMAGES].float() / 255, spec.mean, spec.std)
 

@@ -36,6 +36,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import aux  # noqa: E402
 import datasets  # noqa: E402
+import readers  # noqa: E402
 from architectures import build_model, list_encoders  # noqa: E402
 from core import runtime  # noqa: E402
 
@@ -97,7 +98,7 @@ def main():
     except ValueError:
         parser.error(f"--milestones must be integers separated by commas, got {args.milestones!r}")
 
-    train_set, test_set = datasets.read_cifar10(pathlib.Path(args.dataset_dir), download=False)
+    train_set, test_set = readers.read_cifar10(pathlib.Path(args.dataset_dir), download=False)
     as_hwc = lambda images: images.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731 (torchvision's layout)
     train_hwc, test_hwc = as_hwc(train_set.images), as_hwc(test_set.images)
     if len(train_hwc) < 100:

@@ -13,10 +13,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+from readers import CIFAR10_CLASSES
+
 CIFAR10_TREE = {"vehicles": ("airplane", "automobile", "ship", "truck"),
                 "animals": ("bird", "cat", "deer", "dog", "frog", "horse")}
-BUILT_IN = ("cifar10",)
 BUILT_IN_DATASETS = {"cifar10": ("CIFAR10", "CINIC10")}  # the datasets whose classes a built-in tree describes
 
 

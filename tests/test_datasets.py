@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import datasets as D
+from readers import cifar10
+from readers import digits as digits_reader
 from conftest import CIFAR_SUBSET
 
 
@@ -30,7 +32,7 @@ def cifar_batch_bytes(n, seed, bytes_keys=True, labels=None):
 
 
 def write_cifar_folder(root, n=20, bytes_keys=True):
-    folder = root / D.CIFAR10_FOLDER
+    folder = root / cifar10.CIFAR10_FOLDER
     folder.mkdir(parents=True)
     arrays = {}
     for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
@@ -45,7 +47,7 @@ def cifar_archive(tmp_path, n=10):
     write_cifar_folder(source, n)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(source / D.CIFAR10_FOLDER, arcname=D.CIFAR10_FOLDER)
+        tar.add(source / cifar10.CIFAR10_FOLDER, arcname=cifar10.CIFAR10_FOLDER)
     return buffer.getvalue()
 
 
@@ -121,8 +123,8 @@ def test_cifar_download_good_archive_from_local_server(tmp_path, http_server, mo
     served, base = http_server
     archive = cifar_archive(tmp_path)
     (served / "cifar-10-python.tar.gz").write_bytes(archive)
-    monkeypatch.setattr(D, "CIFAR10_URL", base + "cifar-10-python.tar.gz")
-    monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(archive).hexdigest())
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", base + "cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(archive).hexdigest())
     root = tmp_path / "data"
     train, test = D.load_dataset("CIFAR10", root)
     assert len(train) == 50 and len(test) == 10
@@ -133,8 +135,8 @@ def test_cifar_download_corrupt_archive_rejected_and_not_kept(tmp_path, http_ser
     served, base = http_server
     archive = cifar_archive(tmp_path)
     (served / "cifar-10-python.tar.gz").write_bytes(archive[:-100])  # truncated in transit
-    monkeypatch.setattr(D, "CIFAR10_URL", base + "cifar-10-python.tar.gz")
-    monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(archive).hexdigest())
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", base + "cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(archive).hexdigest())
     root = tmp_path / "data"
     with pytest.raises(D.DatasetError, match=r"arrived with md5 .* expected .*nothing was kept"):
         D.load_dataset("CIFAR10", root)
@@ -233,7 +235,7 @@ def test_cinic_errors(tmp_path):
         D.load_dataset("CINIC10", tmp_path)
     write_png_tree(tmp_path, per_class=1)
     (tmp_path / "CINIC10/train/cat/broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(D.DatasetError, match=r"broken.png is not a readable PNG"):
+    with pytest.raises(D.DatasetError, match=r"broken.png is not a readable image"):
         D.load_dataset("CINIC10", tmp_path)
     assert not (tmp_path / "CINIC10" / "train.npz").exists(), "no cache from a failed read"
     assert not any(p.name.endswith(".part") for p in (tmp_path / "CINIC10").iterdir())
@@ -259,7 +261,7 @@ def test_digits_fixed_split_and_constants():
 
 
 def test_shared_cifar_subset_loads():
-    if not (CIFAR_SUBSET / D.CIFAR10_FOLDER).is_dir():
+    if not (CIFAR_SUBSET / cifar10.CIFAR10_FOLDER).is_dir():
         pytest.skip(f"shared CIFAR-10 subset not present at {CIFAR_SUBSET}")
     train, test = D.load_dataset("CIFAR10", CIFAR_SUBSET, download=False)
     assert len(train) == 4000 and len(test) == 660
@@ -392,7 +394,7 @@ def test_memory_flip_flips_about_half_of_each_memory_set(digits):
 
 
 def test_cifar_batch_pickled_with_protocol_5_loads(tmp_path):
-    folder = tmp_path / D.CIFAR10_FOLDER
+    folder = tmp_path / cifar10.CIFAR10_FOLDER
     folder.mkdir()
     rng = np.random.RandomState(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
@@ -405,6 +407,6 @@ def test_cifar_batch_pickled_with_protocol_5_loads(tmp_path):
 def test_digits_table_is_scikit_learns():
     from sklearn.datasets import load_digits
 
-    pixels, targets = D._digits_table()
+    pixels, targets = digits_reader._digits_table()
     digits = load_digits()
     assert np.array_equal(pixels, digits.data) and np.array_equal(targets, digits.target)
