@@ -23,7 +23,8 @@ from core import config
 from core.checkpoints import list_checkpoints
 from core.evaluation import eval_generators
 from core.report import Gallery, Report, remove_stale
-from core.tables import RowFilter, TableError
+from core.collect import TableError
+from core.tables import RowFilter
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", "report", "folder of the report (index.html and its files)")

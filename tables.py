@@ -25,7 +25,8 @@ from absl import app, flags
 import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
-from core.tables import RowFilter, build_tables, missing_files
+from core.collect import missing_files
+from core.tables import RowFilter, build_tables
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
 flags.DEFINE_string("output", None, "path prefix of the files written (default: <root>/table)")

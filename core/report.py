@@ -24,9 +24,11 @@ import yaml
 
 from architectures import build_model
 from base.files import atomic_write_bytes
+from base.plots import pyplot
 from .config import Config, as_computed, resolved_levers
 from .layer_precision import depthwise
-from .tables import BuiltTable, Row, build_tables, read_results
+from .collect import Row, read_results
+from .tables import BuiltTable, build_tables
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html.j2"
 REPORT_FOLDERS = ("figures", "gallery", "configs")  # what a report writes beside its index.html
@@ -150,9 +152,7 @@ class Report:
         histories = [h for h in cell.histories if h]
         if not histories:
             return None
-        from explanations.figures import _pyplot
-
-        plt = _pyplot()
+        plt = pyplot()
         panels = [("train_loss", "training loss"), ("train_accuracy", "training accuracy (%)")]
         if any(entry.get("val_accuracy") is not None for h in histories for entry in h):
             panels.append(("val_accuracy", "validation accuracy (%)"))
@@ -191,9 +191,7 @@ class Report:
         pairs = [p for p in pairs if p[2].values and p[3].values]
         if not pairs:
             return None
-        from explanations.figures import _pyplot
-
-        plt = _pyplot()
+        plt = pyplot()
         figure, axis = plt.subplots(figsize=(4.2, 4.0), dpi=100)
         for model in sorted({p[0] for p in pairs}):
             mine = [p for p in pairs if p[0] == model]

@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO
 from core.config import ConfigError
 from core.grid import Grid
-from core.tables import Row, Table, TableError, collect_accuracy, collect_epoch_seconds
+from core.collect import Row, TableError, collect_accuracy, collect_epoch_seconds
+from core.tables import Table
 from helpers import TINY, run_script
 
 

@@ -19,7 +19,7 @@ from conftest import REPO
 from core.checkpoints import Checkpoint, CheckpointError, list_checkpoints
 from core.config import ConfigError, check_modality, load_config, read_yaml
 from core.grid import Grid
-from core.tables import TableError, collect_accuracy
+from core.collect import TableError, collect_accuracy
 from helpers import TINY, run_script, write_config
 
 TINY_RAW = yaml.safe_load(TINY.read_text())
