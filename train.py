@@ -15,8 +15,7 @@ from pathlib import Path
 from absl import app, flags
 
 import aux
-import training
-from core import config, launch, results
+from core import config, launch, runner
 from core.distributed import Distributed
 from core.experiment import ExperimentFolder
 
@@ -57,8 +56,8 @@ def main(argv):
         if FLAGS.parallel_runs > 1 and len(runs) > 1:
             run_in_parallel(run_config, output_dir, runs)
         else:
-            training.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
-                                    runs=runs, distributed=distributed)
+            runner.run_experiment(run_config, FLAGS.modality, output_dir, FLAGS.continue_train, FLAGS.log_interval,
+                                  runs=runs, distributed=distributed)
     finally:
         if distributed is not None:
             distributed.finish()
@@ -75,15 +74,11 @@ def run_in_parallel(run_config, output_dir, runs) -> None:
           f"CPU threads each): " + ", ".join(f"{c[0]}..{c[-1]}" for c in chunks), flush=True)
     commands = [launch.python_command(sys.argv[0], *argv, f"--runs_from={c[0]}", f"--runs_to={c[-1]}") for c in chunks]
     failed = [f"{c[0]}..{c[-1]}" for c, code in zip(chunks, launch.run_commands(commands, len(chunks))) if code]
-    summary = ExperimentFolder(output_dir).rebuild_results(run_config, FLAGS.modality)
-    mean, std = results.mean_std([r["accuracy"] for r in summary["runs"]])
-    if summary["runs"]:
-        print(f"Summary | {run_config.dataset_name} | {FLAGS.modality} | {run_config.model} | train_examples "
-              f"{run_config.train_examples} | runs {len(summary['runs'])} | Mean Accuracy:{mean:.2f} | "
-              f"Std Dev Accuracy:{std:.2f}", flush=True)
+    runner.report_summary(ExperimentFolder(output_dir), run_config, FLAGS.modality)
     if failed:
         raise config.ConfigError(f"the processes training runs {failed} failed (their errors are above); "
                                  f"resume them with --continue_train")
+
 
 def selected_runs(total: int):
     """--run, or --runs_from/--runs_to, or every run."""

@@ -1,5 +1,5 @@
 """How stable ``precision: auto`` / ``memory_format: auto`` are on this machine for one config: the autotune of
-train.py (``training.choose_execution``) run ``--tries`` times per modality, each with an empty cache, at the
+train.py (``core.execution.choose_execution``) run ``--tries`` times per modality, each with an empty cache, at the
 config's batch and memory shapes. Where the counts split, the levers are near ties here and two fresh runs of the
 config can compute different models: pin the levers (README, Reproducibility).
 
@@ -19,8 +19,8 @@ import torch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-import training  # noqa: E402
 from core import runtime  # noqa: E402
+from core.execution import choose_execution  # noqa: E402
 from core.config import ConfigError, load_config  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main():
                 except ConfigError as error:
                     sys.exit(f"error: {error}")
                 memory = config.dataset.mem_examples if modality != "std" else 0
-                execution, info = training.choose_execution(config, modality, device, config.batch_size_train, memory)
+                execution, info = choose_execution(config, modality, device, config.batch_size_train, memory)
             choice = f"{info.get('choice', execution.names()['precision'])}" + (
                 f" ({len(execution.fp32_layers)} depthwise in fp32)" if execution.fp32_layers else "")
             choices[choice] += 1

@@ -41,10 +41,12 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import datasets  # noqa: E402
+import readers  # noqa: E402
 import training  # noqa: E402
 from architectures import build_model  # noqa: E402
 from architectures.memory import MemoryWrapLayer  # noqa: E402
 from core import evaluation, layer_precision, runtime  # noqa: E402
+from core.execution import choose_execution  # noqa: E402
 from core.runtime import Execution  # noqa: E402
 
 NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
@@ -56,7 +58,7 @@ def fake_cifar(count: int, seed: int = 0) -> datasets.ImageSet:
     """CIFAR10-shaped uint8 images (random pixels: speed does not depend on content)."""
     generator = torch.Generator().manual_seed(seed)
     return datasets.ImageSet(torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator),
-                             torch.randint(0, 10, (count,), generator=generator), datasets.CIFAR10_CLASSES)
+                             torch.randint(0, 10, (count,), generator=generator), readers.CIFAR10_CLASSES)
 
 
 class Lever:
@@ -113,7 +115,7 @@ def autotuned(network, modality, device, cache_folder, settings=("precision=auto
 
     config = load_config(REPO / "config" / "train.yaml", {"model": network, "dataset": "CIFAR10"},
                          [f"autotune_cache={cache_folder}/cache.json", *settings])
-    return training.choose_execution(config, modality, device, BATCH, MEMORY if modality != "std" else 0)[0]
+    return choose_execution(config, modality, device, BATCH, MEMORY if modality != "std" else 0)[0]
 
 
 def depthwise_levers(network, modality, device, cache_folder, auto):
@@ -295,7 +297,7 @@ def measure_autotune(networks, modalities, device):
                 times, infos = [], []
                 for _ in range(2):
                     start = time.perf_counter()
-                    infos.append(training.choose_execution(config, modality, device, BATCH,
+                    infos.append(choose_execution(config, modality, device, BATCH,
                                                            MEMORY if modality != "std" else 0)[1])
                     times.append(time.perf_counter() - start)
                 first = infos[0]

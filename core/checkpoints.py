@@ -71,12 +71,29 @@ class RunMetadata:
     config: Dict[str, Any] = field(default_factory=dict)  # Config.to_dict() of the run
     train_size: Optional[int] = None  # images in the training subset (train_examples 100000 = all of them)
     training: Optional[Dict[str, Any]] = None  # how the run computed: {"precision", "memory_format", "fp32_layers"}
+    classes: Optional[List[str]] = None  # the class names (checkpoints before this key: the dataset's own)
+    normalization: Optional[Dict[str, List[float]]] = None  # {"mean", "std"} of the images the model was fed
+    pretrained: Optional[Dict[str, str]] = None  # pretrained_path and its sha256, when the encoder started from one
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
-            "accuracy", "config", "train_size", "training")
+            "accuracy", "config", "train_size", "training", "classes", "normalization", "pretrained")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "RunMetadata":
+        """A checkpoint's metadata from its run's record (one source: the record carries the run's numbers and
+        config; the checkpoint keeps what evaluating and explaining it needs without the folder around it)."""
+        config = record["config"]
+        section = config["datasets"][config["dataset_name"]]
+        return cls(model_name=config["model"], modality=record["modality"], dataset_name=config["dataset_name"],
+                   num_classes=section["num_classes"], train_examples=config["train_examples"],
+                   mem_examples=section["mem_examples"], run=record["run"], seed=record["seed"],
+                   accuracy=record["accuracy"], config=config, train_size=record["train_size"],
+                   training={key: record[key] for key in ("precision", "memory_format", "fp32_layers")},
+                   classes=record.get("classes"), normalization=record.get("normalization"),
+                   pretrained=record.get("pretrained"))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunMetadata":
@@ -84,6 +101,7 @@ class RunMetadata:
 
 
 FLAG_NAMES = {"model_name": "--model", "dataset_name": "--dataset"}
+EXPORT_FORMAT = "memory-wrap model"  # export.py's files: a checkpoint with its memory pool (core/export.py)
 
 
 @dataclass
@@ -91,6 +109,7 @@ class Checkpoint:
     path: Path
     state_dict: Dict[str, torch.Tensor]
     metadata: RunMetadata
+    memory_pool: Optional[datasets.ImageSet] = None  # an exported model's own memory pool (uint8 images, labels)
 
     def __getattr__(self, name):  # checkpoint.modality, checkpoint.seed, ... read the metadata
         if name in RunMetadata.KEYS:
@@ -155,7 +174,21 @@ class Checkpoint:
                                   f"(registered: {list_encoders()}); use the version of the code that trained it")
         metadata = RunMetadata.from_dict(recorded)
         metadata.config = dict(metadata.config or {})
-        return cls(path, state_dict, metadata)
+        return cls(path, state_dict, metadata, _memory_pool(path, content, metadata))
+
+    def own_data(self, device="cpu") -> datasets.ExperimentData:
+        """An exported model's data (its memory pool, with the normalisation it was trained with): no dataset folder
+        needed; no test set (``ExperimentData.with_test_images``)."""
+        if self.memory_pool is None:
+            raise CheckpointError(f"{self.path} carries no memory pool: it is a training checkpoint, which needs its "
+                                  f"dataset (--dataset_dir); export.py writes a file that does not")
+        saved = self.saved_config
+        spec = saved.dataset_spec() if saved is not None else datasets.get_spec(self.dataset_name)
+        if self.normalization:
+            spec = spec.normalized_with(self.normalization["mean"], self.normalization["std"])
+        uses_memory = head_entry(self.modality).uses_memory
+        return datasets.ExperimentData.from_pool(spec, self.memory_pool, self.mem_examples if uses_memory else 0,
+                                                 device)
 
     def autocast(self, device: torch.device) -> Optional[torch.dtype]:
         """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers: fp32
@@ -206,8 +239,11 @@ class Checkpoint:
                                           f"was given; drop the flag")
             val, source, flip = saved.dataset.val_examples, saved.memory_source, saved.memory_flip
             download, dataset_dir = saved.download, dataset_dir or saved.dataset_dir
-            spec = saved.dataset_spec()
+            spec, image_size = saved.dataset_spec(), saved.image_size
+            if self.normalization:  # the statistics the model was fed (a folder dataset's: of its run's subset)
+                spec = spec.normalized_with(self.normalization["mean"], self.normalization["std"])
         else:
+            image_size = 32
             paper = PAPER_CODE_EVALUATION.get(self.dataset_name, {})
             val = val_examples if val_examples is not None else paper.get("val_examples", 6000)
             source = memory_source or paper.get("memory_source", "subset")
@@ -215,16 +251,36 @@ class Checkpoint:
             dataset_dir = dataset_dir or (default_config.dataset_dir if default_config else "datasets")
             spec = datasets.get_spec(self.dataset_name)
             spec = spec.for_vit() if self.model_name == "vit" else spec
-        key = (self.dataset_name, str(dataset_dir))
+        key = (self.dataset_name, str(dataset_dir), image_size)
         dataset_cache = {} if dataset_cache is None else dataset_cache
         if key not in dataset_cache:
-            dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir, download=download)
+            dataset_cache[key] = datasets.load_dataset(self.dataset_name, dataset_dir, download=download,
+                                                       image_size=image_size)
         train, test = dataset_cache[key]
+        if self.classes and list(train.classes) != list(self.classes):
+            raise CheckpointError(f"{self.path} was trained on the classes {', '.join(self.classes)}, but "
+                                  f"{dataset_dir} now holds {', '.join(train.classes)}: evaluate it on the data it "
+                                  f"was trained on (--dataset_dir)")
         uses_memory = head_entry(self.modality).uses_memory
         return datasets.ExperimentData.build(spec, train, test, self.train_examples,
                                              val, seed=self.seed, memory_source=source,
                                              mem_examples=self.mem_examples if uses_memory else 0, device=device,
                                              memory_flip=flip and uses_memory)
+
+
+def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) -> Optional[datasets.ImageSet]:
+    """The memory pool an exported model carries (None for a training checkpoint), checked."""
+    if not isinstance(content, dict) or "memory_images" not in content:
+        return None
+    images, labels = content.get("memory_images"), content.get("memory_labels")
+    classes = metadata.classes or []
+    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and classes):
+        raise CheckpointError(f"{path}: an exported model needs memory_images, memory_labels and classes; export it "
+                              f"again with export.py")
+    try:
+        return datasets.ImageSet(images, labels, tuple(classes))
+    except datasets.DatasetError as error:
+        raise CheckpointError(f"{path}: its memory pool is damaged ({error}); export it again with export.py") from None
 
 
 def list_checkpoints(directory) -> List[Path]:

@@ -17,3 +17,12 @@ def run_line(run: int, loss: float, acc: float, accuracies: List[float], train_m
     mean, std = mean_std(accuracies)
     return (f"Run:{run} | Loss:{loss:.4f} | Accuracy {acc:.2f} | Mean Accuracy:{mean:.2f} | "
             f"Std Dev Accuracy:{std:.2f}\tT:{train_minutes:.2f}min\tE:{eval_minutes:.2f}min")
+
+
+def summary_line(config, modality: str, accuracies: List[float]) -> str:
+    """The paper's Summary line of an experiment ("" without runs): train.py prints it once, at the end."""
+    if not accuracies:
+        return ""
+    mean, std = mean_std(accuracies)
+    return (f"Summary | {config.dataset_name} | {modality} | {config.model} | train_examples {config.train_examples} | "
+            f"runs {len(accuracies)} | Mean Accuracy:{mean:.2f} | Std Dev Accuracy:{std:.2f}")

@@ -153,20 +153,20 @@ def test_measured_levers_carry_their_layers_into_the_choice(tmp_path, monkeypatc
     assert cached.fp32_layers == (("x.conv2",) if execution.autocast else ())
 
 
-def test_depthwise_fp32_all_builds_one_model_to_list_the_layers(tmp_path, monkeypatch):
-    """train.py's autotune with both memory formats to time and every depthwise convolution in fp32: a model for
-    each lever's timed steps, and one more (not one per bf16 lever) to list the layers."""
-    import training
+def test_depthwise_fp32_all_builds_one_model_for_every_lever_and_the_layers(tmp_path, monkeypatch):
+    """train.py's autotune with both memory formats to time and every depthwise convolution in fp32: one probe model
+    is built; each lever's timed steps run on a copy of it, and it lists the layers."""
+    from core import execution as execution_module
     built = []
-    make_model = training.make_model
-    monkeypatch.setattr(training, "make_model", lambda *args: built.append(args) or make_model(*args))
+    make_model = execution_module.make_model
+    monkeypatch.setattr(execution_module, "make_model", lambda *args: built.append(args) or make_model(*args))
     monkeypatch.setattr(runtime, "native_bf16", lambda: True)
     config = load_config(TINY, {}, ["precision=bf16", "memory_format=auto", "depthwise_fp32=all",
                                     f"autotune_cache={tmp_path / 'c.json'}"])
-    execution, info = training.choose_execution(config, "std", torch.device("cpu"), 8, 0)
+    execution, info = execution_module.choose_execution(config, "std", torch.device("cpu"), 8, 0)
     assert info["source"] == "measured" and len(execution.fp32_layers) == 19
     assert sorted(info["timings"]) == ["bf16 channels_last", "bf16 contiguous"]
-    assert len(built) == 2 + 1, built
+    assert len(built) == 1, built
 
 
 def test_a_network_without_depthwise_convolutions_is_not_run_to_measure_them():
@@ -227,7 +227,7 @@ def test_a_list_puts_those_layers_in_fp32_and_is_checked_against_the_model(tmp_p
 def test_a_measured_run_repeats_with_its_fp32_layers_listed(tmp_path, monkeypatch):
     """What depthwise_fp32: auto measured, listed in the config (as the report writes it), computes the same run on a
     machine that would measure otherwise."""
-    import training
+    from core import runner
     measured = ["encoder.layer1.0.conv1", "encoder.layer2.0.conv4"]
     monkeypatch.setattr(layer_precision, "measure", lambda *args, **kwargs: {
         "fp32": measured, "timings": {name: {"bf16": 2.0, "fp32": 1.0} for name in measured}, "inputs": {},
@@ -236,7 +236,7 @@ def test_a_measured_run_repeats_with_its_fp32_layers_listed(tmp_path, monkeypatc
     for name, setting in (("auto", "auto"), ("listed", f"[{', '.join(measured)}]")):
         config = load_config(TINY, {"train_examples": 40}, ["precision=bf16", f"depthwise_fp32={setting}",
                                                              f"autotune_cache={tmp_path / name / 'cache.json'}"])
-        summary = training.run_experiment(config, "encoder_memory", tmp_path / name)
+        summary = runner.run_experiment(config, "encoder_memory", tmp_path / name)
         records[name] = summary["runs"][0]
         if name == "auto":  # the listed run must not measure: a measurement now would choose otherwise
             monkeypatch.setattr(layer_precision, "measure", lambda *args, **kwargs: pytest.fail("measured"))

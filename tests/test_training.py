@@ -6,6 +6,7 @@ import torch
 
 import datasets
 import training
+from core import runner
 from architectures import build_model
 from core.config import load_config
 from core.runtime import Execution
@@ -99,7 +100,7 @@ def test_the_history_has_one_entry_per_epoch_and_validation_does_not_change_the_
     data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0, mem_examples=20)
     config = dataclasses.replace(load_config(TINY, {"epochs": 3}), eval_every=2)
     weights = []
-    for validate in (None, training.validation_accuracy(config, data, 0)):
+    for validate in (None, runner.validation_accuracy(config, data, 0)):
         torch.manual_seed(0)
         model, log = build_model("shufflenet", "encoder_memory", 10), EpochLog(1, console=False)
         training.train_run(model, data, config, 0, torch.device("cpu"), Execution(None, torch.channels_last),
