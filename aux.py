@@ -1,9 +1,6 @@
-"""What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation.
-
-The library lives in core/ (config, runtime, checkpoints, evaluation, results), training.py,
-explanations/, datasets.py and architectures/. (On Windows, AUX is a reserved file name: clone into
-WSL, or rename this file and its imports; the name is kept because the paper's users know it.)
-"""
+"""What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation. The library is
+core/, training.py, explanations/, datasets.py, readers/ and architectures/ (docs/design.md). On Windows AUX is a
+reserved file name: use WSL, or rename this file; the name is kept because the paper's users know it."""
 from __future__ import annotations
 
 import functools
@@ -23,12 +20,16 @@ REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "config" / "train.yaml"
 
 
-def exit_on_user_errors(main):
+def exit_on_user_errors(main=None, *, positional: bool = False):
     """Wrap a script's ``main(argv)``: a UserError, an OSError or an unreadable JSON file ends the script with one
-    line, ``error: <message>``, and exit status 1, instead of a traceback; so do stray positional arguments."""
+    line, ``error: <message>``, and exit status 1, instead of a traceback; so do stray positional arguments (unless
+    the script takes some: ``@exit_on_user_errors(positional=True)``)."""
+    if main is None:
+        return functools.partial(exit_on_user_errors, positional=positional)
+
     @functools.wraps(main)
     def guarded(*args, **kwargs):
-        if args and len(args[0]) > 1:  # absl leaves what is not a --flag in argv
+        if args and len(args[0]) > 1 and not positional:  # absl leaves what is not a --flag in argv
             raise SystemExit(f"error: unexpected arguments {args[0][1:]}: every setting is a --flag (see --help)")
         try:
             return main(*args, **kwargs)
@@ -54,7 +55,8 @@ def define_override_flags() -> None:
         if override.choices:
             flags.DEFINE_enum(override.flag, None, list(override.choices), f"override {override.help}")
         elif override.kind is int:
-            flags.DEFINE_integer(override.flag, None, f"override {override.help}", lower_bound=override.lower_bound)
+            flags.DEFINE_integer(override.flag, None, f"override {override.help}", lower_bound=override.lower_bound,
+                                 upper_bound=override.upper_bound)
         else:
             flags.DEFINE_string(override.flag, None, f"override {override.help}")
 
@@ -98,8 +100,7 @@ def load_checkpoint(path, flag_values) -> Checkpoint:
 
 
 def load_experiment(folder, flag_values) -> List[Checkpoint]:
-    """The checkpoints of one experiment folder (the runs results.json lists), refusing a folder that mixes
-    experiments."""
+    """The checkpoints of one experiment folder (the runs results.json lists); a folder of several is refused."""
     checkpoints = [load_checkpoint(path, flag_values) for path in list_checkpoints(folder)]
     check_one_experiment(checkpoints)
     return checkpoints
@@ -116,19 +117,27 @@ class LoadedRun:
 
 def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Optional[Dict] = None,
                         test_count: Optional[int] = None, encode_now: bool = True,
-                        memory_pool: Optional[Callable] = None, batch_size: Optional[int] = None) -> LoadedRun:
-    """Rebuild a checkpoint's model and its run's data, and encode the test set (its first ``test_count``
-    images) and the memory pool once (``encode_now``). ``dataset_cache`` shares datasets across calls;
-    ``memory_pool(data)`` replaces the run's memory pool (explanation_accuracy.py --memory_pool=full);
+                        memory_pool: Optional[Callable] = None, batch_size: Optional[int] = None,
+                        test_images: Optional[datasets.ImageSet] = None) -> LoadedRun:
+    """A checkpoint's model and its run's data (an exported model with ``test_images``: its own pool), the test set
+    (its first ``test_count`` images, or ``test_images`` in one batch) and the memory pool encoded once
+    (``encode_now``). ``dataset_cache`` shares datasets; ``memory_pool(data)`` replaces the pool (--memory_pool=full);
     ``batch_size``: test images per memory draw unless --batch_size_test says (default: the run's)."""
     device = runtime.choose_device(flag_values.device)
     model = checkpoint.build_model(device)
-    data = checkpoint.run_data(config.load_config(flag_values.config), flag_values.dataset_dir, dataset_cache, device,
-                               memory_source=flag_values.memory_source, val_examples=flag_values.val_examples)
+    if test_images is not None and checkpoint.memory_pool is not None and flag_values.dataset_dir is None:
+        data = checkpoint.own_data(device)
+    else:
+        data = checkpoint.run_data(config.load_config(flag_values.config), flag_values.dataset_dir, dataset_cache,
+                                   device, memory_source=flag_values.memory_source,
+                                   val_examples=flag_values.val_examples)
+    if test_images is not None:
+        data, batch_size = data.with_test_images(test_images), len(test_images)
     if memory_pool is not None:
         data = data.with_memory_pool(memory_pool(data))
     saved = checkpoint.saved_config
-    batch_size = flag_values.batch_size_test or batch_size or (saved.batch_size_test if saved else 500)
+    batch_size = batch_size if test_images is not None else (flag_values.batch_size_test or batch_size
+                                                             or (saved.batch_size_test if saved else 500))
     draws = getattr(flag_values, "draws", None) or (saved.eval_draws if saved else 5)
     cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
                                 test_count) if encode_now else None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
@@ -39,10 +39,32 @@ def list_encoders() -> List[str]:
     return sorted(_ENCODERS)
 
 
+def encoder_problem(name: str) -> Optional[str]:
+    """Why ``name`` is no encoder (None when it is one): not registered, or a ``timm/<name>`` that timm lacks."""
+    from .timm_backbone import check_timm_name, is_timm_name
+
+    if is_timm_name(name):
+        try:
+            check_timm_name(name)
+        except ValueError as error:
+            return str(error)
+        return None
+    if name in _ENCODERS:
+        return None
+    return f"unknown model {name!r}; registered encoders are {list_encoders()}, or timm/<name> for a timm model"
+
+
 def create_encoder(name: str, **options) -> nn.Module:
-    """The encoder ``name``; ``options`` go to its factory (the ViT's ``final_norm``), which must accept them."""
+    """The encoder ``name``; ``options`` go to its factory (the ViT's ``final_norm``), which must accept them.
+    ``timm/<name>``: a timm backbone (architectures/timm_backbone.py), which takes no options."""
+    from .timm_backbone import TimmEncoder, is_timm_name
+
+    if is_timm_name(name):
+        if options:
+            raise ValueError(f"encoder {name!r} takes no option {sorted(options)}")
+        return TimmEncoder(name)
     if name not in _ENCODERS:
-        raise ValueError(f"unknown model {name!r}; registered encoders are {list_encoders()}")
+        raise ValueError(encoder_problem(name))
     try:
         inspect.signature(_ENCODERS[name]).bind(**options)
     except TypeError:

@@ -1,0 +1,55 @@
+"""A model file you can hand over: a checkpoint plus what explaining a new image needs without the training data.
+
+    export_model(checkpoint, data, Path("model.pt"))     # data: the run's (Checkpoint.run_data)
+    checkpoint = Checkpoint.load("model.pt")             # checkpoint.memory_pool: the images, uint8
+    data = checkpoint.own_data()                         # no dataset folder needed
+
+The file holds the weights, the run's metadata and config (network, head settings, image size), the class names,
+the normalisation, and the memory pool: the reduced training subset the run drew its memory sets from, as uint8
+images with their labels. It is plain data (``torch.load(..., weights_only=True)``), written atomically, and every
+script that reads a checkpoint reads it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import datasets
+from base.files import FileError, atomic_torch_save
+
+from .checkpoints import EXPORT_FORMAT, Checkpoint, safe_torch_load
+
+
+def check_export_target(output: Path, source: Path) -> Path:
+    """Where an export may be written: not over its own checkpoint, not over a run's files (``<r>.pt``, a state),
+    and over an existing file only when it is an exported model itself."""
+    output = Path(output)
+    if output.is_dir():
+        raise FileError(f"--output={output} is a folder; give a file name, e.g. {output / 'model.pt'}")
+    if output.exists() and output.resolve() == Path(source).resolve():
+        raise FileError(f"--output={output} is the checkpoint being exported; choose another file")
+    if output.name.endswith(".state.pt") or (output.stem.isdigit() and output.suffix == ".pt"):
+        raise FileError(f"--output={output} is named as a run's checkpoint or state (<run>.pt); an exported model "
+                        f"needs another name, e.g. model.pt")
+    if output.exists():
+        content = safe_torch_load(output)
+        if not (isinstance(content, dict) and content.get("export", {}).get("format") == EXPORT_FORMAT):
+            raise FileError(f"--output={output} exists and is not an exported model: refusing to replace it; "
+                            f"choose another file")
+    return output
+
+
+def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: Path) -> Path:
+    """Write ``checkpoint`` with its run's memory pool (``data``) as one self-contained file."""
+    output = check_export_target(output, checkpoint.path)
+    metadata = checkpoint.metadata.to_dict()
+    metadata["classes"] = list(data.classes)
+    metadata["normalization"] = {"mean": list(data.spec.mean), "std": list(data.spec.std)}
+    pool = data.memory_pool.to(data.train_images.device)
+    content = {"model_state_dict": checkpoint.state_dict, **metadata,
+               "memory_images": data.train_images[pool].cpu().contiguous(),
+               "memory_labels": data.train_labels[pool].cpu().contiguous(),
+               "export": {"format": EXPORT_FORMAT, "version": 1, "source": str(checkpoint.path),
+                          "exported": time.strftime("%Y-%m-%d %H:%M")}}
+    atomic_torch_save(content, output)
+    return output
