@@ -55,7 +55,7 @@ def main(argv):
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, test_count=FLAGS.num_images,
                                          batch_size=counterfactuals.PAPER_BATCH_SIZE)
         folder = autoencoders.run_folder(root, checkpoint, paper_layout=FLAGS.path_aes is not None)
-        nets = autoencoders.load_for_run(checkpoint, folder, loaded.data.spec.num_classes, loaded.data.device)
+        nets = autoencoders.load_for_run(checkpoint, folder, loaded.data.num_classes, loaded.data.device)
         with tqdm(total=len(loaded.cache.test_labels), desc=f"run {checkpoint.path.stem}: {FLAGS.algo} "
                   f"counterfactuals", unit="image", disable=None) as bar:
             run = counterfactuals.run_counterfactuals(loaded.model, loaded.cache, loaded.data, FLAGS.algo, nets,

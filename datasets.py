@@ -281,6 +281,10 @@ class ExperimentData:
         return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment,
                    autoaugment_per_image)
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
     def class_counts(self) -> Dict[str, int]:
         """How many images of each class the reduced training subset holds."""
         counts = torch.bincount(self.train_labels[self.subset.to(self.device)], minlength=len(self.classes))

@@ -38,7 +38,7 @@ def main(argv):
     dataset_cache = {}
     for checkpoint, folder in zip(checkpoints, folders):
         data = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, encode_now=False).data
-        total = (data.spec.num_classes + 1) * FLAGS.epochs
+        total = (data.num_classes + 1) * FLAGS.epochs
         with tqdm(total=total, desc=f"run {checkpoint.path.stem}: autoencoders", unit="epoch", disable=None) as bar:
             written = autoencoders.train_for_run(checkpoint, data, folder, FLAGS.epochs, FLAGS.ae_pool,
                                                  data.device, bar)

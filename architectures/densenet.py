@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 
@@ -67,7 +68,7 @@ class DenseNet(nn.Module):
         out = self.trans2(self.dense2(out))
         out = self.trans3(self.dense3(out))
         out = self.dense4(out)
-        return F.avg_pool2d(F.relu(self.bn(out)), 4).flatten(1)
+        return global_average(F.relu(self.bn(out)), 4)
 
 
 @register_encoder("densenet")

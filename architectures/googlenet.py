@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 
@@ -46,7 +47,6 @@ class GoogLeNet(nn.Module):
         self.e4 = Inception(528, 256, 160, 320, 32, 128, 128)
         self.a5 = Inception(832, 256, 160, 320, 32, 128, 128)
         self.b5 = Inception(832, 384, 192, 384, 48, 128, 128)
-        self.avgpool = nn.AvgPool2d(8, stride=1)
 
     def forward(self, x):
         out = self.b3(self.a3(self.pre_layers(x)))
@@ -54,4 +54,4 @@ class GoogLeNet(nn.Module):
         out = self.e4(self.d4(self.c4(self.b4(self.a4(out)))))
         out = self.maxpool(out)
         out = self.b5(self.a5(out))
-        return self.avgpool(out).flatten(1)
+        return global_average(out, 8)

@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 
@@ -59,4 +60,4 @@ class MobileNetV2(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layers(out)
         out = F.relu(self.bn2(self.conv2(out)))
-        return F.avg_pool2d(out, 4).flatten(1)
+        return global_average(out, 4)

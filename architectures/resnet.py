@@ -4,6 +4,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 
@@ -63,7 +64,7 @@ class ResNet(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return F.avg_pool2d(out, 4).flatten(1)
+        return global_average(out, 4)
 
 
 @register_encoder("resnet18")

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 CONFIGS = {
@@ -105,7 +106,7 @@ class ShuffleNetV2(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.relu(self.bn2(self.conv2(out)))
-        return F.avg_pool2d(out, 4).flatten(1)
+        return global_average(out, 4)
 
 
 @register_encoder("shufflenet")

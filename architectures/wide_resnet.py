@@ -9,6 +9,7 @@ here every modality has it.
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import global_average
 from .registry import register_encoder
 
 
@@ -71,7 +72,7 @@ class WideResNet(nn.Module):
 
     def forward(self, x):
         out = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        out = F.avg_pool2d(F.relu(self.bn(out)), 8).flatten(1)
+        out = global_average(F.relu(self.bn(out)), 8)
         return F.dropout(out, p=self.dropout, training=self.training)
 
 

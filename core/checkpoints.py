@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 import datasets
-from architectures import (Classifier, build_model, describe_mismatch, head_entry, is_paper_state_dict,
-                           list_encoders, list_heads)
+from architectures import (Classifier, build_model, describe_mismatch, encoder_problem, head_entry,
+                           is_paper_state_dict, list_heads)
 from architectures import load_paper_state_dict
 
 from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config, ConfigError
@@ -169,9 +169,10 @@ class Checkpoint:
                                   f"({', '.join(FLAG_NAMES.get(k, '--' + k) for k in missing)})")
         if recorded["modality"] not in list_heads():
             raise CheckpointError(f"{path}: unknown modality {recorded['modality']!r}")
-        if recorded["model_name"] not in list_encoders():
-            raise CheckpointError(f"{path} holds a {recorded['model_name']!r} model, which this version does not have "
-                                  f"(registered: {list_encoders()}); use the version of the code that trained it")
+        if encoder_problem(recorded["model_name"]):
+            raise CheckpointError(f"{path} holds a {recorded['model_name']!r} model, which this version cannot build "
+                                  f"({encoder_problem(recorded['model_name'])}); use the version of the code that "
+                                  f"trained it")
         metadata = RunMetadata.from_dict(recorded)
         metadata.config = dict(metadata.config or {})
         return cls(path, state_dict, metadata, _memory_pool(path, content, metadata))

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 from base.files import FileError, atomic_torch_save
 
-from .checkpoints import EXPORT_FORMAT, Checkpoint, safe_torch_load
+from .checkpoints import EXPORT_FORMAT, Checkpoint, CheckpointError, safe_torch_load
 
 
 def check_export_target(output: Path, source: Path) -> Path:
@@ -32,7 +32,10 @@ def check_export_target(output: Path, source: Path) -> Path:
         raise FileError(f"--output={output} is named as a run's checkpoint or state (<run>.pt); an exported model "
                         f"needs another name, e.g. model.pt")
     if output.exists():
-        content = safe_torch_load(output)
+        try:
+            content = safe_torch_load(output)
+        except CheckpointError:
+            content = None
         if not (isinstance(content, dict) and content.get("export", {}).get("format") == EXPORT_FORMAT):
             raise FileError(f"--output={output} exists and is not an exported model: refusing to replace it; "
                             f"choose another file")

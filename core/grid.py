@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
-from architectures import list_encoders
+from architectures import encoder_problem, list_encoders
 
 from .config import (MAX_RUNS, Config, ConfigError, check_modality, dataset_names, load_config, modalities, read_yaml,
                      setting_differences, shown)
@@ -127,7 +127,8 @@ def axis_problems(raw) -> List[str]:
             if wrong:
                 problems.append(f"train_examples: {shown(wrong)} are not positive whole numbers")
         else:
-            wrong = [v for v in values if not isinstance(v, str) or v not in allowed[key]]
+            wrong = [v for v in values if not isinstance(v, str) or (v not in allowed[key] and not (
+                key == "networks" and not encoder_problem(v)))]
             if wrong:
                 problems.append(f"{key}: {shown(wrong)} are not among {list(allowed[key])}")
         repeated = sorted({str(v) for v in values if values.count(v) > 1})

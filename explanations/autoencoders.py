@@ -98,7 +98,7 @@ def train_for_run(checkpoint: Checkpoint, data: datasets.ExperimentData, folder:
     indices = training_pool(data, pool)
     labels = data.train_labels[indices.to(data.device)].cpu()
     written = []
-    for which, name in enumerate(names(data.spec.num_classes)):
+    for which, name in enumerate(names(data.num_classes)):
         path = folder / f"{name}.pt"
         if path.exists():
             check_key(path, key, KEY_FIELDS, what="train_autoencoders.py")

@@ -201,7 +201,7 @@ def subset_prototypes(model: Classifier, cache: FeatureCache, data: datasets.Exp
     predictions = model.classify(features, memory.features, memory.labels).argmax(1)
     codes = torch.cat([encoder(data.memory_batch(data.subset[start:start + batch_size]))
                        for start in range(0, len(data.subset), batch_size)])
-    return class_prototypes(codes, predictions.to(codes.device), data.spec.num_classes)
+    return class_prototypes(codes, predictions.to(codes.device), data.num_classes)
 
 
 def run_counterfactuals(model: Classifier, cache: FeatureCache, data: datasets.ExperimentData, algo: str,

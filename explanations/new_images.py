@@ -178,8 +178,8 @@ def input_attribution(model: Classifier, image: torch.Tensor, memory_features: O
 def prediction_figure(path: Path, model: Classifier, data: datasets.ExperimentData, cache: FeatureCache, row: int,
                       explained: Explained, max_samples: int = 8, n_steps: int = 40, sign: str = "positive") -> float:
     """One PNG for one explained image: the input and its Integrated Gradients heatmap (the memory of the first
-    draw held fixed), then its memory samples with positive weight, highest first (green: example, red:
-    counterfactual). Returns the IG convergence delta."""
+    draw held fixed), then its memory samples with positive weight, highest first, at most ``max_samples`` with the
+    top counterfactual among them (green: example, red: counterfactual). Returns the IG convergence delta."""
     plt = pyplot()
     image = data.test_batch(torch.tensor([row]))[0][0]
     memory_features = memory_labels = None
@@ -191,10 +191,13 @@ def prediction_figure(path: Path, model: Classifier, data: datasets.ExperimentDa
     target = data.classes.index(explained.predicted)
     attribution, delta, _ = input_attribution(model, image, memory_features, memory_labels, target, data.spec, n_steps)
     samples = explained.memory[:max_samples]
+    top = explained.counterfactual  # shown even where examples outweigh it
+    if top is not None and top not in samples:
+        samples[-1] = top
     columns = 2 + len(samples)
-    figure = plt.figure(figsize=(1.8 * columns + 0.6, 2.5), dpi=FIGURE_DPI)
+    figure = plt.figure(figsize=(1.8 * columns + 0.6, 2.9), dpi=FIGURE_DPI)
     grid = figure.add_gridspec(1, columns + 1, width_ratios=[1, 1, 0.15] + [1] * len(samples), left=0.01,
-                               right=0.99, bottom=0.02, top=0.72, wspace=0.12)
+                               right=0.99, bottom=0.17, top=0.74, wspace=0.12)
     show_image(figure.add_subplot(grid[0, 0]), image, data.spec,
                f"{Path(explained.image).name}\npredicted {explained.predicted}\n{100 * explained.probability:.1f}%")
     show_attribution(figure, figure.add_subplot(grid[0, 1]), attribution, image, data.spec,

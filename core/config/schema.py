@@ -295,8 +295,11 @@ class Config:
         return self.datasets[self.dataset_name]
 
     def dataset_spec(self) -> "datasets.DatasetSpec":
-        """The dataset as this run normalises it: the ViT with the ViT code's statistics (vit_statistics)."""
+        """The dataset as this run normalises it: the ViT with the ViT code's statistics (vit_statistics); a folder
+        dataset with its section's mean and std, or none yet (computed on each run's subset)."""
         spec = datasets.get_spec(self.dataset_name)
+        if self.dataset.mean is not None:  # a folder dataset's given statistics (else: each run's subset's)
+            return spec.normalized_with(self.dataset.mean, self.dataset.std)
         return spec.for_vit() if self.model == "vit" and self.vit_statistics else spec
 
     def with_num_classes(self, num_classes: int) -> "Config":
