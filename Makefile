@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 demo: setup
 	$(PY) train.py --config=config/digits.yaml --modality=std
 	$(PY) train.py --config=config/digits.yaml --modality=encoder_memory
+	@$(PY) scripts/quickstart_summary.py models
 
 # The report's browser test opens a page in Debian's chromium (installed here when missing: needs apt-get and root).
 browser:

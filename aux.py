@@ -3,48 +3,19 @@ core/, training.py, explanations/, datasets.py, readers/ and architectures/ (doc
 reserved file name: use WSL, or rename this file; the name is kept because the paper's users know it."""
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import datasets
 from architectures import Classifier
-from base.errors import UserError
+from base.errors import exit_on_user_errors  # noqa: F401 (the scripts' guard: @aux.exit_on_user_errors)
 from core import config, runtime
 from core.checkpoints import Checkpoint, check_one_experiment, list_checkpoints
 from core.evaluation import FeatureCache
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "config" / "train.yaml"
-
-
-def exit_on_user_errors(main=None, *, positional: bool = False):
-    """Wrap a script's ``main(argv)``: a UserError, an OSError or an unreadable JSON file ends the script with one
-    line, ``error: <message>``, and exit status 1, instead of a traceback; so do stray positional arguments (unless
-    the script takes some: ``@exit_on_user_errors(positional=True)``)."""
-    if main is None:
-        return functools.partial(exit_on_user_errors, positional=positional)
-
-    @functools.wraps(main)
-    def guarded(*args, **kwargs):
-        if args and len(args[0]) > 1 and not positional:  # absl leaves what is not a --flag in argv
-            raise SystemExit(f"error: unexpected arguments {args[0][1:]}: every setting is a --flag (see --help)")
-        try:
-            return main(*args, **kwargs)
-        except UserError as error:
-            raise SystemExit(f"error: {error}") from None
-        except json.JSONDecodeError as error:
-            raise SystemExit(f"error: a JSON file is not valid JSON ({error}); restore or delete it") from None
-        except BrokenPipeError:  # the output was piped into a command that stopped reading (head): not an error
-            raise SystemExit(0) from None
-        except UnicodeDecodeError as error:
-            raise SystemExit(f"error: a file that should be text is not UTF-8 ({error.reason})") from None
-        except OSError as error:
-            where = f": {error.filename}" if error.filename else ""
-            raise SystemExit(f"error: {error.strerror or error}{where}") from None
-    return guarded
 
 
 def define_override_flags() -> None:
@@ -65,25 +36,30 @@ def override_values(flag_values) -> Dict[str, object]:
     return {override.flag: flag_values[override.flag].value for override in config.overrides()}
 
 
-def define_evaluation_flags(draws: bool = True) -> None:
+def define_evaluation_flags(draws: bool = True, explains: bool = False) -> None:
     """The flags of every script that evaluates saved checkpoints (absl). What a checkpoint records is read
-    from it; the flags fill in what a paper checkpoint lacks, and one that contradicts the checkpoint is an error."""
+    from it; the flags fill in what a paper checkpoint lacks, and one that contradicts the checkpoint is an error.
+    ``explains``: --strict, for the scripts that explain models (explanations/records.py checks them first)."""
     from absl import flags
 
+    if explains:
+        flags.DEFINE_bool("strict", False, "refuse a model whose explanations carry no information (test accuracy "
+                          "near chance, or one class predicted for nearly every image) instead of flagging it")
     flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one recorded at training)")
     flags.DEFINE_alias("dir_dataset", "dataset_dir")  # the paper's spelling
     flags.DEFINE_string("config", str(DEFAULT_CONFIG), "defaults for what a paper checkpoint does not record")
     flags.DEFINE_integer("batch_size_test", None, "test images per memory draw (default: the run's batch_size_test; "
-                         "paper checkpoints: 500)", lower_bound=1)
+                         "paper checkpoints: 500)", lower_bound=1, upper_bound=config.MAX_IMAGES)
     if draws:
         flags.DEFINE_integer("draws", None, "memory draws to average over (default: the run's eval_draws, else 5)",
-                             lower_bound=1)
+                             lower_bound=1, upper_bound=config.MAX_DRAWS)
     flags.DEFINE_enum("device", "auto", list(config.DEVICES), "device")
     flags.DEFINE_enum("dataset", None, list(config.dataset_names()), "dataset (read from the checkpoint)")
     flags.DEFINE_enum("modality", None, list(config.modalities()), "modality (read from the checkpoint)")
     flags.DEFINE_string("model", None, "network name (read from the checkpoint)")
     flags.DEFINE_integer("train_examples", None, "training subset size (read from the checkpoint)", lower_bound=1)
-    flags.DEFINE_integer("mem_examples", None, "memory set size (read from the checkpoint)", lower_bound=1)
+    flags.DEFINE_integer("mem_examples", None, "memory set size (read from the checkpoint)", lower_bound=1,
+                         upper_bound=config.MAX_IMAGES)
     flags.DEFINE_integer("seed", None, "run seed (read from the checkpoint; for a paper checkpoint <r>.pt, r-1)",
                          lower_bound=0)
     flags.DEFINE_integer("val_examples", None, "validation split of the run (read from the checkpoint; paper "

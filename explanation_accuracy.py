@@ -18,6 +18,7 @@ from absl import app, flags
 
 import aux
 import explanations
+from explanations import records
 from core import results
 from base.files import atomic_write_json, writable_folder
 from core.experiment import refuse_managed_output
@@ -29,16 +30,17 @@ flags.DEFINE_enum("memory_pool", "run", list(explanations.MEMORY_POOLS), "where 
                   "but the validation split; this reproduces the paper's Tables 5-6)")
 flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_accuracy.json, "
                     "explanation_accuracy_full.json with --memory_pool=full: each pool keeps its own)")
-aux.define_evaluation_flags()
+aux.define_evaluation_flags(explains=True)
 flags.mark_flag_as_required("path_models")
 FLAGS = flags.FLAGS
 
 
 def fmt(value):
     return "n/a" if value is None else f"{value:.2f}"
+INTERRUPTED = "nothing was written (the JSON file is written at the end): run the same command again"
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
@@ -51,12 +53,13 @@ def main(argv):
     for checkpoint in checkpoints:
         pool = explanations.paper_memory_pool if FLAGS.memory_pool == "full" else None
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, memory_pool=pool)
+        problem = records.check_models(loaded, FLAGS.strict, explanations.ExplanationError)
         scores = explanations.explanation_scores(loaded.model, loaded.cache)
         row = {"checkpoint": str(checkpoint.path), "seed": checkpoint.seed,
                "explanation_accuracy": explanations.mean_or_none([s.explanation_accuracy for s in scores]),
                "counterfactual_accuracy": explanations.mean_or_none([s.counterfactual_accuracy for s in scores]),
                "example_accuracy": explanations.mean_or_none([s.example_accuracy for s in scores]),
-               "draws": [dataclasses.asdict(s) for s in scores]}
+               "draws": [dataclasses.asdict(s) for s in scores], **({"uninformative": problem} if problem else {})}
         rows.append(row)
         print(f"Model:{checkpoint.path.name} | explanation accuracy {fmt(row['explanation_accuracy'])} | "
               f"counterfactual acc {fmt(row['counterfactual_accuracy'])} | example acc {fmt(row['example_accuracy'])}",
@@ -74,7 +77,8 @@ def main(argv):
     for name in ("counterfactual", "example"):
         if summary[f"{name}_mean"] is None:
             print(f"No {name}s: no test image had a top memory sample of that kind, so its accuracy is undefined (n/a).")
-    atomic_write_json({"models": rows, **summary}, output_json)
+    atomic_write_json({"models": rows, **summary, "settings": {"memory_pool": FLAGS.memory_pool,
+                                                                "draws": loaded.cache.draws}}, output_json)
     print(f"Written: {output_json}")
 
 

@@ -16,7 +16,7 @@ import explanations
 from base.files import atomic_write_json, writable_folder
 from core.experiment import refuse_managed_output
 from core import results
-from explanations import by_example
+from explanations import by_example, records
 
 flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of a memory head (memory, encoder_memory, "
                     "protonet, matching)")
@@ -24,13 +24,14 @@ flags.DEFINE_enum("metric", "both", ["input", "prediction", "both"], "input or p
 flags.DEFINE_bool("paper_code", False, "the paper code's protocol: an image without an example takes the first sample "
                   "of the order, and batch means are averaged")
 flags.DEFINE_string("output_json", None, "where to write the numbers (default: <path_models>/explanation_examples.json)")
-aux.define_evaluation_flags()
+aux.define_evaluation_flags(explains=True)
 flags.mark_flag_as_required("path_models")
 FLAGS = flags.FLAGS
 PAPER_BATCH_SIZE = 256  # the paper's run_exp_by_examples.py: a memory draw per 256 test images
+INTERRUPTED = "nothing was written (the JSON file is written at the end): run the same command again"
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)
@@ -42,15 +43,20 @@ def main(argv):
     rows, dataset_cache = [], {}
     for checkpoint in checkpoints:
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, batch_size=PAPER_BATCH_SIZE)
+        problem = records.check_models(loaded, FLAGS.strict, explanations.ExplanationError)
         run = by_example.run_scores(loaded.model, loaded.cache, FLAGS.paper_code)
         rows.append({"checkpoint": str(checkpoint.path), "seed": checkpoint.seed, "images": run.images,
-                     "skipped": run.skipped, **{metric: run.scores[metric] for metric in metrics}})
+                     "skipped": run.skipped, **{metric: run.scores[metric] for metric in metrics},
+                     **({"uninformative": problem} if problem else {})})
         print(f"Model:{checkpoint.path.name} | " + " | ".join(
             f"{metric}: " + " ".join(f"{m} {v:.4f}" for m, v in run.scores[metric].items()) for metric in metrics)
             + f" | skipped {run.skipped} of {run.images + run.skipped}", flush=True)
     methods = list(rows[0][metrics[0]])
+    content, kept = records.merge_parts(output_json, {"models": rows, "methods": methods, "paper_code": FLAGS.paper_code,
+                                                      "modality": checkpoints[0].modality}, metrics,
+                                        {"paper_code": FLAGS.paper_code, "draws": loaded.cache.draws})
     summary = {metric: {method: dict(zip(("mean", "std"), results.mean_std([r[metric][method] for r in rows])))
-                        for method in methods} for metric in metrics}
+                        for method in methods} for metric in content["settings"]}
     for metric in metrics:
         print(f"\n{by_example.METRICS[metric]} (lower is better), mean ± std over {len(rows)} models:")
         for method in by_example.PICKERS:
@@ -61,9 +67,8 @@ def main(argv):
     if skipped:
         print(f"{skipped} images had no memory sample predicted in their class: no example, not scored (the paper's "
               f"code gave them the first sample of the order; --paper_code does)")
-    atomic_write_json({"models": rows, "summary": summary, "methods": methods, "paper_code": FLAGS.paper_code,
-                       "modality": checkpoints[0].modality}, output_json)
-    print(f"Written: {output_json}")
+    atomic_write_json({**content, "summary": summary}, output_json)
+    print(f"Written: {output_json}" + "".join(f"; {note}" for note in kept))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,17 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
+from core.config import MAX_IMAGES, MAX_STEPS
 import explanations
+from explanations import records
 from core.evaluation import eval_generators
 
 flags.DEFINE_string("path_model", None, "checkpoint (*.pt) of a memory head (memory, encoder_memory, protonet, matching)")
 flags.DEFINE_string("num_batches", "1", "how many figures (batches of the test set, from the first), or 'all'")
-flags.register_validator("num_batches", lambda v: v == "all" or (v.isdigit() and int(v) >= 1),
-                         "--num_batches must be a positive integer or 'all'")
-flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps (the paper's code: 40)", lower_bound=1)
+flags.register_validator("num_batches", lambda v: v == "all" or (v.isdigit() and 1 <= int(v) <= MAX_IMAGES),
+                         f"--num_batches must be a whole number from 1 to {MAX_IMAGES}, or 'all'")
+flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps (the paper's code: 40)", lower_bound=1,
+                     upper_bound=MAX_STEPS)
 flags.DEFINE_integer("internal_batch_size", 25, "IG steps per forward pass (each step encodes 1 input + up to 2 "
                      "memory images)", lower_bound=1)
 flags.DEFINE_enum("baseline", "white", list(explanations.BASELINES), "IG baseline: white (the paper's text) or "
@@ -30,15 +33,16 @@ flags.DEFINE_enum("baseline", "white", list(explanations.BASELINES), "IG baselin
 flags.DEFINE_enum("sign", "positive", list(explanations.SIGNS), "which attributions the heat maps show (the "
                   "paper: positive)")
 flags.DEFINE_string("output_dir", "images/saliency", "root folder of the PNGs")
-aux.define_evaluation_flags(draws=False)
+aux.define_evaluation_flags(draws=False, explains=True)
 flags.FLAGS.set_default("batch_size_test", 3)  # inputs per figure
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted="the figures written so far are kept: run the same command again for all of them")
 def main(argv):
     del argv
     loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, encode_now=False, what="generate_heatmaps.py")
+    records.check_models(loaded, FLAGS.strict, explanations.ExplanationError)
     data = loaded.data
     generator, auxiliary = eval_generators(loaded.checkpoint.seed)
     deltas = []

@@ -15,25 +15,29 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
+from core.config import MAX_IMAGES
 import explanations
+from explanations import records
 from core.evaluation import encode
 
 flags.DEFINE_string("path_model", None, "checkpoint (*.pt) of a memory or prototype head")
-flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)", lower_bound=1)
+flags.DEFINE_integer("num_images", 10, "how many test images (the first ones of the test set)", lower_bound=1,
+                     upper_bound=MAX_IMAGES)
 flags.DEFINE_integer("max_samples", 10, "memory samples shown per image, by weight (Matching Networks' attention "
                      "gives every sample a positive weight)", lower_bound=1)
 flags.DEFINE_string("output_dir", "images/mem_images", "root folder of the PNGs")
-aux.define_evaluation_flags(draws=False)
+aux.define_evaluation_flags(draws=False, explains=True)
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted="the figures written so far are kept: run the same command again for all of them")
 def main(argv):
     del argv
     modalities = explanations.memory_modalities() + explanations.prototype_modalities()
     loaded, folder = aux.load_for_explanation(FLAGS, FLAGS.output_dir, test_count=FLAGS.num_images,  # those shown
                                               modalities=modalities, what="generate_memory_images.py")
+    records.check_models(loaded, FLAGS.strict, explanations.ExplanationError)
     if loaded.model.uses_memory:
         memory_images(loaded, folder)
     else:

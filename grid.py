@@ -24,7 +24,8 @@ from core.grid import Grid
 flags.DEFINE_string("grid", None, "the grid (config/grid_*.yaml)")
 flags.DEFINE_bool("status", False, "list the state of every run (done, running, stale, partial, missing) and stop")
 flags.DEFINE_bool("print", False, "print one shell command per run that is not done, and stop")
-flags.DEFINE_integer("workers", None, "run every run that is not done, this many at a time", lower_bound=1)
+flags.DEFINE_integer("workers", None, "run every run that is not done, this many at a time", lower_bound=1,
+                     upper_bound=1024)
 flags.DEFINE_integer("task", None, "run the task-th run of the grid (1-based; for job arrays)", lower_bound=1)
 flags.mark_flag_as_required("grid")
 flags.register_multi_flags_validator(
@@ -32,9 +33,10 @@ flags.register_multi_flags_validator(
                                                            v["task"] is not None]) <= 1,
     "give at most one of --status, --print, --workers, --task")
 FLAGS = flags.FLAGS
+INTERRUPTED = "every run stays resumable from its last finished epoch: go on with the same command"  # what Ctrl-C keeps
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     grid = Grid.load(FLAGS.grid)

@@ -28,9 +28,11 @@ flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps of the heatmap",
 aux.define_evaluation_flags()
 flags.mark_flag_as_required("path_model")
 FLAGS = flags.FLAGS
+INTERRUPTED = ("the lines printed and the figures written so far are kept: run the same command again for all of "
+               "them")  # what Ctrl-C keeps
 
 
-@aux.exit_on_user_errors(positional=True)
+@aux.exit_on_user_errors(positional=True, interrupted=INTERRUPTED)
 def main(argv):
     paths = new_images.image_paths(argv[1:])
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)

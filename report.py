@@ -17,7 +17,9 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
+from core.config import MAX_IMAGES, MAX_STEPS
 import explanations
+from explanations import records
 from base.files import writable_folder
 from core import config
 from core.checkpoints import list_checkpoints
@@ -32,17 +34,18 @@ flags.DEFINE_multi_string("dataset", [], "only these datasets (repeatable)")
 flags.DEFINE_multi_string("model", [], "only these networks (repeatable)")
 flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
 flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
-flags.DEFINE_integer("images", 12, "test images per gallery", lower_bound=1)
-flags.DEFINE_integer("max_samples", 8, "memory samples shown per image", lower_bound=1)
+flags.DEFINE_integer("images", 12, "test images per gallery", lower_bound=1, upper_bound=MAX_IMAGES)
+flags.DEFINE_integer("max_samples", 8, "memory samples shown per image", lower_bound=1, upper_bound=MAX_IMAGES)
 flags.DEFINE_bool("heatmaps", True, "Integrated Gradients heatmaps in the galleries (the slow part)")
-flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps", lower_bound=1)
+flags.DEFINE_integer("n_steps", 40, "Integrated Gradients steps", lower_bound=1, upper_bound=MAX_STEPS)
 flags.DEFINE_string("dataset_dir", None, "folder of the datasets (default: the one each run recorded)")
 flags.DEFINE_enum("device", "auto", list(config.DEVICES), "device")
 FLAGS = flags.FLAGS
 HEATMAP_ROWS = 3  # inputs per heatmap figure
+INTERRUPTED = "the page was not written (the next report replaces what this one wrote): run the same command again"
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     root, output = Path(FLAGS.root), Path(FLAGS.output)
@@ -60,10 +63,13 @@ def main(argv):
         checkpoint = aux.load_checkpoint(list_checkpoints(cell.row.folder)[0], recorded)  # what the runs recorded
         loaded = aux.load_for_evaluation(checkpoint, recorded, dataset_cache, test_count=FLAGS.images)
         folder = output / "gallery" / cell.name
+        warning = records.uninformative(loaded.model, loaded.cache, checkpoint)
+        if warning:
+            print(f"Warning: {cell.title}: {warning}", flush=True)
         images = explanations.memory_images(loaded.model, loaded.cache, loaded.data, folder, FLAGS.max_samples)
         heatmaps = gallery_heatmaps(loaded, folder) if FLAGS.heatmaps else []
         galleries.append(Gallery(cell.title, str(checkpoint.path), [str(p.relative_to(output)) for p in images],
-                                 [str(p.relative_to(output)) for p in heatmaps]))
+                                 [str(p.relative_to(output)) for p in heatmaps], warning))
     report.render(output / "index.html", shown, galleries)
     stale = remove_stale(output, report.written(output, shown, galleries))
     print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries"

@@ -17,6 +17,12 @@ Learning-rate tuning: where a cell was also trained at other learning rates with
 grids' lr_* variants, with eval_every), a row "modality [tuned]" follows its plain row: the rate with the best mean
 validation accuracy at the last epoch (never the test set), named in its cells. The lr_* rows themselves are left
 out unless --variant names them. A row whose settings differ from most of its table's gets a footnote saying how.
+
+Every cell shows its mean ± std and the 95 % interval of its mean. Paired differences (core/paired.py): every row
+against the reference row of its dataset, network and size (--versus, default std), over the runs (seeds) both have,
+with a 95 % Student t interval on the differences, as <output>_paired.md/.csv/.tex; explanations by example
+(Memory Wrap's choice against each other method) and counterfactuals (memory against CFProto, on the images both
+found) as <output>_<table>_paired.*.
 """
 from pathlib import Path
 
@@ -34,6 +40,8 @@ flags.DEFINE_multi_string("dataset", [], "only these datasets (repeatable)")
 flags.DEFINE_multi_string("model", [], "only these networks (repeatable)")
 flags.DEFINE_multi_string("modality", [], "only these modalities (repeatable)")
 flags.DEFINE_multi_string("variant", [], "only these grid variants (repeatable; 'none': the cells outside any variant)")
+flags.DEFINE_string("versus", "std", "the reference row of the paired differences: MODALITY or 'MODALITY VARIANT' "
+                    "(e.g. 'std tuned')")
 FLAGS = flags.FLAGS
 
 @aux.exit_on_user_errors
@@ -45,20 +53,32 @@ def main(argv):
     output = Path(FLAGS.output) if FLAGS.output else root / "table"
     writable_folder(output.parent)
     written = []
-    built = build_tables(root, RowFilter(FLAGS.dataset, FLAGS.model, FLAGS.modality, FLAGS.variant))
+    built = build_tables(root, RowFilter(FLAGS.dataset, FLAGS.model, FLAGS.modality, FLAGS.variant),
+                         versus=FLAGS.versus)
     for note in missing_files(built[0].table.rows()):
         print(f"Note: {note}")
     for name, title, table, ylabel in built:
         print(f"\n{title}\n\n{table.markdown()}")
-        for suffix, text in (("md", f"{title}\n\n{table.markdown()}\n"), ("csv", table.csv()), ("tex", table.latex() + "\n")):
-            path = output.with_name(f"{output.name}_{name}.{suffix}")
-            atomic_write_bytes(path, lambda f, text=text: f.write(text.encode()))
-            written.append(path)
+        written += write(output, name, title, table)
+        paired = next(b.paired for b in built if b.name == name)
+        if paired is not None:
+            print(f"\n{paired.title}\n\n{paired.markdown()}")
+            written += write(output, "paired" if name == "accuracy" else f"{name}_paired", paired.title, paired)
         if ylabel:
             figure = output.with_name(f"{output.name}_{name}.png")
             table.figure(figure, ylabel)
             written.append(figure)
     print("\nWritten: " + ", ".join(str(p) for p in written))
+
+
+def write(output: Path, name: str, title: str, table) -> list:
+    """<output>_<name>.md, .csv and .tex of a table (or a paired table)."""
+    paths = []
+    for suffix, text in (("md", f"{title}\n\n{table.markdown()}\n"), ("csv", table.csv()), ("tex", table.latex() + "\n")):
+        path = output.with_name(f"{output.name}_{name}.{suffix}")
+        atomic_write_bytes(path, lambda f, text=text: f.write(text.encode()))
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ flags.DEFINE_integer("runs_from", None, "train only runs runs_from..runs_to (1-b
 flags.DEFINE_integer("runs_to", None, "see --runs_from (default: the config's runs)", lower_bound=1)
 flags.DEFINE_integer("parallel_runs", 1, "train the selected runs in this many processes at once (each its own "
                      "seeds; on a CPU they split the cores, on a GPU they share it); results equal a sequential job's",
-                     lower_bound=1)
+                     lower_bound=1, upper_bound=1024)
 flags.DEFINE_string("config", str(aux.DEFAULT_CONFIG), "YAML config")
 flags.DEFINE_string("output_dir", "models", "root folder of the checkpoints")
 flags.DEFINE_multi_string("set", [], "set any config key, key=value (repeatable): heads.matching_steps=3, "
@@ -37,9 +37,11 @@ flags.DEFINE_multi_string("set", [], "set any config key, key=value (repeatable)
 aux.define_override_flags()
 flags.mark_flag_as_required("modality")
 FLAGS = flags.FLAGS
+INTERRUPTED = ("the finished runs are kept, and the interrupted run's state after its last finished epoch: go on "
+               "with the same command and --continue_train")  # what Ctrl-C keeps
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     run_config = config.load_config(FLAGS.config, aux.override_values(FLAGS), FLAGS.set)

@@ -14,11 +14,13 @@ from absl import app, flags
 from tqdm import tqdm
 
 import aux
+from core.config import MAX_EPOCHS
 from base.files import writable_folder
 from explanations import autoencoders
 
 flags.DEFINE_string("path_models", None, "folder with the checkpoints (*.pt) of one experiment")
-flags.DEFINE_integer("epochs", autoencoders.PAPER_EPOCHS, "epochs of each autoencoder (the paper: 4)", lower_bound=1)
+flags.DEFINE_integer("epochs", autoencoders.PAPER_EPOCHS, "epochs of each autoencoder (the paper: 4)", lower_bound=1,
+                     upper_bound=MAX_EPOCHS)
 flags.DEFINE_enum("ae_pool", "subset", list(autoencoders.AE_POOLS), "what they learn from: the run's reduced subset "
                   "(default), or every training image but the validation split (the paper's code)")
 flags.DEFINE_string("saving_path", None, "where to write them (default: <path_models>/autoencoders/<run>/; given: "
@@ -26,9 +28,11 @@ flags.DEFINE_string("saving_path", None, "where to write them (default: <path_mo
 aux.define_evaluation_flags(draws=False)
 flags.mark_flag_as_required("path_models")
 FLAGS = flags.FLAGS
+INTERRUPTED = ("the autoencoders finished so far are kept, and the interrupted one's last epoch: go on with the same"
+               " command")  # what Ctrl-C keeps
 
 
-@aux.exit_on_user_errors
+@aux.exit_on_user_errors(interrupted=INTERRUPTED)
 def main(argv):
     del argv
     checkpoints = aux.load_experiment(FLAGS.path_models, FLAGS)

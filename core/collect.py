@@ -38,6 +38,8 @@ class Row:
     val_values: List[float] = field(default_factory=list)  # each run's validation accuracy at its last epoch
     note: str = ""  # shown after the cells' numbers, e.g. the learning rate a tuned row chose
     method: str = ""  # the explanation method of an explanation table's row (knn, proto, ...)
+    flagged: int = 0  # models whose explanations carry no information (at chance: explanations/records.py)
+    seeds: List[Optional[int]] = field(default_factory=list)  # the run (seed) of each value, for pairing rows
 
     @property
     def label(self) -> str:
@@ -70,24 +72,30 @@ def collect_epoch_seconds(root) -> List[Row]:
     return collect_runs(root, per_epoch)
 
 
+def files_under(root, pattern: str) -> List[Path]:
+    """The files named ``pattern`` under ``root``, but those a fresh start moved aside (``replaced-*/``, below the
+    root: the root itself may be anywhere), sorted."""
+    return [path for path in sorted(Path(root).rglob(pattern))
+            if not any(part.startswith("replaced-") for part in path.relative_to(root).parts)]
+
+
 def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[Row]:
     """One Row per results.json under ``root``, with ``value(run, config)`` per run that has one, the runs'
     settings and final validation accuracies (when their history has them)."""
     rows = []
-    for path in sorted(Path(root).rglob("results.json")):
-        if any(part.startswith("replaced-") for part in path.relative_to(root).parts):
-            continue  # runs moved aside by a fresh start (below the root: the root itself may be anywhere)
+    for path in files_under(root, "results.json"):
         results = read_results(path)
         config = results.get("config") or {}
         runs = results["runs"]
-        values = [v for v in (value(run, config) for run in runs) if v is not None]
+        numbers = [(value(run, config), run.get("seed", (run.get("run") or 1) - 1)) for run in runs]
+        values = [v for v, _ in numbers if v is not None]
         validation = [entries[-1]["val_accuracy"] for entries in (run.get("history") or [] for run in runs)
                       if entries and entries[-1].get("val_accuracy") is not None]
         settings = result_settings(config, path)
         check_runs_agree(path.parent, runs, settings)
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
                         values, config.get("runs"), path.parent, variant_of(root, path.parent),
-                        settings=settings, val_values=validation))
+                        settings=settings, val_values=validation, seeds=[seed for v, seed in numbers if v is not None]))
     return rows
 
 
@@ -219,11 +227,9 @@ def collect_explanations(root, key: str, pool: str = "run") -> List[Row]:
     counterfactual_accuracy (Table 6)."""
     rows = []
     name = "explanation_accuracy.json" if pool == "run" else f"explanation_accuracy_{pool}.json"
-    for path in sorted(Path(root).rglob(name)):
+    for path in files_under(root, name):
         models = _models(path, read_json(path))
-        rows.append(Row(*_experiment_of(path.parent), [m[key] for m in models if isinstance(m.get(key), (int, float))],
-                        len(models),
-                        path.parent, variant_of(root, path.parent)))
+        rows.append(_model_row(path, root, models, lambda m: m.get(key), len(models)))
     return rows
 
 
@@ -231,13 +237,11 @@ def collect_explanation_examples(root, metric: str) -> List[Row]:
     """Every explanation_examples.json under ``root`` (explanation_examples.py): one row per method ("modality
     [method]"), ``metric`` (input or prediction non-representativeness) per model."""
     rows = []
-    for path in sorted(Path(root).rglob("explanation_examples.json")):
+    for path in files_under(root, "explanation_examples.json"):
         content = read_json(path)
         models = [m for m in _models(path, content) if isinstance(m.get(metric), dict)]
         for method in content.get("methods", []):
-            values = [m[metric].get(method) for m in models]
-            rows.append(Row(*_experiment_of(path.parent), [v for v in values if isinstance(v, (int, float))], len(models),
-                            path.parent, variant_of(root, path.parent), method=method))
+            rows.append(_model_row(path, root, models, lambda m: m[metric].get(method), len(models), method=method))
     return rows
 
 
@@ -245,11 +249,44 @@ def collect_counterfactuals(root, score: str) -> List[Row]:
     """Every counterfactuals_<algo>.json under ``root`` (counterfactuals.py): one row per algorithm ("modality
     [memory]", "modality [proto]"), ``score`` (im1, iim1, im2, l1, l0, seconds) per model."""
     rows = []
-    for path in sorted(Path(root).rglob("counterfactuals_*.json")):
+    for path in files_under(root, "counterfactuals_*.json"):
         content = read_json(path)
-        models = [m for m in _models(path, content) if isinstance(m.get(score), (int, float)) and m.get("counterfactuals")]
-        rows.append(Row(*_experiment_of(path.parent), [m[score] for m in models], len(_models(path, content)),
-                        path.parent, variant_of(root, path.parent), method=str(content.get("algo", path.stem))))
+        models = [m for m in _models(path, content) if m.get("counterfactuals")]
+        rows.append(_model_row(path, root, models, lambda m: m.get(score), len(_models(path, content)),
+                               method=str(content.get("algo", path.stem))))
     return rows
 
 
+def _model_row(path: Path, root, models: List[dict], value: Callable[[dict], Any], expected: int,
+               method: str = "") -> Row:
+    """A Row of an explanation file: ``value(model)`` per model that has a number, the models' seeds, and how many
+    of them were flagged as explaining nothing."""
+    numbers = [(value(m), m.get("seed")) for m in models]
+    kept = [(v, seed) for v, seed in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return Row(*_experiment_of(path.parent), [v for v, _ in kept], expected, path.parent, variant_of(root, path.parent),
+               method=method, seeds=[seed for _, seed in kept],
+               flagged=sum(1 for m in models if m.get("uninformative")))
+
+
+def counterfactual_differences(root, score: str) -> List[Tuple[Tuple[str, str, str, int], Dict[int, float]]]:
+    """Per experiment folder with both counterfactuals_memory.json and counterfactuals_proto.json: each run's mean
+    of ``memory - proto`` for ``score`` over the test images both algorithms scored (per_image, counterfactuals.py)."""
+    found = []
+    for memory_path in files_under(root, "counterfactuals_memory.json"):
+        proto_path = memory_path.with_name("counterfactuals_proto.json")
+        if not proto_path.is_file():
+            continue
+        by_run = {}
+        for algo, path in (("memory", memory_path), ("proto", proto_path)):
+            for model in _models(path, read_json(path)):
+                images = (model.get("per_image") or {})
+                if score in images:
+                    by_run.setdefault(model.get("seed"), {})[algo] = dict(zip(images["image"], images[score]))
+        differences = {}
+        for seed, algos in by_run.items():
+            common = sorted(set(algos.get("memory", {})) & set(algos.get("proto", {})))
+            if common:
+                differences[seed] = sum(algos["memory"][i] - algos["proto"][i] for i in common) / len(common)
+        if differences:
+            found.append((_experiment_of(memory_path.parent), differences))
+    return found

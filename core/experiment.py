@@ -7,6 +7,10 @@
         <r>.lock        held by the process that trains run r (pid, host)
         tb/run_<r>/     run r's history as TensorBoard scalars (tensorboard: true)
         results.json    rebuilt from the records of runs 1..runs under a lock, after every run
+        autoencoders/<r>/, explanation_*.json, counterfactuals_*.json   what the explanation scripts derived
+
+A run trained again (a fresh start, other settings) first moves everything of it, derived files included, into
+replaced-<time>/: a finished run is never destroyed.
 
 Every file is written atomically, and each run is trained by one process at a time, so several processes
 (``train.py --runs_from=A --runs_to=B``, job arrays) can fill one folder, and the result equals one
@@ -28,6 +32,7 @@ from .config import Config, ConfigError, setting_differences
 from .results import mean_std
 
 RUN_FILE = re.compile(r"^(\d+)\.(pt|json|state\.pt)$")
+AUTOENCODERS = "autoencoders"  # <experiment>/autoencoders/<run>/: explanations/autoencoders.py's
 MANAGED = ((re.compile(r"^\d+\.json$"), "a run's record"), (re.compile(r"^results\.json$"), "an experiment's results"),
            (re.compile(r"\.pt$"), "a checkpoint"), (re.compile(r"\.lock$"), "a lock file"),
            (re.compile(r"^tb$"), "a folder of TensorBoard curves"))
@@ -131,20 +136,49 @@ class ExperimentFolder:
         return sorted(int(p.stem) for p in self.path.glob("*.lock") if p.stem.isdigit())
 
     # --- changes ----------------------------------------------------------------------------------
+    def autoencoders(self, run: int) -> Path:
+        return self.path / AUTOENCODERS / str(run)
+
+    def derived_files(self) -> Dict[Path, List[int]]:
+        """The files the explanation scripts derived from this folder's runs (explanation_accuracy*.json,
+        explanation_examples.json, counterfactuals_*.json: a JSON file with a list of models naming their
+        checkpoints), each with the runs it describes."""
+        found = {}
+        for path in sorted(self.path.glob("*.json")) if self.path.is_dir() else []:
+            if RUN_FILE.match(path.name) or path.name == "results.json":
+                continue
+            try:
+                models = json.loads(path.read_text()).get("models")
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                continue  # not a derived file (or a damaged one: its script says so when it reads it)
+            if isinstance(models, list):
+                found[path] = sorted({int(Path(m["checkpoint"]).stem) for m in models if isinstance(m, dict)
+                                      and Path(str(m.get("checkpoint", ""))).stem.isdigit()})
+        return found
+
     def move_aside(self, runs: List[int], why: str) -> Optional[Path]:
-        """Move the files of ``runs`` (and results.json) into ``replaced-<time>/``: nothing is deleted."""
+        """Move everything of ``runs`` into ``replaced-<time>/`` together, before anything is written: their
+        checkpoints, records and resumable states, their TensorBoard curves and autoencoders, results.json, and the
+        explanation files that describe any of them (they would describe models that no longer exist). Nothing
+        is deleted. Says what it moved in one line."""
         files = [p for p in self.path.iterdir() if (m := RUN_FILE.match(p.name)) and int(m.group(1)) in runs]
+        derived = [path for path, described in self.derived_files().items() if set(described) & set(runs)]
         if not files:
             return None
         target = self.path / time.strftime("replaced-%Y%m%d-%H%M%S")
         target.mkdir(exist_ok=True)
-        for path in files + ([self.results_path] if self.results_path.is_file() else []):
+        for path in files + derived + ([self.results_path] if self.results_path.is_file() else []):
             path.replace(target / path.name)
-        for run in runs:  # their TensorBoard curves (tensorboard: true) go with them
-            if self.tensorboard(run).is_dir():
-                (target / "tb").mkdir(exist_ok=True)
-                self.tensorboard(run).replace(target / "tb" / self.tensorboard(run).name)
-        print(f"Note: {why}; moved {len(files)} files of runs {runs} to {target}", flush=True)
+        moved_folders = []
+        for run in runs:  # their TensorBoard curves (tensorboard: true) and autoencoders go with them
+            for source, kind in ((self.tensorboard(run), "tb"), (self.autoencoders(run), AUTOENCODERS)):
+                if source.is_dir():
+                    (target / kind).mkdir(exist_ok=True)
+                    source.replace(target / kind / source.name)
+                    moved_folders.append(f"{kind}/{source.name}")
+        extra = ", ".join([path.name for path in derived] + moved_folders)
+        print(f"Note: {why}; moved the {len(files)} files of runs {runs}" + (f" with {extra}" if extra else "")
+              + f" to {target}", flush=True)
         return target
 
     def write_record(self, run: int, record: Dict[str, Any]) -> None:

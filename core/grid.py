@@ -178,9 +178,9 @@ class Grid:
                                 f"runs moved aside)")
             elif not isinstance(variant, dict):
                 problems.append(f"variant {name}: expected a mapping of grid keys, got {shown(variant)}")
-            elif set(variant) - set(AXES) - {"settings"}:
-                problems.append(f"variant {name}: unknown keys {sorted(set(variant) - set(AXES) - {'settings'})}; a "
-                                f"variant may set {sorted(AXES)} and settings")
+            elif set(variant) - set(AXES) - {"settings", "runs"}:
+                problems.append(f"variant {name}: unknown keys {sorted(set(variant) - set(AXES) - {'settings', 'runs'})}"
+                                f"; a variant may set {sorted(AXES)}, runs and settings")
             else:
                 problems += [f"variant {name}: {problem}" for problem in axis_problems(variant)]
         if problems:
@@ -194,7 +194,7 @@ class Grid:
         output_dir = Path(raw.get("output_dir", "models")).resolve()
         cells = cls._cells(raw, raw, base, output_dir, runs, list(raw.get("settings") or []), path=path)
         for name, variant in variants.items():  # copies of the grid in folders of their own
-            cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, runs,
+            cells += cls._cells({**raw, **variant}, raw, base, output_dir / name, variant.get("runs", runs),
                                 list(raw.get("settings") or []) + list(variant.get("settings") or []), name, path)
         for special in raw.get("cells") or []:  # an entry that matches no cell would be silently ignored
             where = special.get("where") or {}

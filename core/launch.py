@@ -48,6 +48,8 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int, cwd: Optional[
             process.send_signal(signum)
         for process in running.values():
             process.wait()
+        if signum == signal.SIGINT:  # Ctrl-C: the script's guard says in one line what was kept
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}

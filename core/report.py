@@ -27,6 +27,7 @@ from base.files import atomic_write_bytes
 from base.plots import pyplot
 from .config import Config, as_computed, resolved_levers
 from .layer_precision import depthwise
+from .results import at_chance, chance
 from .collect import Row, read_results
 from .tables import BuiltTable, build_tables
 
@@ -43,6 +44,7 @@ class Cell:
     config: Dict[str, Any]  # as its runs computed: what ``auto`` chose pinned where it can be (``pinned``)
     name: str  # a file-safe name
     notes: List[str] = field(default_factory=list)  # what the config could not pin
+    warnings: List[str] = field(default_factory=list)  # runs at chance: their explanations carry no information
 
     @property
     def title(self) -> str:
@@ -97,6 +99,7 @@ class Gallery:
     checkpoint: str
     images: List[str]  # memory images, relative to the page
     heatmaps: List[str] = field(default_factory=list)
+    warning: Optional[str] = None  # its model explains nothing (explanations/records.py)
 
 
 def _safe(text: str) -> str:
@@ -119,9 +122,12 @@ class Report:
             results = read_results(row.folder / "results.json")
             runs = results["runs"]
             config, notes = pinned(results.get("config") or {}, runs, row.modality)
+            classes = ((config.get("datasets") or {}).get(row.dataset) or {}).get("num_classes") or 2
+            warnings = [f"run {run.get('run')}: accuracy {run['accuracy']:.1f} %, chance {chance(classes):.1f} %: its "
+                        f"explanations carry no information" for run in runs if at_chance(run.get("accuracy"), classes)]
             cells.append(Cell(row, [run.get("history") for run in runs], (runs[0].get("machine") or {}) if runs else {},
                               config, _safe(f"{row.dataset}_{row.model}_{row.modality}_{row.variant or 'grid'}_"
-                                            f"{row.train_examples}"), notes))
+                                            f"{row.train_examples}"), notes, warnings))
         return cls(Path(root), tables, cells)
 
     @property
@@ -133,7 +139,7 @@ class Report:
         """Write every figure under ``folder``; returns what the page shows: accuracy figure per dataset, curves per
         cell (None: no history), std vs Memory Wrap per dataset."""
         folder.mkdir(parents=True, exist_ok=True)
-        shown = {"accuracy": {}, "curves": {}, "std_vs_mw": {}}
+        shown = {"accuracy": {}, "curves": {}, "std_vs_mw": {}, "forest": {}}
         accuracy = self.tables[0]
         for dataset in self.datasets:
             rows = [row for row in accuracy.table.rows() if row.dataset == dataset]
@@ -144,6 +150,9 @@ class Report:
             pair = self._std_vs_memory_wrap(folder, dataset)
             if pair:
                 shown["std_vs_mw"][dataset] = pair
+            forest = self._forest(folder, dataset)
+            if forest:
+                shown["forest"][dataset] = forest
         for cell in self.cells:
             shown["curves"][cell.name] = self._curves(folder, cell)
         return shown
@@ -214,6 +223,37 @@ class Report:
         plt.close(figure)
         return path.name
 
+    def _forest(self, folder: Path, dataset: str) -> Optional[str]:
+        """The paired differences of the accuracy table (row - reference, by seed) with their 95 % intervals, a line
+        per row, network and training size; zero marked (a forest plot)."""
+        paired = self.tables[0].paired
+        lines = [line for line in paired.lines if line.dataset == dataset] if paired else []
+        if not lines:
+            return None
+        plt = pyplot()
+        figure, axis = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(lines)), dpi=100)
+        for y, line in enumerate(reversed(lines)):
+            found = line.found
+            if found.mean is None:
+                continue
+            colour = "tab:green" if found.excludes_zero and found.mean > 0 else (
+                "tab:red" if found.excludes_zero else "tab:grey")
+            if found.low is not None:
+                axis.plot([found.low, found.high], [y, y], color=colour, linewidth=2)
+            axis.plot([found.mean], [y], "o", color=colour, markersize=4)
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_yticks(range(len(lines)), [f"{line.network} {line.train_examples}: {line.label} − {line.versus} "
+                                             f"({line.found.pairs} pairs)" for line in reversed(lines)], fontsize=7)
+        axis.set_xlabel("paired difference of test accuracy (points), 95 % interval", fontsize=8)
+        axis.set_title(f"{dataset}: paired differences against {lines[0].versus} (grey: the interval includes 0)",
+                       fontsize=9)
+        axis.grid(axis="x", alpha=0.3)
+        figure.tight_layout()
+        path = folder / f"paired_{_safe(dataset)}.png"
+        atomic_write_bytes(path, lambda f: figure.savefig(f, format="png"))
+        plt.close(figure)
+        return path.name
+
     # --- the page ------------------------------------------------------------------------------------
     def commands(self, cell: Cell, configs: Path) -> Dict[str, str]:
         """The config file of the cell (written under ``configs``) and the train.py command that reproduces it."""
@@ -238,10 +278,14 @@ class Report:
             cells = [cell for cell in self.cells if cell.row.dataset == dataset]
             tables = [(built.title, _html_table(built, dataset)) for built in self.tables
                       if any(row.dataset == dataset for row in built.table.rows())]
+            paired = [(built.paired.title, _html_paired(built.paired, dataset)) for built in self.tables
+                      if built.paired is not None and any(line.dataset == dataset for line in built.paired.lines)]
             sections.append({
-                "dataset": dataset, "anchor": _safe(dataset), "tables": tables,
+                "dataset": dataset, "anchor": _safe(dataset), "tables": tables, "paired": paired,
+                "forest": shown["forest"].get(dataset),
                 "accuracy": shown["accuracy"].get(dataset), "std_vs_mw": shown["std_vs_mw"].get(dataset),
                 "cells": [{"title": cell.title, "curves": shown["curves"].get(cell.name), "machine": cell.machine,
+                           "warnings": cell.warnings,
                            "folder": str(cell.row.folder), **self.commands(cell, configs)} for cell in cells],
                 "galleries": [g for g in galleries if g.cell.startswith(f"{dataset} ")]})
         page = environment.get_template(TEMPLATE.name).render(
@@ -250,7 +294,8 @@ class Report:
 
     def written(self, output: Path, shown: Dict[str, Any], galleries: List[Gallery]) -> set:
         """Every file this report wrote under ``output``: the page, its figures, galleries and configs."""
-        figures = [*shown["accuracy"].values(), *shown["std_vs_mw"].values(), *shown["curves"].values()]
+        figures = [*shown["accuracy"].values(), *shown["std_vs_mw"].values(), *shown["forest"].values(),
+                   *shown["curves"].values()]
         return {output / "index.html", *(output / "figures" / name for name in figures if name),
                 *(output / path for gallery in galleries for path in gallery.images + gallery.heatmaps),
                 *(output / "configs" / f"{cell.name}.yaml" for cell in self.cells)}
@@ -293,4 +338,18 @@ def _html_table(built: BuiltTable, dataset: str) -> str:
              f"</li>" for key in keys if key in table.notes]
     if notes:
         lines.append(f"<ul class='notes'>{''.join(notes)}</ul>")
+    return "\n".join(lines)
+
+
+def _html_paired(paired, dataset: str) -> str:
+    """A paired table (core/paired.py) as HTML, for one dataset, with its footnote."""
+    head = "<tr><th>network</th><th>train examples</th><th>row</th><th>reference</th><th>pairs</th>" \
+           "<th>difference [95 % interval]</th></tr>"
+    lines = [f"<table class='paired'><thead>{head}</thead><tbody>"]
+    for line in paired.lines:
+        if line.dataset == dataset:
+            lines.append("<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in (
+                line.network, line.train_examples, line.label, line.versus, line.found.pairs,
+                line.found.text(paired.precision))) + "</tr>")
+    lines.append(f"</tbody></table><p class='notes'>{html.escape(paired.footnote())}</p>")
     return "\n".join(lines)

@@ -6,6 +6,20 @@ from typing import List, Tuple
 import numpy as np
 
 
+CHANCE_MARGIN = 5.0  # points of accuracy above chance under which a model is said to explain nothing
+
+
+def chance(num_classes: int) -> float:
+    """The accuracy (%) of guessing among ``num_classes`` classes."""
+    return 100.0 / max(int(num_classes or 2), 2)
+
+
+def at_chance(accuracy, num_classes: int) -> bool:
+    """Whether an accuracy (%) is within ``CHANCE_MARGIN`` points of chance: the model's explanations carry no
+    information (explanations/records.py says why per model)."""
+    return accuracy is not None and accuracy <= chance(num_classes) + CHANCE_MARGIN
+
+
 def mean_std(values) -> Tuple[float, float]:
     """Mean and population standard deviation (numpy's default, as the paper's tables); None if no values."""
     values = list(values)

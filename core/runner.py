@@ -101,7 +101,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
     first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before anything is written
     if config.save and main:
         writable_folder(output_dir, "output folder")
-        prepare_folder(folder, config, modality, continue_train)
+        prepare_folder(folder, config, modality, continue_train, runs)
     if distributed is not None:
         distributed.barrier()
     if any(not (config.save and continue_train and folder.record(run) is not None) for run in runs):
@@ -210,23 +210,28 @@ def check_resume(folder: ExperimentFolder, config: Config, modality: str) -> Non
                           f"--continue_train (the old runs are moved aside)")
 
 
-def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, continue_train: bool) -> None:
-    """A resume must match the folder's settings; a fresh start moves aside what belongs to other settings, and
-    runs beyond ``config.runs``."""
+def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, continue_train: bool,
+                   runs: Sequence[int] = ()) -> None:
+    """Before a run is trained: a resume must match the folder's settings; a fresh start moves aside what belongs
+    to other settings, runs beyond ``config.runs``, and the finished runs of ``runs`` it trains again, each with
+    everything derived from it (core/experiment.py): a finished run is never destroyed."""
     if continue_train:
         check_resume(folder, config, modality)
     differences = folder.differences(config, modality)
     on_disk = folder.runs_on_disk()
+    again = [] if continue_train else [run for run in runs if run in on_disk]
+    busy = [run for run in folder.live_locks() if differences or run in again]
+    if busy:
+        raise ConfigError(f"runs {busy} of {folder.path} are being trained by another process; wait for it, or "
+                          f"choose another --output_dir")
     if differences:
-        busy = [run for run in folder.live_locks()]
-        if busy:
-            raise ConfigError(f"{folder.path} holds runs of other settings and runs {busy} are being trained by "
-                              f"another process; wait for it, or choose another --output_dir")
         folder.move_aside(on_disk, "the folder held runs made with other settings")
-    else:
-        extra = [run for run in on_disk if run > config.runs]
-        if extra:
-            folder.move_aside(extra, f"runs {extra} are beyond runs: {config.runs}")
+        return
+    extra = [run for run in on_disk if run > config.runs]
+    if extra:
+        folder.move_aside(extra, f"runs {extra} are beyond runs: {config.runs}")
+    if again:
+        folder.move_aside(again, f"runs {again} are trained again (a fresh start, without --continue_train)")
 
 
 def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int

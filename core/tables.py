@@ -22,11 +22,17 @@ from base.plots import pyplot
 from datasets import ALL_TRAIN_EXAMPLES
 
 from .collect import (Row, TableError, collect_accuracy, collect_counterfactuals, collect_epoch_seconds,
-                      collect_explanation_examples, collect_explanations, tuned_rows)
+                      collect_explanation_examples, collect_explanations, counterfactual_differences, tuned_rows)
+from .paired import PairedTable, interval, paired_counterfactuals, paired_methods, paired_rows, versus_label
 from .results import mean_std
 
 METHOD_ORDER = {name: i for i, name in enumerate(("memory_wrap", "twin_chp", "knn", "random", "memory", "proto"))}
 MISSING = "—"
+CELL_FOOTNOTE = ("Cells: mean ± population std over runs (the paper's), and the 95 % interval of the mean (Student t; n/a "
+                 "for one run).")
+UNINFORMATIVE_FOOTNOTE = ("uninformative: models whose test accuracy is within 5 points of chance or that predict one "
+                          "class for 90 % of the images; their explanations carry no information (explanations/records.py)"
+                          ".")
 
 
 def differing_settings(rows: Sequence[Row]) -> Dict[int, str]:
@@ -96,9 +102,13 @@ class Table:
         if row is None or not row.values:
             return MISSING
         mean, std = mean_std(row.values)
-        text = f"{mean:.{precision}f} ± {std:.{precision}f}"
+        _, low, high = interval(row.values)
+        text = f"{mean:.{precision}f} ± {std:.{precision}f} " + (
+            f"[{low:.{precision}f}, {high:.{precision}f}]" if low is not None else "[n/a]")
         if row.expected_runs and len(row.values) < row.expected_runs:
             text += f" ({len(row.values)}/{row.expected_runs})"
+        if row.flagged:
+            text += f" ({row.flagged} uninformative)"
         return text + (f" ({row.note})" if row.note else "")
 
     def markdown(self) -> str:
@@ -113,19 +123,25 @@ class Table:
             lines.append("")
             lines += [f"{marks[key]} {key[2]}: its settings differ from most of the table's: {note}"
                       for key, note in self.notes.items()]
+        lines += ["", CELL_FOOTNOTE]
+        if any(row.flagged for row in self.rows()):
+            lines.append(UNINFORMATIVE_FOOTNOTE)
         return "\n".join(lines)
 
     def csv(self) -> str:
         """Long format: one line per cell (missing cells have empty numbers)."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["dataset", "network", "modality", "train_examples", "mean", "std", "runs", "expected_runs"])
+        writer.writerow(["dataset", "network", "modality", "train_examples", "mean", "std", "runs", "expected_runs",
+                         "ci95_lo", "ci95_hi"])
         for key, by_size in self.cells.items():
             for size in self.sizes:
                 row = by_size.get(size)
                 mean, std = mean_std(row.values) if row and row.values else (None, None)
-                writer.writerow([*key, size, "" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}",
-                                 len(row.values) if row else 0, (row.expected_runs or "") if row else ""])
+                _, low, high = interval(row.values) if row else (None, None, None)
+                writer.writerow([*key, size, *("" if v is None else f"{v:.4f}" for v in (mean, std)),
+                                 len(row.values) if row else 0, (row.expected_runs or "") if row else "",
+                                 *("" if v is None else f"{v:.4f}" for v in (low, high))])
         return out.getvalue()
 
     def latex(self) -> str:
@@ -226,16 +242,19 @@ class BuiltTable:
     title: str
     table: "Table"
     ylabel: Optional[str]  # of its figure; None: no figure
+    paired: Optional[PairedTable] = None  # its rows' paired differences (core/paired.py), where they have some
 
     def __iter__(self):
         return iter((self.name, self.title, self.table, self.ylabel))
 
 
-def build_tables(root, keep: Callable[[Row], bool] = lambda row: True, modality_order: Sequence[str] = ()
-                 ) -> List[BuiltTable]:
+def build_tables(root, keep: Callable[[Row], bool] = lambda row: True, modality_order: Sequence[str] = (),
+                 versus: str = "std") -> List[BuiltTable]:
     """Every table of the experiments under ``root`` that has rows ``keep`` keeps, Table 1 first (tuned rows
     beside their cells, the learning-rate variants they were chosen from left out unless ``keep`` asks for them by
-    variant). A TableError when no experiment is there or none is kept."""
+    variant), each with its paired differences: accuracy against ``versus`` (a modality, and a variant: "std tuned"),
+    explanations by example between methods, counterfactuals between memory and CFProto. A TableError when no
+    experiment is there or none is kept."""
     from .config import modalities
 
     order = modality_order or modalities()
@@ -252,5 +271,21 @@ def build_tables(root, keep: Callable[[Row], bool] = lambda row: True, modality_
                              f"none of the {len(found)} experiments under {root} matches the filters (--dataset, "
                              f"--model, --modality, --variant)")
         if rows:
-            built.append(BuiltTable(name, title, Table.build(rows, title, order, precision), ylabel))
+            built.append(BuiltTable(name, title, Table.build(rows, title, order, precision), ylabel,
+                                    _paired(name, title, root, rows, found, keep, versus)))
     return built
+
+
+def _paired(name: str, title: str, root, rows: List[Row], found: List[Row], keep, versus: str
+            ) -> Optional[PairedTable]:
+    if name == "accuracy":  # the reference row may be one the filters leave out of the table
+        label = versus_label(versus)
+        return paired_rows([row for row in found if keep(row) or row.label == label], versus, title)
+    if name.startswith("examples_"):
+        return paired_methods(rows, title=title)
+    if name.startswith("counterfactuals_") and name != "counterfactuals_seconds":
+        score = name[len("counterfactuals_"):]
+        kept = {(row.dataset, row.model, row.modality, row.train_examples) for row in rows}
+        return paired_counterfactuals([pair for pair in counterfactual_differences(root, score) if pair[0] in kept],
+                                      score, title)
+    return None

@@ -29,12 +29,13 @@ from architectures.autoencoder import AutoEncoder
 from base.errors import UserError
 from base.files import atomic_torch_save
 from core.checkpoints import Checkpoint, safe_torch_load
+from core.experiment import AUTOENCODERS
 
 PAPER_EPOCHS = 4  # NUM_EPOCHS_AE of the paper's train_aes_svhn.py
 PAPER_BATCH_SIZE = 32
 PAPER_LEARNING_RATE = 1e-3  # torch.optim.Adam's default, as the paper's script
 AE_POOLS = ("subset", "full")  # the run's reduced subset (default), or every image but the validation split
-FOLDER = "autoencoders"
+FOLDER = AUTOENCODERS  # <experiment>/autoencoders/<run>/ (core/experiment.py moves them with their run)
 
 
 class AutoencoderError(UserError, ValueError):

@@ -180,6 +180,7 @@ class RunCounterfactuals:
     skipped: int  # images whose memory held no counterfactual (no target class)
     not_found: int = 0  # proto: optimisations that never reached the target class
     per_counterfactual: Dict[str, List[float]] = field(default_factory=dict)
+    images_scored: List[int] = field(default_factory=list)  # the test image of each, in per_counterfactual's order
 
 
 def feature_range(data: datasets.ExperimentData) -> Tuple[float, float]:
@@ -219,6 +220,7 @@ def run_counterfactuals(model: Classifier, cache: FeatureCache, data: datasets.E
     generator, auxiliary = cache.generators()
     collected: Dict[str, List[float]] = {name: [] for name in SCORES}
     images = skipped = not_found = 0
+    indices: List[int] = []  # the test image of each scored counterfactual
     for draw in batch_draws(cache, generator, auxiliary):
         with torch.no_grad():
             logits, weights = model.classify(draw.features, draw.memory, draw.memory_labels, return_weights=True)
@@ -273,6 +275,7 @@ def run_counterfactuals(model: Classifier, cache: FeatureCache, data: datasets.E
         scores["seconds"] = torch.full((len(counterfactuals),), seconds)
         for name in SCORES:
             collected[name] += scores[name].tolist()
+        indices += (draw.rows.start + rows.cpu()[keep.cpu()]).tolist()
     count = len(collected["im1"])
     means = {name: (sum(values) / count if count else float("nan")) for name, values in collected.items()}
-    return RunCounterfactuals(means, count, images, skipped, not_found, collected)
+    return RunCounterfactuals(means, count, images, skipped, not_found, collected, indices)

@@ -25,6 +25,7 @@ def show_image(axis, image: torch.Tensor, spec: datasets.DatasetSpec, title: str
 
 
 SIGNS = {"positive": "positive", "absolute": "absolute_value", "all": "all"}  # --sign -> captum's name
+ZERO_ATTRIBUTION = 1e-6  # attributions all below this (in logits per normalised pixel) are zero: nothing to draw
 
 
 def show_attribution(figure, axis, attribution: torch.Tensor, image: torch.Tensor, spec: datasets.DatasetSpec,
@@ -35,7 +36,11 @@ def show_attribution(figure, axis, attribution: torch.Tensor, image: torch.Tenso
 
     picture = datasets.denormalize(image.detach().float().cpu(), spec.mean, spec.std).permute(1, 2, 0).numpy()
     heat = attribution.detach().float().cpu().permute(1, 2, 0).numpy()
-    if sign != "all" and not (heat > 0 if sign == "positive" else heat != 0).any():
+    if abs(heat).max() < ZERO_ATTRIBUTION:  # captum would stretch rounding noise into a full colour scale
+        axis.imshow(picture, alpha=0.35)
+        axis.text(0.5, 0.5, "all attributions\nare zero: the\nprediction does\nnot depend on\nthis image",
+                  transform=axis.transAxes, ha="center", va="center", fontsize=7, color="darkred")
+    elif sign != "all" and not (heat > 0 if sign == "positive" else heat != 0).any():
         axis.imshow(picture)  # nothing to show for this sign: captum would divide by zero
     else:
         visualization.visualize_image_attr(heat, picture, method="blended_heat_map", sign=SIGNS[sign],

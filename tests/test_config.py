@@ -94,8 +94,8 @@ def test_config_round_trips_through_its_dict():
     assert Config.from_dict(config.to_dict()) == config
 
 
-def test_the_readme_table_of_choices_is_built_from_the_choice_lists():
+def test_the_docs_table_of_choices_is_built_from_the_choice_lists():
     from core.config import choices_table
 
-    assert choices_table() in (REPO / "README.md").read_text(), "README's table of choices is stale: paste " \
-                                                                  "core.config.choices_table() into it"
+    assert choices_table() in (REPO / "docs" / "replicating.md").read_text(), \
+        "docs/replicating.md's table of choices is stale: paste core.config.choices_table() into it"

@@ -41,6 +41,14 @@ def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path
     out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
     assert "3 runs done, 0 running elsewhere, 0 changed, 1 to run" in out
     assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    # runs: raised on a finished grid trains only the new seeds; the old runs' files stay as they were
+    before = {path: path.read_bytes() for path in (tmp_path / "models").rglob("[12].*") if path.suffix in (".pt", ".json")}
+    grid.write_text(grid.read_text().replace("runs: 2", "runs: 3"))
+    assert "6 runs: 4 done, 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
+    assert "4 runs done, 0 running elsewhere, 0 changed, 2 to run" in out and "run 3 |" in out
+    assert all(path.read_bytes() == content for path, content in before.items()), "an old run's file changed"
+    assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2, 3]
 
 
 def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
@@ -117,9 +125,9 @@ def test_tables_show_missing_cells_as_missing(tmp_path):
             Row("DIGITS", "shufflenet", "encoder_memory", 500, [94.0, 96.0], 2)]
     table = Table.build(rows, "t", ["std", "memory", "encoder_memory"])
     markdown = table.markdown()
-    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 | 95.00 ± 0.00 (1/3) |" in markdown
-    assert "| DIGITS | shufflenet | encoder_memory | 95.00 ± 1.00 | — |" in markdown
-    assert "DIGITS,shufflenet,encoder_memory,1000,,,0," in table.csv()
+    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 [78.29, 103.71] | 95.00 ± 0.00 [n/a] (1/3) |" in markdown
+    assert "| DIGITS | shufflenet | encoder_memory | 95.00 ± 1.00 [82.29, 107.71] | — |" in markdown
+    assert "DIGITS,shufflenet,encoder_memory,1000,,,0,,," in table.csv()
     assert "-- \\\\" in table.latex() and "$\\pm$" in table.latex()
     for name, row in (("std", rows[0]), ("encoder_memory", rows[2])):
         folder = tmp_path / "models" / "DIGITS" / name / "shufflenet" / str(row.train_examples)
@@ -128,7 +136,7 @@ def test_tables_show_missing_cells_as_missing(tmp_path):
             "dataset_name": "DIGITS", "model": "shufflenet", "modality": name, "train_examples": row.train_examples,
             "config": {"runs": 2}, "runs": [{"run": i + 1, "accuracy": a} for i, a in enumerate(row.values)]}))
     out = run_script("tables.py", f"--root={tmp_path / 'models'}", f"--output={tmp_path / 'out' / 'digits'}").stdout
-    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 |" in out
+    assert "| DIGITS | shufflenet | std | 91.00 ± 1.00 [78.29, 103.71] |" in out
     for suffix in ("md", "csv", "tex", "png"):
         assert (tmp_path / "out" / f"digits_accuracy.{suffix}").is_file()
     assert (tmp_path / "out" / "digits_epoch_seconds.md").is_file()
@@ -150,13 +158,13 @@ def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(
     write_results(root / "fp32" / "DIGITS" / "encoder_memory" / "shufflenet" / "500", "encoder_memory", [80.0, 82.0])
     table = Table.build(collect_accuracy(root), "t")
     markdown = table.markdown()
-    assert "| DIGITS | shufflenet | encoder_memory | 91.00 ± 1.00 |" in markdown
-    assert "| DIGITS | shufflenet | encoder_memory [fp32] | 81.00 ± 1.00 |" in markdown
+    assert "| DIGITS | shufflenet | encoder_memory | 91.00 ± 1.00 [78.29, 103.71] |" in markdown
+    assert "| DIGITS | shufflenet | encoder_memory [fp32] | 81.00 ± 1.00 [68.29, 93.71] |" in markdown
     assert markdown.index("encoder_memory |") < markdown.index("encoder_memory [fp32]"), "variants after the grid"
     seconds = Table.build(collect_epoch_seconds(root / "fp32"), "t").markdown()
-    assert "| DIGITS | shufflenet | encoder_memory | 3.10 ± 0.10 |" in seconds  # train_seconds / num_epochs
+    assert "| DIGITS | shufflenet | encoder_memory | 3.10 ± 0.10 [1.83, 4.37] |" in seconds  # train_seconds / num_epochs
     out = run_script("tables.py", f"--root={root}", "--variant=none", f"--output={tmp_path / 'out' / 't'}").stdout
-    assert "| encoder_memory | 91.00 ± 1.00 |" in out and "[fp32]" not in out
+    assert "| encoder_memory | 91.00 ± 1.00 [78.29, 103.71] |" in out and "[fp32]" not in out
     # a renamed copy of an experiment folder (a backup, say) fills the same cell as the original
     write_results(root / "DIGITS" / "encoder_memory" / "shufflenet" / "500_backup", "encoder_memory", [1.0])
     with pytest.raises(TableError, match="two experiments fill one cell"):

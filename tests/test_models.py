@@ -175,13 +175,13 @@ def test_registering_a_new_encoder_composes_with_every_head(monkeypatch):
         register_encoder("tiny")(Tiny)
 
 
-def test_the_readme_example_head_is_one_file_that_composes_with_every_encoder(monkeypatch):
-    """The Design section's example head, run as written: registration makes it a modality of build_model."""
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- example head: tests/test_models.py runs this block -->\n```python\n", 1)[1].split("```", 1)[0]
+def test_the_design_pages_example_head_is_one_file_that_composes_with_every_encoder(monkeypatch):
+    """docs/design.md's example head, run as written: registration makes it a modality of build_model."""
+    page = (REPO / "docs" / "design.md").read_text()
+    block = page.split("<!-- example head: tests/test_models.py runs this block -->\n```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
     namespace = {"__name__": "architectures.cosine_head", "__package__": "architectures"}
-    exec(compile(block, "README example head", "exec"), namespace)
+    exec(compile(block, "docs/design.md example head", "exec"), namespace)
     assert "cosine" in list_heads() and not head_entry("cosine").uses_memory
     for name in NETWORKS:
         model = build_model(name, "cosine", 4)
@@ -190,12 +190,12 @@ def test_the_readme_example_head_is_one_file_that_composes_with_every_encoder(mo
         logits.sum().backward()
         assert model.head.weight.grad is not None and next(model.encoder.parameters()).grad is not None
     with pytest.raises(ValueError, match="already registered"):
-        exec(compile(block, "README example head", "exec"), dict(namespace))
+        exec(compile(block, "docs/design.md example head", "exec"), dict(namespace))
 
 
-def test_the_readme_parameter_table_is_the_registry_s():
+def test_the_docs_parameter_table_is_the_registry_s():
     sys.path.insert(0, str(REPO / "bench"))
     from parameters import parameter_table
 
-    assert parameter_table() in (REPO / "README.md").read_text(), "README's parameter table is stale: rerun " \
-                                                                   "python bench/parameters.py"
+    assert parameter_table() in (REPO / "docs" / "replicating.md").read_text(), \
+        "docs/replicating.md's parameter table is stale: rerun python bench/parameters.py"

@@ -1,4 +1,4 @@
-"""The tutorial notebook runs from top to bottom (nbclient), its outputs stripped in git, and it shows a trained model."""
+"""The tutorial notebook runs from top to bottom (nbclient), its outputs stripped in git; its models learn."""
 import json
 import re
 import time

@@ -90,8 +90,8 @@ def test_a_report_over_an_earlier_one_leaves_only_its_own_files(tiny_root, tmp_p
     assert len(list((output / "configs").glob("*.yaml"))) == 2 and (output / "gallery").is_dir()
     (output / "notes.txt").write_text("the user's own")
     out = run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--modality=std").stdout
-    # its encoder_memory config, curves and gallery image, and the std against Memory Wrap figure
-    assert "(1 cells, 0 galleries; removed 4 files of an earlier report)" in out, out
+    # its encoder_memory config, curves and gallery image, the std against Memory Wrap figure, the paired differences
+    assert "(1 cells, 0 galleries; removed 5 files of an earlier report)" in out, out
     assert [p.name for p in (output / "configs").iterdir()] == ["DIGITS_shufflenet_std_grid_128.yaml"]
     assert not (output / "gallery").exists() and (output / "notes.txt").read_text() == "the user's own"
     page = (output / "index.html").read_text()

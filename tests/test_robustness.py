@@ -214,7 +214,7 @@ def test_results_that_list_a_lost_checkpoint_are_refused(tmp_path):
 def test_a_checkpoint_of_a_network_this_version_lacks_is_named(tmp_path):
     torch.save({"model_state_dict": {}, "model_name": "nonet", "modality": "std", "dataset_name": "DIGITS",
                 "train_examples": 128}, tmp_path / "1.pt")
-    with pytest.raises(CheckpointError, match="holds a 'nonet' model, which this version does not have"):
+    with pytest.raises(CheckpointError, match="holds a 'nonet' model, which this version cannot build"):
         Checkpoint.load(tmp_path / "1.pt")
     result = run_script("eval.py", f"--path_model={tmp_path / '1.pt'}", check=False)
     assert result.returncode == 1 and "holds a 'nonet' model" in result.stderr

@@ -1,12 +1,16 @@
-"""The schema of a configuration: the paper's YAML keys plus ours, as frozen dataclasses that check themselves.
+"""The schema of a configuration: the paper's YAML keys plus ours, as frozen dataclasses that check themselves, and
+``parse``, which turns plain data (a YAML mapping, a saved config) into a Config with every problem reported at once.
 
 Each dataclass checks its own values (``__post_init__`` calls its ``problems``), so a Config built in code is
-checked as one read from YAML (core/config/reading.py). ``Config.to_dict()`` / ``Config.from_dict()`` are the one
-schema of the config written into checkpoints, records and results.json.
+checked as one read from a file (core/config/reading.py reads files and flags into plain data).
+``Config.to_dict()`` / ``Config.from_dict()`` are the one schema of the config written into checkpoints, records and
+results.json.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -287,7 +291,7 @@ class Config:
     eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
     tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
     image_size: int = 32  # folder datasets: every image resized to image_size x image_size when decoded
-    pretrained_path: Optional[str] = None  # the encoder's weights: a local .safetensors or .pth file (timm/: timm's keys)
+    pretrained_path: Optional[str] = None  # the encoder's weights, a local .safetensors or .pth (timm/: its keys)
     freeze_encoder: bool = False  # train the head alone, the encoder fixed (eval mode: BatchNorm statistics too)
 
     @property
@@ -444,8 +448,6 @@ class Config:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Config":
         """The inverse of ``to_dict`` (and the reader of YAML): dataset sections under ``datasets`` or at the top."""
-        from .reading import parse
-
         return parse(dict(raw))
 
     @classmethod
@@ -461,3 +463,139 @@ def shown(value, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
+
+# --- plain data (a YAML mapping, a saved config) into a Config, every problem reported at once ------------
+
+_UNSET = object()  # an Optional key given as null
+
+def _coerce(value, kind, where, problems):
+    """Type check with the paper's YAML quirks: `1e-1` is a string to PyYAML, so numeric strings are floats.
+    A float must be finite (nan, .inf and 1e400 are refused)."""
+    if typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind):  # Optional[X]: None, or X
+        if value is None:
+            return _UNSET
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind == Union[str, Tuple[str, ...]]:  # a name, or a list of names
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and all(isinstance(name, str) and name for name in value):
+            return tuple(value)
+        problems.append(f"{where}: expected a name or a list of names, got {shown(value)}")
+        return None
+    if kind is float:
+        number = _as_float(value)
+        if number is not None and math.isfinite(number):
+            return number
+        problems.append(f"{where}: " + ("must be a finite number" if number is not None else "expected a number")
+                        + f", got {shown(value)}")
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind == Tuple[int, ...]:
+        if isinstance(value, (list, tuple)) and all(isinstance(m, int) and not isinstance(m, bool) for m in value):
+            return tuple(value)
+        problems.append(f"{where}: expected a list of ints, got {shown(value)}")
+        return None
+    elif kind == Tuple[float, ...]:
+        numbers = [_as_float(m) for m in value] if isinstance(value, (list, tuple)) else [None]
+        if all(n is not None and math.isfinite(n) for n in numbers):
+            return tuple(numbers)
+        problems.append(f"{where}: expected a list of finite numbers, got {shown(value)}")
+        return None
+    problems.append(f"{where}: expected {getattr(kind, '__name__', kind)}, got {shown(value)}")
+    return None
+
+
+def _as_float(value) -> Optional[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float
+            return float("inf")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _section(raw, cls, where: str, problems: List[str], skip=(), check=True) -> Optional[Dict[str, Any]]:
+    """Check one mapping against a dataclass: unknown and missing keys, types, then the class's own checks."""
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping, got {shown(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(raw) - set(fields))
+    if unknown and where:
+        problems.append(f"{where}: unknown keys {unknown}; allowed keys are {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING:
+                problems.append(f"{prefix}{name}: missing")
+            continue
+        value = _coerce(raw[name], hints[name], f"{prefix}{name}", problems)
+        if value is _UNSET:
+            values[name] = None
+        elif value is not None:
+            values[name] = value
+    if check:
+        problems.extend(prefix + problem for problem in cls.problems(values))
+    return values
+
+
+def parse(raw: Any) -> Config:
+    """A Config from plain data (a YAML mapping, or a saved config), or a ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a YAML mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    heads_raw = raw.pop("heads", None)
+    problems: List[str] = []
+    nested = raw.pop("datasets", None) or {}
+    if not isinstance(nested, dict):
+        problems.append(f"datasets: expected a mapping of dataset sections, got {shown(nested)}")
+        nested = {}
+    sections_raw = dict(nested)
+    for name in [name for name in list(raw) if name in datasets.DATASETS]:
+        if name in sections_raw:
+            problems.append(f"{name}: given both at the top level and under datasets:; keep one")
+        sections_raw[name] = raw.pop(name)
+    top_fields = {f.name for f in dataclasses.fields(Config)} - {"optimizer", "datasets", "heads"}
+    unknown = sorted(set(raw) - top_fields - {"optimizer"})
+    if unknown:
+        problems.append(f"unknown keys {unknown}; allowed keys are {sorted(top_fields | {'optimizer', 'heads'})} "
+                        f"and dataset sections {list(dataset_names())}")
+    if isinstance(raw.get("train_examples"), str):  # all (every image), or a count from --train_examples
+        text = raw["train_examples"].strip()
+        raw["train_examples"] = (datasets.ALL_TRAIN_EXAMPLES if text == "all" else int(text) if text.isdigit()
+                                 else raw["train_examples"])
+    top = _section({k: v for k, v in raw.items() if k in top_fields}, Config, "", problems,
+                   skip=("optimizer", "datasets", "heads"), check=False)
+    heads = _section(heads_raw if heads_raw is not None else {}, HeadConfig, "heads", problems) or {}
+    optimizer = None
+    if "optimizer" not in raw:
+        problems.append("optimizer: missing")
+    else:
+        optimizer = _section(raw["optimizer"], OptimizerConfig, "optimizer", problems)
+    sections = {}
+    for name, section_raw in sections_raw.items():
+        if isinstance(section_raw, dict) and "scheduler" not in section_raw and name in PAPER_SCHEDULER:
+            section_raw = {**section_raw, "scheduler": PAPER_SCHEDULER[name]}
+        values = _section(section_raw, DatasetConfig, name, problems)
+        if values is not None:
+            sections[name] = values
+    problems.extend(Config.problems({**top, "datasets": sections, "heads": heads}))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(_cut(problem) for problem in problems))
+    return Config(**top, optimizer=OptimizerConfig(**optimizer), heads=HeadConfig(**heads),
+                  datasets={name: DatasetConfig(**values) for name, values in sections.items()})
