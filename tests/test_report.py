@@ -13,7 +13,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """std and encoder_memory on DIGITS, 2 runs of 2 epochs each, with validation accuracy in the histories."""
     root = tmp_path_factory.mktemp("report") / "models"

@@ -132,8 +132,14 @@ def test_ctrl_c_ends_the_autoencoders_training_in_one_line(trained, tmp_path):
     root, _ = trained
     folder = root / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
     saving = tmp_path / "aes"
+    started = []
+
+    def training():  # its folder exists, and a moment has passed for the first epochs
+        if saving.is_dir() and not started:
+            started.append(time.time())
+        return bool(started) and time.time() - started[0] > 1.0
     status, stderr = _interrupt(["train_autoencoders.py", f"--path_models={folder}", "--epochs=500",
-                                 f"--saving_path={saving}"], lambda: any(saving.rglob("*.pt")))
+                                 f"--saving_path={saving}"], training)
     assert status == 130 and stderr.strip().splitlines()[-1].startswith(
         "interrupted: train_autoencoders.py: the autoencoders finished so far are kept"), stderr
     assert "Traceback" not in stderr and not list(saving.rglob("*.part"))
