@@ -282,6 +282,19 @@ def test_freeze_encoder_needs_weights():
         load_config(TINY, {}, ["freeze_encoder=true"])
 
 
+def test_a_grid_takes_folder_datasets(tmp_path):
+    from core.grid import Grid
+
+    root = write_folders(tmp_path / "data")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"config: {folder_config(tmp_path, root)}\noutput_dir: {tmp_path / 'models'}\nruns: 2\n"
+                    f"networks: [shufflenet]\ndatasets: [folder]\ntrain_examples: [12]\nmodalities: [std, "
+                    f"encoder_memory]\n")
+    cells = Grid.load(grid).cells
+    assert [(cell.dataset, cell.modality) for cell in cells] == [("folder", "std"), ("folder", "encoder_memory")]
+    assert "folder/encoder_memory/shufflenet/12" in str(cells[1].folder.path)
+
+
 def test_image_size_applies_to_folder_datasets_and_the_paper_networks_pool_any_size(tmp_path):
     with pytest.raises(Exception, match="DIGITS's images are 32x32; image_size applies to folder datasets"):
         load_config(TINY, {}, ["image_size=64"])

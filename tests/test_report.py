@@ -65,6 +65,12 @@ def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_r
     gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_128"
     assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png"]
     assert "Learning curves" in text and "Curves missing" not in text
+    # the paired differences of the two rows (2 runs each, seeds 0 and 1) and their forest plot
+    from core.collect import collect_accuracy
+    from core.paired import paired_rows
+    line = paired_rows(collect_accuracy(tiny_root), "std").lines[0]
+    assert line.label == "encoder_memory" and line.found.pairs == 2 and line.found.text() in text
+    assert "figures/paired_DIGITS.png" in [src for src, _ in images]
     from core.config import load_config  # each cell's config and command: the runs' threads, a config that loads
     assert text.count("OMP_NUM_THREADS=1 python train.py --config=") == 2, "the runs' one thread (tests/conftest.py)"
     configs = sorted((output / "configs").glob("*.yaml"))
