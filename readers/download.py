@@ -12,11 +12,8 @@ from .common import DatasetError
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def download_file(url: str, destination: Path, md5: str, timeout: float = 60.0) -> Path:
