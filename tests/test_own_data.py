@@ -3,6 +3,9 @@ explaining new images (predict.py), a model file to hand over (export.py), and t
 import json
 import os
 import pickle
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from PIL import Image
 
 import datasets
-from conftest import CIFAR_SUBSET
+from conftest import CIFAR_SUBSET, REPO
 from core import runner
 from core.config import load_config
 from helpers import TINY, run_script
@@ -302,3 +305,50 @@ def test_image_size_applies_to_folder_datasets_and_the_paper_networks_pool_any_s
     summary = runner.run_experiment(load_config(folder_config(tmp_path, root, "image_size: 48\n")), "encoder_memory",
                                     tmp_path / "models")
     assert summary["config"]["image_size"] == 48 and 0 <= summary["runs"][0]["accuracy"] <= 100
+
+
+def _readme_block(heading):
+    """The bash block under a README heading, one command a line (continuations joined)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).replace("\\\n", " ")
+    return [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(tmp_path):
+    """README "Your own images", as printed: train on a folder (config/folder.yaml), export, predict a new image."""
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = tmp_path / "DIR"
+    for split, source, count in (("train", train, 40), ("test", test, 4)):
+        for digit in (0, 1, 7):  # 120 training images: config/folder.yaml's memory set takes 100
+            folder = data / split / f"digit_{digit}"
+            folder.mkdir(parents=True)
+            for i, image in enumerate(source.images[source.labels == digit][:count]):
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    Image.fromarray(test.images[test.labels == 7][10].permute(1, 2, 0).numpy()).save(tmp_path / "new_image.jpg")
+    (tmp_path / "config").symlink_to(REPO / "config")  # the commands name config/folder.yaml from their folder
+    commands = _readme_block("Your own images")
+    assert [command[:2] for command in commands] == [["python", "train.py"], ["python", "export.py"],
+                                                     ["python", "predict.py"]]
+    outputs = []
+    for command in commands:
+        args = [arg.replace("=DIR", f"={data}") for arg in command[2:]]
+        result = subprocess.run([sys.executable, str(REPO / command[1]), *args], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=240)
+        assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        outputs.append(result.stdout)
+    assert "PerClass:digit_0 40, digit_1 40, digit_7 40" in outputs[0] and "Epoch 30 " in outputs[0], outputs[0]
+    assert "memory pool of 120 images" in outputs[1], outputs[1]
+    line = outputs[2].splitlines()[0]
+    assert line.startswith("new_image.jpg: digit_") and "top example" in line, result.stdout
+    assert (tmp_path / "explained" / "0_new_image.png").is_file() and (tmp_path / "model.pt").is_file()
+
+
+def test_the_papers_config_takes_a_folder_dataset_and_a_config_without_one_says_where_to_look(tmp_path):
+    """`train.py --dataset=folder --dataset_dir=DIR` works with the default config/train.yaml (its folder: section)."""
+    config = load_config(REPO / "config" / "train.yaml", {"dataset": "folder", "dataset_dir": str(tmp_path)})
+    assert config.dataset_name == "folder" and config.dataset.num_epochs == 40
+    digits_only = tmp_path / "digits_only.yaml"
+    digits_only.write_text((REPO / "config" / "digits.yaml").read_text())
+    with pytest.raises(Exception, match=r"has no folder: section .*config/folder.yaml has one"):
+        load_config(digits_only, {"dataset": "folder"})

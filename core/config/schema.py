@@ -348,7 +348,8 @@ class Config:
                              f"{list(dataset_names())}")
             elif sections is not None and dataset_name not in sections:
                 found.append(f"dataset_name is {dataset_name!r} but the config has no {dataset_name}: section "
-                             f"(num_classes, num_epochs, opt_milestones, mem_examples)")
+                             f"(num_classes, num_epochs, opt_milestones, mem_examples)" + (
+                                 "; config/folder.yaml has one" if dataset_name == datasets.FOLDER else ""))
         for name in ("vit_final_norm", "vit_statistics"):
             if values.get(name) is False and values.get("model", "vit") != "vit":
                 found.append(f"{name}: false applies to the vit encoder only, the model is {values['model']!r}")
