@@ -38,6 +38,13 @@ def links(page: Path):
     return re.findall(r"\]\(([^)\s]+)\)", text)
 
 
+def ignored_by_git(path: Path) -> bool:
+    """A file the checkout has but .gitignore keeps out of every commit (a clone would lack it)."""
+    if REPO not in path.parents or not (REPO / ".git").exists():
+        return False
+    return subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO).returncode == 0
+
+
 def broken_links(page: Path):
     out = []
     for target in links(page):
@@ -47,6 +54,8 @@ def broken_links(page: Path):
         resolved = (page.parent / path).resolve() if path else page
         if not resolved.exists():
             out.append(f"{target}: no {resolved.relative_to(REPO) if REPO in resolved.parents else resolved}")
+        elif ignored_by_git(resolved):
+            out.append(f"{target}: {resolved.relative_to(REPO)} is ignored by .gitignore, so a clone lacks it")
         elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
             out.append(f"{target}: {resolved.name} has no heading #{fragment}")
     return out
@@ -57,6 +66,44 @@ def test_every_page_has_python_blocks_or_links_and_the_front_page_is_short():
     assert len(readme) <= 300, f"README.md has {len(readme)} lines: the detail belongs in docs/"
     assert "make demo" in "\n".join(readme[:15]) and "make test" in "\n".join(readme[:15])
     assert len(PAGES) >= 5 and BLOCKS and any(page.name == "README.md" for page, _ in BLOCKS)
+
+
+def placeholders(page: Path):
+    """Words left to fill in: a line that is one upper-case word (RESULTS), or an UPPER_CASE name (TEST_TIME) in the
+    prose or a code block's comment that the page never sets as an environment variable (NAME=value); names in code
+    (`IMAGE_OR_FOLDER`, `OMP_NUM_THREADS`) are the code's."""
+    text = page.read_text()
+    comments = " ".join(re.findall(r"#[^\n]*", " ".join(re.findall(r"```.*?```", text, flags=re.S))))
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+    found = re.findall(r"^[A-Z][A-Z0-9_]{3,}$", prose, flags=re.M)
+    found += [name for name in re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", prose + " " + comments)
+              if f"{name}=" not in text]
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_no_page_holds_a_placeholder(page):
+    assert not placeholders(page), f"{page.name} still has {placeholders(page)} to fill in"
+
+
+def test_the_placeholder_check_finds_them(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nRESULTS\n\nIn TEST_TIME; `ATEN_CPU_CAPABILITY=avx2 make demo`, then ATEN_CPU_CAPABILITY "
+                    "again, `IMAGE_OR_FOLDER`.\n\n```\nDIGITS OMP_NUM_THREADS=1\nmake  # NOTEBOOK_TIME\n```\n")
+    assert placeholders(page) == ["NOTEBOOK_TIME", "RESULTS", "TEST_TIME"]
+
+
+def missing_files(page: Path):
+    """Files of the repository a page names in code spans (`core/paired.py`, `config/digits.yaml`) that do not exist:
+    a path whose first folder is one of the repository's, so that other projects' paths (`paper/train.py`) pass."""
+    folders = {path.name for path in REPO.iterdir() if path.is_dir() and not path.name.startswith(".")}
+    names = re.findall(r"`([\w.-]+/[\w./-]+\.(?:py|yaml|ipynb|j2|sh|json|md))`", page.read_text())
+    return sorted({name for name in names if name.split("/")[0] in folders and not (REPO / name).exists()})
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_file_a_page_names_exists(page):
+    assert not missing_files(page), f"{page.name} names {missing_files(page)}, which the repository does not have"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
@@ -71,6 +118,21 @@ def test_the_link_check_fails_on_a_broken_link_or_anchor(tmp_path):
                     "[no anchor](other.md#nowhere) `[in code](missing2.md)`\n")
     assert broken_links(page) == [f"missing.md: no {tmp_path / 'missing.md'}", "other.md#nowhere: other.md has no heading "
                                   "#nowhere"]
+
+
+def test_the_file_check_finds_a_file_that_moved(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("`core/paired.py`, `core/config.py`, `paper/train.py`, `config/digits.yaml`, `train.py`\n")
+    assert missing_files(page) == ["core/config.py"]
+
+
+def test_a_link_to_a_file_that_gitignore_keeps_out_is_broken():
+    ignored = REPO / "models" / "link-test.png"  # models/* is ignored: a clone has no such file
+    ignored.write_bytes(b"")
+    try:
+        assert ignored_by_git(ignored) and not ignored_by_git(REPO / "docs" / "images" / "predict_digit.png")
+    finally:
+        ignored.unlink()
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=lambda i: f"{BLOCKS[i][0].name}-{i}")
