@@ -15,7 +15,7 @@ from PIL import Image
 import datasets
 from conftest import CIFAR_SUBSET, REPO
 from core import runner
-from core.config import load_config
+from core.config import ConfigError, load_config
 from helpers import TINY, run_script
 from readers import folders
 
@@ -350,5 +350,5 @@ def test_the_papers_config_takes_a_folder_dataset_and_a_config_without_one_says_
     assert config.dataset_name == "folder" and config.dataset.num_epochs == 40
     digits_only = tmp_path / "digits_only.yaml"
     digits_only.write_text((REPO / "config" / "digits.yaml").read_text())
-    with pytest.raises(Exception, match=r"has no folder: section .*config/folder.yaml has one"):
+    with pytest.raises(ConfigError, match=r"has no folder: section .*config/folder.yaml has one"):
         load_config(digits_only, {"dataset": "folder"})
