@@ -322,7 +322,7 @@ def measure_whole_run(device, images=1024, epochs=2):
         name, images = "DIGITS", min(images, 1097)
     print(f"\n### Whole run: train.py, MobileNetV2, {images} {name} images x {epochs} epochs, 1 run (training and "
           f"evaluation, wall seconds of the command)\n")
-    print("| modality | paper's loop (official code on a CPU) | train.py, paper's computation (fp32 NCHW) | defaults, "
+    print(f"| modality | paper's loop (official code, {device.type}) | train.py, paper's computation (fp32 NCHW) | defaults, "
           "first run (autotune measures) | defaults, cached | speed-up over the paper's loop (cached) | speed-up "
           "over the paper's computation (cached) |\n|---|---|---|---|---|---|---|")
 
@@ -335,7 +335,8 @@ def measure_whole_run(device, images=1024, epochs=2):
             paper_loop = None
             if name != "DIGITS":
                 paper_loop = timed([sys.executable, "bench/paper_loop.py", f"--modality={modality}", "--model=mobilenet",
-                                    f"--train_examples={images}", f"--epochs={epochs}", f"--dataset_dir={subset}"])
+                                    f"--train_examples={images}", f"--epochs={epochs}", f"--dataset_dir={subset}",
+                                    f"--device={device.type}"])  # on a GPU: the official fp16 + GradScaler step
             base = [sys.executable, "train.py", "--config=config/train.yaml", f"--modality={modality}", "--model=mobilenet",
                     f"--train_examples={images}", f"--epochs={epochs}", "--runs=1", *data,
                     f"--set=autotune_cache={folder}/cache.json"]

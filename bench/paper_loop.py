@@ -10,15 +10,17 @@ cannot be installed beside the CPU build of torch here); its per-image work is d
   loader shuffles the whole training set (test transforms), and every step draws its memory set with
   ``next(iter(mem_loader))``;
 - model: this repository's encoders and heads (the same architectures: tests/test_models.py checks their state-dict
-  keys and shapes against the official models), fp32 and contiguous NCHW: the official ``torch.cuda.amp.autocast()``
-  and ``GradScaler()`` are disabled without CUDA, so a CPU run is plain fp32;
+  keys and shapes against the official models), contiguous NCHW: the official ``torch.cuda.amp.autocast()`` and
+  ``GradScaler()`` are disabled without CUDA, so a CPU run is plain fp32; with ``--device=cuda`` the step runs as the
+  official one does on its GPU: fp16 autocast and a GradScaler, loaders with ``pin_memory=True``, every batch and
+  memory set moved with ``.to(device)``, evaluation in fp32;
 - optimizer: SGD(lr 0.1, momentum 0.9, weight decay 5e-4, Nesterov) as torch builds it by default (single-tensor
   updates on a CPU), MultiStepLR at the config's milestones scaled to ``--epochs``; glibc's default allocator;
 - evaluation: std models one pass over the test set; memory models ``eval_memory`` five times, each test batch of 500
   with a fresh memory set.
 
     python bench/paper_loop.py --modality=encoder_memory --model=mobilenet --train_examples=1024 --epochs=2 \\
-        --dataset_dir=../shared/data/cifar10-subset
+        --dataset_dir=../shared/data/cifar10-subset                    # --device=cuda: the official GPU path
 
 It prints the accuracy and the wall seconds of training (of which producing the data), and of evaluation;
 bench_training.py times the whole process.
@@ -63,14 +65,16 @@ class CifarItems(torch.utils.data.Dataset):
         return tensor.sub(mean).div(std), int(self.labels[index])
 
 
-def evaluate(model, loader, mem_loader, loss_criterion, uses_memory: bool) -> float:  # eval_memory / eval_std
+def evaluate(model, loader, mem_loader, loss_criterion, uses_memory: bool, device=torch.device("cpu")) -> float:
+    """The official eval_memory / eval_std: fp32, a fresh memory set for every test batch."""
     model.eval()
     correct = 0
     with torch.no_grad():
         for data, target in loader:
+            data, target = data.to(device), target.to(device)
             if uses_memory:
                 memory, _ = next(iter(mem_loader))
-                output = model(data, memory)
+                output = model(data, memory.to(device))
             else:
                 output = model(data)
             loss_criterion(output, target).item()
@@ -89,7 +93,12 @@ def main():
     parser.add_argument("--milestones", default="150,225", help="the CIFAR10 config's, for 300 epochs")
     parser.add_argument("--dataset_dir", required=True, help="folder holding cifar-10-batches-py")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: the official GPU path (fp16 autocast + GradScaler, pinned loaders)")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device=cuda needs a CUDA GPU, and torch finds none here (torch.cuda.is_available() is False)")
+    device, cuda = torch.device(args.device), args.device == "cuda"
     if args.train_examples < 1 or args.val_examples < 0 or args.epochs < 1:
         parser.error(f"--train_examples and --epochs must be >= 1 and --val_examples >= 0, got {args.train_examples}, "
                      f"{args.epochs} and {args.val_examples}")
@@ -108,7 +117,7 @@ def main():
     subset, _ = datasets.split_indices(len(train_hwc), args.train_examples, args.val_examples, args.seed)
     uses_memory = args.modality != "std"
     runtime.seed_everything(args.seed)  # the official utils.set_seed
-    model = build_model(args.model, args.modality, 10)
+    model = build_model(args.model, args.modality, 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones)
     train_data = CifarItems(train_hwc, train_set.labels.numpy(), flip=True)
@@ -116,10 +125,13 @@ def main():
     test_data = CifarItems(test_hwc, test_set.labels.numpy(), flip=False)
     train_subset = torch.utils.data.Subset(train_data, subset.tolist())
     batch_size = min(128, args.train_examples)
-    train_loader = torch.utils.data.DataLoader(train_subset, batch_size=batch_size, shuffle=True, drop_last=True)
-    test_loader = torch.utils.data.DataLoader(test_data, batch_size=500)
-    mem_loader = torch.utils.data.DataLoader(memory_data, batch_size=100, shuffle=True, drop_last=True)
+    pinned = dict(pin_memory=True) if cuda else {}  # the official loaders pin; without CUDA pinning only warns
+    train_loader = torch.utils.data.DataLoader(train_subset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                               **pinned)
+    test_loader = torch.utils.data.DataLoader(test_data, batch_size=500, **pinned)
+    mem_loader = torch.utils.data.DataLoader(memory_data, batch_size=100, shuffle=True, drop_last=True, **pinned)
     loss_criterion = torch.nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
 
     start = time.perf_counter()
     data_seconds = 0.0  # of the training time: producing the batches and memory sets (the per-image pipeline)
@@ -135,13 +147,19 @@ def main():
                 break
             data, y = batch
             optimizer.zero_grad()
-            outputs = model(data, memory_input) if uses_memory else model(data)
-            loss = loss_criterion(outputs, y)
-            loss.backward()
-            optimizer.step()
+            data, y = data.to(device), y.to(device)
+            memory_input = memory_input.to(device) if memory_input is not None else None
+            with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                outputs = model(data, memory_input) if uses_memory else model(data)
+                loss = loss_criterion(outputs, y)
+            scaler.scale(loss).backward()  # without CUDA the scaler is disabled: loss.backward(), optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
         scheduler.step()
+    if cuda:
+        torch.cuda.synchronize()
     trained = time.perf_counter()
-    accuracies = [evaluate(model, test_loader, mem_loader, loss_criterion, uses_memory)
+    accuracies = [evaluate(model, test_loader, mem_loader, loss_criterion, uses_memory, device)
                   for _ in range(5 if uses_memory else 1)]
     print(f"paper loop | {args.model} {args.modality} | accuracy {np.mean(accuracies):.2f} | train "
           f"{trained - start:.1f} s (data {data_seconds:.2f} s) | eval {time.perf_counter() - trained:.1f} s",
