@@ -25,7 +25,8 @@ Sections (all printed as Markdown tables, with the machine they were measured on
   for every batch and draw.
 - layer: MemoryWrapLayer l2 and dot against cosine (forward + backward, B=500, M=100, D=1280).
 - data: the share of an epoch spent producing batches and memory sets.
-- parallel: wall time of 4 DIGITS runs (2 epochs) in 1 process vs train.py --parallel_runs=2 (1, 2, 4, 8 on a GPU).
+- parallel: wall time and run-epochs per second of DIGITS runs (2 epochs) in 1 process vs train.py
+  --parallel_runs=2 (1, 4, 8, 16 on a GPU, 16 runs).
 """
 import argparse
 import datetime
@@ -374,20 +375,25 @@ def measure_depthwise(networks, device):
               f"{sum(t['fp32'] for t in found['timings'].values()):.1f} | {len(found['fp32'])} in fp32 |")
 
 
-def measure_parallel(device, worker_counts, runs=4):
-    print(f"\n### Parallel runs: {runs} DIGITS encoder_memory runs (config/digits.yaml, 2 epochs), wall time\n")
-    print("| processes | threads each | seconds | runs / hour | speed-up |\n|---|---|---|---|---|")
+def measure_parallel(device, worker_counts, epochs=2):
+    """Several runs at once: as many DIGITS encoder_memory runs as the largest worker count (at least 4; 1000 images,
+    config/digits.yaml) with train.py --parallel_runs=N, wall time and run-epochs of 1000 images per second."""
+    runs = max(4, *worker_counts)
+    print(f"\n### Parallel runs: {runs} DIGITS encoder_memory runs (config/digits.yaml, 1000 images, {epochs} epochs), "
+          f"wall time\n")
+    print("| processes | threads each | seconds | runs / hour | run-epochs / s | speed-up |\n|---|---|---|---|---|---|")
     base = None
     for workers in worker_counts:
         with tempfile.TemporaryDirectory() as output:
             command = [sys.executable, "train.py", "--modality=encoder_memory", "--config=config/digits.yaml",
-                       f"--runs={runs}", "--epochs=2", f"--parallel_runs={workers}", f"--output_dir={output}"]
+                       f"--runs={runs}", f"--epochs={epochs}", f"--parallel_runs={workers}", f"--output_dir={output}"]
             start = time.perf_counter()
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             seconds = time.perf_counter() - start
         base = base or seconds
         threads = max(1, torch.get_num_threads() // workers) if device.type == "cpu" else "-"
-        print(f"| {workers} | {threads} | {seconds:.1f} | {runs * 3600 / seconds:.0f} | {base / seconds:.2f}x |")
+        print(f"| {workers} | {threads} | {seconds:.1f} | {runs * 3600 / seconds:.0f} | {runs * epochs / seconds:.2f} | "
+              f"{base / seconds:.2f}x |")
 
 
 def published_shuffle(x, groups=2):
@@ -494,7 +500,7 @@ def main():
     if "data" in sections:
         measure_data(device, rows)
     if "parallel" in sections:
-        measure_parallel(device, (1, 2, 4, 8) if device.type == "cuda" else (1, 2))
+        measure_parallel(device, (1, 4, 8, 16) if device.type == "cuda" else (1, 2))
 
 
 if __name__ == "__main__":
