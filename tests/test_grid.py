@@ -213,7 +213,8 @@ def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(
 
 # The grids behind the README's tables that were computed on a CPU: their commands must repeat those numbers, so
 # nothing in them may be left to a measurement of the machine they run on (core/autotune.py).
-README_CPU_GRIDS = ("grid_digits", "grid_related_digits", "grid_encoders_digits", "grid_vit_digits")
+README_CPU_GRIDS = ("grid_digits", "grid_related_digits", "grid_encoders_digits", "grid_vit_digits",
+                    "grid_paired_cifar_subset")
 
 
 def test_every_grid_of_the_repository_loads():
