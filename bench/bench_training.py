@@ -323,9 +323,9 @@ def measure_whole_run(device, images=1024, epochs=2):
         name, images = "DIGITS", min(images, 1097)
     print(f"\n### Whole run: train.py, MobileNetV2, {images} {name} images x {epochs} epochs, 1 run (training and "
           f"evaluation, wall seconds of the command)\n")
-    print(f"| modality | paper's loop (official code, {device.type}) | train.py, fp32 NCHW pinned (the paper's CPU computation) | defaults, "
-          "first run (autotune measures) | defaults, cached | speed-up over the paper's loop (cached) | speed-up "
-          "over the paper's computation (cached) |\n|---|---|---|---|---|---|---|")
+    print(f"| modality | paper's loop (official code, {device.type}) | train.py, fp32 NCHW pinned (the paper's CPU "
+          "computation) | defaults, first run (autotune measures) | defaults, cached | speed-up over the paper's loop "
+          "(cached) | speed-up over the paper's computation (cached) |\n|---|---|---|---|---|---|---|")
 
     def timed(command):
         start = time.perf_counter()
