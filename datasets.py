@@ -31,7 +31,7 @@ from readers import (DatasetError, ImageSet, download_file, folder_classes, read
 
 __all__ = ["DatasetError", "ImageSet", "DatasetSpec", "DATASETS", "get_spec", "load_dataset", "split_indices",
            "ExperimentData", "MemorySet", "draw_positions", "download_file", "normalize", "denormalize",
-           "random_flip", "statistics", "folder_classes"]
+           "resize", "statistics", "folder_classes"]
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -146,6 +146,16 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (unit - mean_t) / std_t
 
 
+def resize(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    """Float images [N, C, H, W] resized bilinearly to size x size (as Pillow resizes a folder dataset's images when
+    it decodes them); unchanged without ``size`` or at that size already. After normalisation or before, the same:
+    a bilinear resize commutes with a per-channel affine map."""
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=size < max(images.shape[-2:]))
+
+
 def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Normalised images -> [0, 1] floats, for showing them."""
     mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(-1, 1, 1)
@@ -159,12 +169,6 @@ def statistics(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ..
     unit = images.double().div_(255.0).transpose(0, 1).reshape(images.shape[1], -1)
     mean, std = unit.mean(1), unit.std(1, unbiased=False).clamp_min(1e-6)
     return tuple(round(float(m), 8) for m in mean), tuple(round(float(s), 8) for s in std)
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2 (one torch.where for the whole batch)."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 class AutoAugment:
@@ -241,8 +245,10 @@ class ExperimentData:
 
     def __init__(self, spec: DatasetSpec, train: ImageSet, test: ImageSet, subset: torch.Tensor,
                  validation: torch.Tensor, memory_pool: torch.Tensor, mem_examples: int = 0, device="cpu",
-                 memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True):
+                 memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True,
+                 image_size: Optional[int] = None):
         self.spec = spec
+        self.image_size = image_size  # what the network is fed: stored images of another size are resized per batch
         self.device = torch.device(device)
         self.train_images = train.images.to(self.device)
         self.train_labels = train.labels.to(self.device)
@@ -264,8 +270,10 @@ class ExperimentData:
     @classmethod
     def build(cls, spec: DatasetSpec, train: ImageSet, test: ImageSet, train_examples: int, val_examples: int,
               seed: int, memory_source: str = "subset", mem_examples: int = 0, device="cpu",
-              memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True
-              ) -> "ExperimentData":
+              memory_flip: bool = False, augment: str = "auto", autoaugment_per_image: bool = True,
+              image_size: Optional[int] = None) -> "ExperimentData":
+        """``image_size``: the size the network is fed; images stored at another size (the paper's 32x32 datasets
+        under a pretrained backbone) are resized bilinearly on the device, batch by batch."""
         subset, validation = split_indices(len(train), train_examples, val_examples, seed)
         if memory_source == "subset":
             pool = subset
@@ -279,7 +287,7 @@ class ExperimentData:
         if spec.mean is None:  # a folder dataset: the statistics of this run's subset (saved in its checkpoint)
             spec = spec.normalized_with(*statistics(train.images[subset]))
         return cls(spec, train, test, subset, validation, pool, mem_examples, device, memory_flip, augment,
-                   autoaugment_per_image)
+                   autoaugment_per_image, image_size)
 
     @property
     def num_classes(self) -> int:
@@ -291,12 +299,14 @@ class ExperimentData:
         return dict(zip(self.classes, counts.tolist()))
 
     @classmethod
-    def from_pool(cls, spec: DatasetSpec, pool: ImageSet, mem_examples: int, device="cpu") -> "ExperimentData":
+    def from_pool(cls, spec: DatasetSpec, pool: ImageSet, mem_examples: int, device="cpu",
+                  image_size: Optional[int] = None) -> "ExperimentData":
         """A model file's own data (export.py): its memory pool, the reduced training subset it was trained on,
         with the normalisation it was trained with (``spec``); no test set (``with_test_images`` gives one)."""
         empty = ImageSet(pool.images[:0], pool.labels[:0], pool.classes)
         everything = torch.arange(len(pool))
-        return cls(spec, pool, empty, everything, everything[:0], everything, mem_examples, device)
+        return cls(spec, pool, empty, everything, everything[:0], everything, mem_examples, device,
+                   image_size=image_size)
 
     def with_test_images(self, test: ImageSet) -> "ExperimentData":
         """The same run's data with other images in the test set's place (predict.py: new images to explain)."""
@@ -320,16 +330,25 @@ class ExperimentData:
         batch is drawn and augmented whole, then rank r keeps its images r, r + world_size, ...
         """
         rank, world_size = shard
+        for indices, flips in self.batch_indices(batch_size, generator):
+            images = self.train_images[indices]
+            if flips is not None:
+                images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+            if self.autoaugment is not None:
+                images = self.autoaugment(images, generator)
+            yield self._prepare(images[rank::world_size]), self.train_labels[indices[rank::world_size]]
+
+    def batch_indices(self, batch_size: int, generator: torch.Generator
+                      ) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """One epoch's draws, which ``batches`` turns into images (and a frozen encoder's feature table into
+        features): per batch, its indices into the training set and which images are flipped (None without flips),
+        on the device. The generator's calls are the same whichever is made of them."""
         batch_size = min(batch_size, len(self.subset))
         order = self.subset[torch.randperm(len(self.subset), generator=generator)]
         for start in range(0, len(order) - batch_size + 1, batch_size):
             indices = order[start:start + batch_size].to(self.device)
-            images = self.train_images[indices]
-            if self.flip:
-                images = random_flip(images, generator)
-            if self.autoaugment is not None:
-                images = self.autoaugment(images, generator)
-            yield self._prepare(images[rank::world_size]), self.train_labels[indices[rank::world_size]]
+            flips = (torch.rand(len(indices), generator=generator) < 0.5).to(self.device) if self.flip else None
+            yield indices, flips
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.subset) // min(batch_size, len(self.subset))
@@ -367,4 +386,4 @@ class ExperimentData:
         return self._prepare(self.test_images[indices]), self.test_labels[indices]
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.spec.mean, self.spec.std)
+        return resize(normalize(images, self.spec.mean, self.spec.std), self.image_size)

@@ -37,7 +37,7 @@ def main(argv):
     paths = new_images.image_paths(argv[1:])
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)
     saved = checkpoint.saved_config
-    images = new_images.read_images(paths, saved.image_size if saved else 32, ("unknown",))
+    images = new_images.read_images(paths, saved.stored_image_size if saved else 32, ("unknown",))
     folder = writable_folder(Path(FLAGS.output), "--output folder") if FLAGS.output else None
     loaded = aux.load_for_evaluation(checkpoint, FLAGS, test_images=images)
     explained = new_images.explain(loaded.model, loaded.cache, loaded.data.classes, paths)

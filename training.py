@@ -23,6 +23,7 @@ from core import layer_precision, runtime
 from core.checkpoints import load_training_state, restore_training_state, save_training_state, state_misfit
 from core.config import Config, DatasetConfig, OptimizerConfig
 from core.distributed import Distributed, unwrap
+from core.frozen import FeatureTable, HeadOnly
 from core.history import EpochLog
 
 
@@ -30,15 +31,18 @@ class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def make_optimizer(model: torch.nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: OptimizerConfig, fused: bool = False) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum (the paper's CNNs) or Adam with betas 0.9, 0.999 (its ViT). Multi-tensor
     (foreach) updates: torch picks them on GPUs only by default; on a CPU they halve the optimizer's time and give
-    the same numbers bit for bit (tests/test_training.py)."""
+    the same numbers bit for bit (tests/test_training.py). ``fused``: torch's fused kernel, one pass over every
+    parameter (a frozen encoder's head on a CPU, where the update is a third of a step: 4.7x faster than foreach
+    for Memory Wrap's 13M-parameter head on EfficientNet-Lite0's features), the same update up to rounding."""
+    kind = {"fused": True} if fused else {"foreach": True}
     if config.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
-                                weight_decay=config.weight_decay, foreach=True)
+                                weight_decay=config.weight_decay, **kind)
     return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.nesterov, foreach=True)
+                           weight_decay=config.weight_decay, nesterov=config.nesterov, **kind)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: DatasetConfig):
@@ -95,7 +99,8 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
               execution: runtime.Execution, state_path: Optional[Path] = None, resume: bool = False,
               log_interval: int = 100, state_extra: Optional[dict] = None,
               distributed: Optional[Distributed] = None, epoch_log: Optional[EpochLog] = None,
-              validate: Optional[Callable[[Classifier], float]] = None) -> runtime.Execution:
+              validate: Optional[Callable[[Classifier], float]] = None,
+              features: Optional[FeatureTable] = None) -> runtime.Execution:
     """Train ``model`` for ``config.dataset.num_epochs`` epochs of run ``run`` (0-based; seed = run), computing as
     ``execution`` says; returns how it computed (a resumed run keeps the precision and memory format it started
     with). The model ends in eval-ready form: fp32 weights, contiguous.
@@ -110,6 +115,9 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     resumed run continues its history. ``validate(model)`` (the validation accuracy, ``config.eval_every``) runs
     every ``eval_every`` epochs and after the last, on rank 0; it leaves the model as it found it and draws nothing from the training
     streams, so it does not change the run's numbers.
+
+    ``features`` (a frozen encoder's feature table, core/frozen.py): the head trains on the cached features of the
+    images the same draws pick, instead of encoding them every step.
     """
     dataset_config = config.dataset
     main = distributed is None or distributed.is_main
@@ -125,9 +133,13 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
         raise state_misfit(state_path, run, str(error)) from None  # the network's code changed since the state
     if config.freeze_encoder:  # the head alone learns: no gradient through the encoder, its BatchNorm fixed
         model.encoder.requires_grad_(False)
-    network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
+    if features is not None:
+        network = HeadOnly(model)
+    else:
+        network = distributed.wrap(model, device, config.sync_batchnorm) if distributed else model
+    source = data if features is None else features  # training batches and memory sets: images, or features
     shard = (distributed.rank, distributed.world_size) if distributed else (0, 1)
-    optimizer = make_optimizer(model, config.optimizer)
+    optimizer = make_optimizer(model, config.optimizer, fused=config.freeze_encoder and device.type == "cpu")
     scheduler = make_scheduler(optimizer, dataset_config)
     scaler = torch.amp.GradScaler(device.type, enabled=execution.autocast == torch.float16)
     generator = torch.Generator().manual_seed(run)  # batches, flips and memory draws (data-parallel: batches only)
@@ -140,7 +152,7 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
         print(f"Run {run + 1}: resuming after epoch {last_epoch} ({execution.names()['precision']}, "
               f"{execution.names()['memory_format']})", flush=True)
 
-    steps = data.steps_per_epoch(config.batch_size_train)
+    steps = source.steps_per_epoch(config.batch_size_train)
     progress = tqdm(total=dataset_config.num_epochs * steps, initial=(first_epoch - 1) * steps,
                     desc=f"run {run + 1}", unit="step", disable=None if main else True, file=sys.stdout, leave=False)
     nonfinite = 0  # consecutive non-finite losses (skipped under fp16 + GradScaler)
@@ -153,8 +165,8 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
         if distributed is not None:  # this rank's own memory sets and dropout masks, the same on a resume
             memory_generator = torch.Generator().manual_seed(distributed.seed(run, epoch))
             torch.manual_seed(distributed.seed(run, epoch) + 1)
-        for step, (images, labels) in enumerate(data.batches(config.batch_size_train, generator, shard), start=1):
-            memory = data.memory_set(memory_generator) if model.uses_memory else None
+        for step, (images, labels) in enumerate(source.batches(config.batch_size_train, generator, shard), start=1):
+            memory = source.memory_set(memory_generator) if model.uses_memory else None
             loss, right = training_step(network, optimizer, scaler, images, labels, memory, execution, device,
                                         config.label_smoothing)
             correct += right

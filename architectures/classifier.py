@@ -67,10 +67,17 @@ class Classifier(nn.Module):
         if self.uses_memory and memory_images is None:
             raise ValueError(f"a {self.modality} model needs a memory set: call model(images, memory_images)")
         features = self.encode(images)
-        if labels is not None and self.training and hasattr(self.head, "update"):
-            self.head.update(features.detach(), labels)
         # Two encoder passes, as the paper (BatchNorm sees input and memory batches separately).
         memory_features = self.encode(memory_images) if memory_images is not None else None
+        return self.forward_features(features, memory_features, memory_labels, return_weights, labels)
+
+    def forward_features(self, features: torch.Tensor, memory_features: Optional[torch.Tensor] = None,
+                         memory_labels: Optional[torch.Tensor] = None, return_weights: bool = False,
+                         labels: Optional[torch.Tensor] = None):
+        """``forward`` after the encoder: the head on features, learning class statistics from ``labels`` in
+        training (a frozen encoder's cached features train the head through here, core/frozen.py)."""
+        if labels is not None and self.training and hasattr(self.head, "update"):
+            self.head.update(features.detach(), labels)
         return self.classify(features, memory_features, memory_labels, return_weights)
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -189,7 +189,7 @@ class Checkpoint:
             spec = spec.normalized_with(self.normalization["mean"], self.normalization["std"])
         uses_memory = head_entry(self.modality).uses_memory
         return datasets.ExperimentData.from_pool(spec, self.memory_pool, self.mem_examples if uses_memory else 0,
-                                                 device)
+                                                 device, image_size=saved.image_size if saved is not None else None)
 
     def autocast(self, device: torch.device) -> Optional[torch.dtype]:
         """The autocast train.py evaluated this run with, so that re-evaluation gives the same numbers: fp32
@@ -266,7 +266,7 @@ class Checkpoint:
         return datasets.ExperimentData.build(spec, train, test, self.train_examples,
                                              val, seed=self.seed, memory_source=source,
                                              mem_examples=self.mem_examples if uses_memory else 0, device=device,
-                                             memory_flip=flip and uses_memory)
+                                             memory_flip=flip and uses_memory, image_size=image_size)
 
 
 def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) -> Optional[datasets.ImageSet]:

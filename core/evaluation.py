@@ -75,15 +75,19 @@ class FeatureCache:
     @classmethod
     def build(cls, model: Classifier, data: datasets.ExperimentData, batch_size: int, seed: int, draws: int = 5,
               autocast: Optional[torch.dtype] = None, test_count: Optional[int] = None,
-              split: str = "test") -> "FeatureCache":
+              split: str = "test", pool_features: Optional["FeatureCache"] = None) -> "FeatureCache":
         """Encode the test set (its first ``test_count`` images, if given) and the memory pool, once each.
-        ``split="validation"``: the held-out validation split takes the test set's place (eval_every)."""
+        ``split="validation"``: the held-out validation split takes the test set's place (eval_every).
+        ``pool_features``: a cache of the same model and data whose memory pool is taken instead of encoded again."""
         images_of, labels = ((lambda i: data.test_batch(i)[0], data.test_labels) if split == "test" else
                              (data.validation_images, data.train_labels[data.validation.to(data.device)]))
         test_count = len(labels) if test_count is None else min(test_count, len(labels))
         test_features = encode(model, images_of, test_count, batch_size, autocast)
         memory_features = memory_labels = flipped = None
-        if model.uses_memory:
+        if model.uses_memory and pool_features is not None:
+            memory_features, memory_labels = pool_features.memory_features, pool_features.memory_labels
+            flipped = pool_features.flipped_memory_features
+        elif model.uses_memory:
             pool = data.memory_pool
             memory_features = encode(model, lambda i: data.memory_batch(pool[i]), len(pool), batch_size, autocast)
             memory_labels = data.train_labels[pool.to(data.device)]

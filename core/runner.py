@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
 import datasets
 import training
 from architectures import Classifier, head_entry
-from architectures.timm_backbone import load_encoder_weights
+from architectures.timm_backbone import load_pretrained, preprocessing
 from base.files import writable_folder
 
-from . import autotune, evaluation, results, runtime
+from . import autotune, evaluation, frozen, results, runtime
 from .checkpoints import Checkpoint, RunMetadata
-from .config import Config, ConfigError, check_modality
+from .config import Config, ConfigError, check_modality, uses_weights_preprocessing
 from .distributed import Distributed
 from .execution import check_depthwise_fp32, choose_execution, make_model
 from .experiment import ExperimentFolder
@@ -74,14 +74,20 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         if config.sync_batchnorm and device.type != "cuda":
             raise ConfigError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)")
     main = distributed is None or distributed.is_main
-    autotune.check_cache(config, device)  # a cache that cannot be written, or impossible levers: before any work
+    table = frozen.cached(config, distributed)  # the head trains on a frozen encoder's features, encoded once
+    if table and config.precision in ("fp16", "bf16"):
+        raise ConfigError(f"precision: {config.precision} has no effect with freeze_encoder: true (the frozen "
+                          f"encoder's features are encoded once, in fp32 as evaluation encodes them, and the head "
+                          f"trains on them): drop it")
+    if not table:
+        autotune.check_cache(config, device)  # a cache that cannot be written, or impossible levers: before any work
     if config.tensorboard and config.save:
         summary_writer_class()  # tensorboard: true without the package is refused before any work
     if device.type == "cpu":
         runtime.keep_freed_memory()
     probe = make_model(config, modality)  # options a model cannot be built with fail here, before any data are read
     check_depthwise_fp32(config, modality, probe)
-    pretrained = pretrained_weights(config, probe)
+    pretrained, encoder_state = pretrained_weights(config, probe)
     folder = ExperimentFolder(output_dir)
     if config.save and main and continue_train:
         check_resume(folder, config, modality)
@@ -96,7 +102,8 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
                                              config.dataset.val_examples, seed=run - 1,
                                              memory_source=config.memory_source, mem_examples=mem_examples,
                                              device=device, memory_flip=config.memory_flip and uses_memory,
-                                             augment=config.augment, autoaugment_per_image=config.autoaugment_per_image)
+                                             augment=config.augment, autoaugment_per_image=config.autoaugment_per_image,
+                                             image_size=config.image_size)
 
     first = run_data(runs[0])  # every seed gives the same sizes; impossible sizes fail here, before anything is written
     if config.save and main:
@@ -104,7 +111,9 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
         prepare_folder(folder, config, modality, continue_train, runs)
     if distributed is not None:
         distributed.barrier()
-    if any(not (config.save and continue_train and folder.record(run) is not None) for run in runs):
+    if table:  # nothing to measure: features are encoded as evaluation encodes, the head is tensor work
+        execution, tuning = runtime.Execution(None, torch.contiguous_format), {"source": "frozen"}
+    elif any(not (config.save and continue_train and folder.record(run) is not None) for run in runs):
         execution, tuning = choose_execution(config, modality, device, min(config.batch_size_train, len(first.subset)),
                                              mem_examples, distributed, probe=probe)
     else:  # every run is finished: nothing is trained, nothing measured
@@ -133,7 +142,7 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
                       f"taking it over", flush=True)
             data = first if run == runs[0] else run_data(run)
             record = train_and_evaluate(config, modality, run, data, device, execution, folder, continue_train,
-                                        log_interval, distributed, tuning, pretrained)
+                                        log_interval, distributed, tuning, pretrained, encoder_state, table)
         finally:
             if lock is not None:
                 lock.release()
@@ -165,12 +174,32 @@ def header(config: Config, modality: str, device: torch.device, data: datasets.E
     per_class = ""
     if datasets.get_spec(config.dataset_name).resizes:
         per_class = " | PerClass:" + ", ".join(f"{name} {count}" for name, count in data.class_counts().items())
+    levers = ("fp32, features encoded once (frozen encoder)" if tuning.get("source") == "frozen" else
+              f"{execution.describe()} | MemoryFormat:{execution.names()['memory_format']} "
+              f"({autotune.describe(tuning)})")
     return (f"Device:{device} | Model:{config.model} | Modality:{modality} | Dataset:{config.dataset_name} | "
             f"SizeTrain:{len(data.subset)} | SizeVal:{len(data.validation)} | {memory}"
-            f"Epochs:{config.dataset.num_epochs} | Precision:{execution.describe()} | "
-            f"MemoryFormat:{execution.names()['memory_format']} ({autotune.describe(tuning)}) | "
+            f"Epochs:{config.dataset.num_epochs} | {describe_encoder(config)} | Precision:{levers} | "
             f"CPU:{runtime.cpu_capability()} | Runs:{runs[0]}..{runs[-1]} of {config.runs}"
             + (f" | Ranks:{distributed.world_size}" if distributed else "") + per_class)
+
+
+def describe_encoder(config: Config) -> str:
+    """For the header: the encoder's weights, whether it learns, and the images it is fed (size and normalisation,
+    and whether they are the pretrained weights' own, timm's pretrained_cfg)."""
+    weights = ("timm's pretrained" if config.pretrained else f"from {config.pretrained_path}"
+               if config.pretrained_path else "random init")
+    state = "frozen" if config.freeze_encoder else "trained"
+    spec = config.dataset_spec()
+    normalization = (f"mean {', '.join(f'{m:g}' for m in spec.mean)} std {', '.join(f'{v:g}' for v in spec.std)}"
+                     if spec.mean is not None else "of each run's subset")
+    origin = ""
+    if uses_weights_preprocessing(config.to_dict()):
+        size, mean, std = preprocessing(config.model)
+        own = [what for what, same in (("size", size == config.image_size),
+                                       ("normalisation", (mean, std) == (spec.mean, spec.std))) if same]
+        origin = f" ({' and '.join(own)} of the weights' pretrained_cfg)" if own else " (set by the config)"
+    return f"Encoder:{weights}, {state} | Images:{config.image_size} px, {normalization}{origin}"
 
 
 def balance_warning(data: datasets.ExperimentData) -> Optional[str]:
@@ -188,16 +217,17 @@ def balance_warning(data: datasets.ExperimentData) -> Optional[str]:
     return None
 
 
-def pretrained_weights(config: Config, probe: Classifier) -> Optional[dict]:
-    """``pretrained_path`` loaded into the probe's encoder once (a file that does not fit fails here, before any
-    data are read): {"path", "sha256"} for the runs' records, or None."""
-    if config.pretrained_path is None:
-        return None
+def pretrained_weights(config: Config, probe: Classifier) -> Tuple[Optional[dict], Optional[dict]]:
+    """The encoder's pretrained weights (``pretrained: true`` or ``pretrained_path``) loaded into the probe once, so
+    that weights that cannot be had or do not fit fail here, before any data are read: (where they came from, for
+    the runs' records; the encoder's state dict, which every run's model starts from), or (None, None)."""
+    if not (config.pretrained or config.pretrained_path):
+        return None, None
     try:
-        sha256 = load_encoder_weights(probe.encoder, config.pretrained_path)
+        source = load_pretrained(probe.encoder, config.pretrained_path)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    return {"path": str(config.pretrained_path), "sha256": sha256}
+    return source, {key: value.clone() for key, value in probe.encoder.state_dict().items()}
 
 
 def check_resume(folder: ExperimentFolder, config: Config, modality: str) -> None:
@@ -234,18 +264,19 @@ def prepare_folder(folder: ExperimentFolder, config: Config, modality: str, cont
         folder.move_aside(again, f"runs {again} are trained again (a fresh start, without --continue_train)")
 
 
-def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int
-                        ) -> Optional[Callable[[Classifier], float]]:
+def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int,
+                        features: Optional[frozen.FeatureTable] = None) -> Optional[Callable[[Classifier], float]]:
     """With ``eval_every``: the model's accuracy on the held-out validation split, evaluated as the test set is
-    (features encoded once, the run's evaluation memory draws), for the history; None without it."""
+    (features encoded once, the run's evaluation memory draws; a frozen encoder's from its feature table), for the
+    history; None without it."""
     if not config.eval_every:
         return None
     if not len(data.validation):
         raise ConfigError(f"eval_every: {config.eval_every} needs a validation split, but val_examples is 0")
 
     def validate(model: Classifier) -> float:
-        cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=seed,
-                                              draws=config.eval_draws, split="validation")
+        cache = features.validation if features is not None else evaluation.FeatureCache.build(
+            model, data, config.batch_size_test, seed=seed, draws=config.eval_draws, split="validation")
         return evaluation.evaluate(model, cache).accuracy
     return validate
 
@@ -253,14 +284,21 @@ def validation_accuracy(config: Config, data: datasets.ExperimentData, seed: int
 def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.ExperimentData, device: torch.device,
                        execution: runtime.Execution, folder: ExperimentFolder, continue_train: bool,
                        log_interval: int, distributed: Optional[Distributed] = None,
-                       tuning: Optional[dict] = None, pretrained: Optional[dict] = None) -> Optional[dict]:
+                       tuning: Optional[dict] = None, pretrained: Optional[dict] = None,
+                       encoder_state: Optional[dict] = None, table: bool = False) -> Optional[dict]:
     """One run (1-based): train (resuming its state with ``continue_train``), evaluate, save; its record (None
-    on the ranks other than 0 of a data-parallel run: they train, and wait while rank 0 evaluates and saves)."""
+    on the ranks other than 0 of a data-parallel run: they train, and wait while rank 0 evaluates and saves).
+    ``encoder_state``: the pretrained encoder every run starts from; ``table``: a frozen encoder's features are
+    encoded once (core/frozen.py) and the head trains on them."""
     start = time.time()
     runtime.seed_everything(run - 1)
-    model = make_model(config, modality).to(device)
-    if pretrained is not None:
-        load_encoder_weights(model.encoder, pretrained["path"])
+    model = make_model(config, modality)
+    if encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
+    model = model.to(device)
+    features = (frozen.FeatureTable.encode(model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws,
+                                           validation=bool(config.eval_every)) if table else None)
+    encode_seconds = time.time() - start
     state_path = folder.state(run) if config.save else None
     if state_path is not None and not continue_train and state_path.exists():
         state_path.unlink()  # a fresh start of this run
@@ -269,7 +307,8 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
     epoch_log = EpochLog(run, folder.tensorboard(run) if config.tensorboard and config.save and main else None)
     execution = training.train_run(model, data, config, run - 1, device, execution, state_path, resume=continue_train,
                                    log_interval=log_interval, state_extra=settings, distributed=distributed,
-                                   epoch_log=epoch_log, validate=validation_accuracy(config, data, run - 1))
+                                   epoch_log=epoch_log, validate=validation_accuracy(config, data, run - 1, features),
+                                   features=features)
     epoch_log.close()
     train_seconds = time.time() - start
     if distributed is not None and not distributed.is_main:
@@ -278,8 +317,8 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
 
     start = time.time()
     eval_autocast = execution.autocast if config.eval_autocast else None  # the paper evaluated in fp32
-    cache = evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws,
-                                          autocast=eval_autocast)
+    cache = features.cache if features is not None else evaluation.FeatureCache.build(
+        model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws, autocast=eval_autocast)
     result = evaluation.evaluate(model, cache)
     eval_seconds = time.time() - start
     record = {"run": run, "seed": run - 1, "accuracy": result.accuracy, "draw_accuracies": result.accuracies,
@@ -290,7 +329,8 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               "ranks": distributed.world_size if distributed else 1, "history": epoch_log.entries,
               "autotune": tuning or {"source": "set"}, "classes": list(data.classes),
               "normalization": {"mean": list(data.spec.mean), "std": list(data.spec.std)},
-              **({"pretrained": pretrained} if pretrained else {}), **settings}
+              **({"pretrained": pretrained} if pretrained else {}),
+              **({"feature_table_seconds": round(encode_seconds, 2)} if features is not None else {}), **settings}
     if config.save:
         Checkpoint.save(folder.checkpoint(run), model, RunMetadata.from_record(record))
         folder.write_record(run, record)

@@ -5,7 +5,11 @@ import pathlib
 # uses one thread, so that two of them share 2 cores without fighting over them.
 os.environ["OMP_NUM_THREADS"] = "1"
 # precision/memory_format auto keep their measured choice in a cache of the tests' own, never the user's
-os.environ["XDG_CACHE_HOME"] = os.path.join(__import__("tempfile").mkdtemp(prefix="memory-wrap-tests-"), "cache")
+_TEMPORARY = __import__("tempfile").mkdtemp(prefix="memory-wrap-tests-")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_TEMPORARY, "cache")
+# pretrained weights: never the network, never the user's Hugging Face cache; tests build the cache they read
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_TEMPORARY, "huggingface")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -238,7 +238,7 @@ TIMM_MODEL = "test_efficientnet"  # timm's own test network: 99k parameters
 def test_a_timm_backbone_loads_local_weights_trains_its_head_frozen_and_is_explained(tmp_path):
     from safetensors.torch import save_file
 
-    from architectures.timm_backbone import TimmEncoder, import_timm, load_encoder_weights
+    from architectures.timm_backbone import TimmEncoder, import_timm, load_pretrained
 
     timm = import_timm()
     source = timm.create_model(TIMM_MODEL, pretrained=False, num_classes=7)  # with a classifier, as published
@@ -247,7 +247,7 @@ def test_a_timm_backbone_loads_local_weights_trains_its_head_frozen_and_is_expla
     torch.save({"state_dict": source.state_dict()}, tmp_path / "weights.pth")
     for file in (weights, tmp_path / "weights.pth"):
         encoder = TimmEncoder(f"timm/{TIMM_MODEL}")
-        load_encoder_weights(encoder, file)
+        assert load_pretrained(encoder, file)["sha256"] == __import__("hashlib").sha256(file.read_bytes()).hexdigest()
         expected = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
         assert encoder.model.state_dict().keys() == expected.keys()
         assert all(torch.equal(encoder.model.state_dict()[k], v) for k, v in expected.items())
@@ -298,9 +298,19 @@ def test_a_grid_takes_folder_datasets(tmp_path):
     assert "folder/encoder_memory/shufflenet/12" in str(cells[1].folder.path)
 
 
-def test_image_size_applies_to_folder_datasets_and_the_paper_networks_pool_any_size(tmp_path):
-    with pytest.raises(Exception, match="DIGITS's images are 32x32; image_size applies to folder datasets"):
-        load_config(TINY, {}, ["image_size=64"])
+def test_image_size_applies_to_every_dataset_and_the_paper_networks_pool_any_size(tmp_path):
+    """A folder dataset's images are decoded at image_size; the paper's 32x32 ones are resized batch by batch (the
+    bilinear resize of the normalised image), training batches and memory images alike."""
+    config = load_config(TINY, {}, ["image_size=40"])
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(config.dataset_spec(), train, test, 64, 200, seed=0, image_size=40)
+    native = datasets.ExperimentData.build(config.dataset_spec(), train, test, 64, 200, seed=0)
+    images, labels = next(data.batches(16, torch.Generator().manual_seed(0)))
+    small, same_labels = next(native.batches(16, torch.Generator().manual_seed(0)))
+    assert images.shape == (16, 3, 40, 40) and torch.equal(labels, same_labels)
+    expected = torch.nn.functional.interpolate(small, size=(40, 40), mode="bilinear", align_corners=False)
+    assert torch.allclose(images, expected, atol=1e-5)
+    assert data.memory_batch(torch.arange(3)).shape[-2:] == (40, 40)
     root = write_folders(tmp_path / "data")
     summary = runner.run_experiment(load_config(folder_config(tmp_path, root, "image_size: 48\n")), "encoder_memory",
                                     tmp_path / "models")

@@ -15,4 +15,5 @@ from .reading import (Override, apply_overrides, apply_settings, load_config, lo
 from .reference import choices_table  # noqa: F401
 from .schema import (BEFORE_KEY_EXISTED, HEAD_SETTINGS, NOT_RESULT_SHAPING, PAPER_CODE_EVALUATION,  # noqa: F401
                      PAPER_MEMORY_FLIP, PAPER_SCHEDULER, Config, ConfigError, DatasetConfig, HeadConfig, OptimizerConfig,
-                     as_computed, check_modality, prototypes_file_problems, shown)
+                     as_computed, check_modality, prototypes_file_problems, shown,
+                     uses_weights_preprocessing)

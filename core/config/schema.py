@@ -19,6 +19,7 @@ import torch
 
 import datasets
 from architectures import encoder_problem
+from architectures.timm_backbone import TIMM_PREFIX
 from base.errors import UserError
 
 from ..class_metric import class_metric
@@ -290,9 +291,12 @@ class Config:
     # (0: no limit, every candidate warmed up and timed; core/autotune.py)
     eval_every: int = 0  # the validation accuracy every N epochs and at the last, in the history (0: never, as the paper)
     tensorboard: bool = False  # write the history's scalars for TensorBoard under <experiment>/tb/run_<r>/
-    image_size: int = 32  # folder datasets: every image resized to image_size x image_size when decoded
+    # the images' size: a folder dataset's are resized to it when decoded, the paper's 32x32 ones upscaled per batch;
+    # None: 32, or with pretrained weights of a timm/ model the size they were trained at (their pretrained_cfg)
+    image_size: Optional[int] = None
+    pretrained: bool = False  # timm/<name>: timm's published weights (the Hugging Face Hub, downloaded once, cached)
     pretrained_path: Optional[str] = None  # the encoder's weights, a local .safetensors or .pth (timm/: its keys)
-    freeze_encoder: bool = False  # train the head alone, the encoder fixed (eval mode: BatchNorm statistics too)
+    freeze_encoder: bool = False  # train the head alone, the encoder fixed (eval mode); its features encoded once
 
     @property
     def dataset(self) -> DatasetConfig:
@@ -305,6 +309,12 @@ class Config:
         if self.dataset.mean is not None:  # a folder dataset's given statistics (else: each run's subset's)
             return spec.normalized_with(self.dataset.mean, self.dataset.std)
         return spec.for_vit() if self.model == "vit" and self.vit_statistics else spec
+
+    @property
+    def stored_image_size(self) -> int:
+        """The size the dataset's images are kept at: a folder dataset's are decoded at image_size, the paper's stay
+        32x32 (and are resized to image_size batch by batch)."""
+        return self.image_size if datasets.get_spec(self.dataset_name).resizes else 32
 
     def with_num_classes(self, num_classes: int) -> "Config":
         """This config with its dataset's section saying ``num_classes`` (a folder dataset: what its folders hold)."""
@@ -386,21 +396,24 @@ class Config:
                 found.append(f"{name}.num_classes: missing")
             elif expected is not None and get("num_classes") != expected:
                 found.append(f"{name}.num_classes: {name} has {expected} classes, got {get('num_classes')}")
-            if name in datasets.DATASETS and not datasets.DATASETS[name].resizes and get("mean") is not None:
-                found.append(f"{name}.mean, {name}.std: {name} keeps the paper's fixed statistics; mean and std "
-                             f"apply to folder datasets")
-        size = values.get("image_size", 32)
-        if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        size = values.get("image_size")
+        if size is not None and not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
             found.append(f"image_size: must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {size}")
-        elif size != 32 and dataset_name in datasets.DATASETS and not datasets.DATASETS[dataset_name].resizes:
-            found.append(f"image_size: {dataset_name}'s images are 32x32; image_size applies to folder datasets "
-                         f"(dataset_name: {datasets.FOLDER})")
-        elif size != 32 and values.get("model") == "vit":
+        elif size not in (None, 32) and values.get("model") == "vit":
             found.append("image_size: the vit encoder takes 32x32 images (8 x 8 patches of 4x4 pixels); use 32, or a "
                          "timm/ model")
-        if values.get("freeze_encoder") and not values.get("pretrained_path"):
+        model = values.get("model")
+        if values.get("pretrained") and values.get("pretrained_path"):
+            found.append("pretrained: true and pretrained_path both give the encoder's weights: keep one (timm's "
+                         "published weights, or your file)")
+        elif values.get("pretrained") and isinstance(model, str) and not model.startswith(TIMM_PREFIX):
+            found.append(f"pretrained: true takes timm's published weights, for a timm/<name> model; {model!r} is "
+                         f"this repository's network: give its weights as pretrained_path, or use e.g. "
+                         f"timm/tf_efficientnet_lite0")
+        if values.get("freeze_encoder") and not (values.get("pretrained_path") or values.get("pretrained")):
             found.append("freeze_encoder: true keeps the encoder as initialised (random weights) without "
-                         "pretrained_path: give the weights file, or train the encoder")
+                         "pretrained weights: set pretrained: true (timm/ models) or pretrained_path, or train the "
+                         "encoder")
         return found
 
     def __post_init__(self):
@@ -598,5 +611,32 @@ def parse(raw: Any) -> Config:
     problems.extend(Config.problems({**top, "datasets": sections, "heads": heads}))
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(_cut(problem) for problem in problems))
+    top.update(image_size=_with_weights_preprocessing(top, sections))
     return Config(**top, optimizer=OptimizerConfig(**optimizer), heads=HeadConfig(**heads),
                   datasets={name: DatasetConfig(**values) for name, values in sections.items()})
+
+
+def uses_weights_preprocessing(values: Mapping[str, Any]) -> bool:
+    """Whether a config's unset image size and normalisation come from its encoder's pretrained weights: a timm/
+    model with pretrained: true or a pretrained_path."""
+    model = values.get("model")
+    return (isinstance(model, str) and model.startswith(TIMM_PREFIX)
+            and bool(values.get("pretrained") or values.get("pretrained_path")))
+
+
+def _with_weights_preprocessing(top: Dict[str, Any], sections: Dict[str, Dict[str, Any]]) -> int:
+    """The image size a config trains at (its own, else the weights' or 32); the dataset section without mean and
+    std gets the weights' (timm's pretrained_cfg), in place."""
+    section = sections.get(top.get("dataset_name"))
+    unset = top.get("image_size") is None or (section is not None and section.get("mean") is None)
+    if not (uses_weights_preprocessing(top) and unset):
+        return top.get("image_size") or 32
+    from architectures.timm_backbone import WeightsUnavailable, preprocessing
+
+    try:
+        size, mean, std = preprocessing(top["model"])
+    except WeightsUnavailable as error:
+        raise ConfigError(f"model: {error}") from None
+    if section is not None and section.get("mean") is None:
+        section.update(mean=mean, std=std)
+    return top.get("image_size") or size
