@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
@@ -31,7 +32,7 @@ from readers import (DatasetError, ImageSet, download_file, folder_classes, read
 
 __all__ = ["DatasetError", "ImageSet", "DatasetSpec", "DATASETS", "get_spec", "load_dataset", "split_indices",
            "ExperimentData", "MemorySet", "draw_positions", "download_file", "normalize", "denormalize",
-           "resize", "statistics", "folder_classes"]
+           "resize", "statistics", "folder_classes", "pixels_sha256"]
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -146,6 +147,13 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (unit - mean_t) / std_t
 
 
+def pixels_sha256(image: torch.Tensor) -> str:
+    """The first 16 hex digits of the sha256 of a uint8 image's pixels (its shape included)."""
+    digest = hashlib.sha256(str(tuple(image.shape)).encode())
+    digest.update(image.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def resize(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
     """Float images [N, C, H, W] resized bilinearly to size x size (as Pillow resizes a folder dataset's images when
     it decodes them); unchanged without ``size`` or at that size already. After normalisation or before, the same:
@@ -255,6 +263,7 @@ class ExperimentData:
         self.test_images = test.images.to(self.device)
         self.test_labels = test.labels.to(self.device)
         self.classes = train.classes
+        self.train_set, self.test_set = train, test  # with their provenance (ImageSet.sources, file_sha256)
         self.subset = subset  # indices into the training set: the reduced training subset
         self.validation = validation
         self.memory_pool = memory_pool  # indices into the training set that memory sets are drawn from
@@ -312,6 +321,7 @@ class ExperimentData:
         """The same run's data with other images in the test set's place (predict.py: new images to explain)."""
         other = copy.copy(self)
         other.test_images, other.test_labels = test.images.to(self.device), test.labels.to(self.device)
+        other.test_set = test
         return other
 
     def with_memory_pool(self, pool: torch.Tensor) -> "ExperimentData":
@@ -319,6 +329,25 @@ class ExperimentData:
         other = copy.copy(self)
         other.memory_pool = pool
         return other
+
+    # provenance -----------------------------------------------------------------------------------
+    def source(self, index: int) -> str:
+        """Where training image ``index`` came from: a folder dataset's file path relative to its root, or the
+        official file and index of a paper dataset ("CIFAR10 data_batch_3 #1234")."""
+        return self.train_set.source(int(index))
+
+    def pool_record(self) -> Dict[str, list]:
+        """The memory pool as a checkpoint records it, position by position: each image's source, label, the sha256
+        of its pixels (16 hex digits: what the model saw) and, for a folder dataset, of its file. The one record of
+        the pool: predict.py names memory samples from it, a dataset folder is checked against it."""
+        pool = self.memory_pool.tolist()
+        images = self.train_set.images
+        record = {"sources": [self.source(index) for index in pool],
+                  "labels": self.train_set.labels[pool].tolist(),
+                  "pixels": [pixels_sha256(images[index]) for index in pool]}
+        if self.train_set.file_sha256 is not None:
+            record["files"] = [self.train_set.file_sha256[index] for index in pool]
+        return record
 
     # training batches --------------------------------------------------------------------------
     def batches(self, batch_size: int, generator: torch.Generator,

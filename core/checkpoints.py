@@ -25,6 +25,7 @@ from architectures import load_paper_state_dict
 from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config, ConfigError
 from base.errors import UserError
 from base.files import atomic_torch_save
+from readers import from_png
 from .runtime import rng_state, set_rng_state
 
 
@@ -73,10 +74,13 @@ class RunMetadata:
     training: Optional[Dict[str, Any]] = None  # how the run computed: {"precision", "memory_format", "fp32_layers"}
     classes: Optional[List[str]] = None  # the class names (checkpoints before this key: the dataset's own)
     normalization: Optional[Dict[str, List[float]]] = None  # {"mean", "std"} of the images the model was fed
-    pretrained: Optional[Dict[str, str]] = None  # pretrained_path and its sha256, when the encoder started from one
+    pretrained: Optional[Dict[str, Any]] = None  # where the encoder's pretrained weights came from, when it had them
+    # the memory pool, position by position (ExperimentData.pool_record): sources, labels, pixel hashes (and a folder
+    # dataset's file hashes); checkpoints before this key record none
+    memory_pool: Optional[Dict[str, list]] = None
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
-            "accuracy", "config", "train_size", "training", "classes", "normalization", "pretrained")
+            "accuracy", "config", "train_size", "training", "classes", "normalization", "pretrained", "memory_pool")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,25 +267,77 @@ class Checkpoint:
                                   f"{dataset_dir} now holds {', '.join(train.classes)}: evaluate it on the data it "
                                   f"was trained on (--dataset_dir)")
         uses_memory = head_entry(self.modality).uses_memory
-        return datasets.ExperimentData.build(spec, train, test, self.train_examples,
+        data = datasets.ExperimentData.build(spec, train, test, self.train_examples,
                                              val, seed=self.seed, memory_source=source,
                                              mem_examples=self.mem_examples if uses_memory else 0, device=device,
                                              memory_flip=flip and uses_memory, image_size=image_size)
+        self.check_pool(data, dataset_dir)
+        return data
+
+    def check_pool(self, data: datasets.ExperimentData, dataset_dir) -> None:
+        """Refuse data whose memory pool is not the one the model was trained with (its checkpoint's record: each
+        image's source, label and pixels), naming the first difference; checkpoints without a record pass."""
+        recorded = self.metadata.memory_pool
+        if not recorded:
+            return
+        now = data.pool_record()
+        way_out = (f"evaluate it on the data it was trained on (restore {dataset_dir}), or export the model where they "
+                   f"are as they were: export.py writes a file that carries its pool")
+        if len(now["sources"]) != len(recorded["sources"]):
+            raise CheckpointError(f"{self.path} was trained with a memory pool of {len(recorded['sources'])} images, "
+                                  f"{dataset_dir} gives {len(now['sources'])} now: {way_out}")
+        for position, (source, label, pixels) in enumerate(zip(recorded["sources"], recorded["labels"],
+                                                                recorded["pixels"])):
+            here = (now["sources"][position], now["labels"][position], now["pixels"][position])
+            if here == (source, label, pixels):
+                continue
+            classes = self.classes or data.classes
+            what = (f"{source} has other pixels" if here[0] == source and here[1] == label else
+                    f"was {source} ({classes[label]}), is {here[0]} ({classes[here[1]]}) now")
+            raise CheckpointError(f"{self.path}: {dataset_dir} no longer holds the memory pool the model was trained "
+                                  f"with: position {position} {what}; {way_out}")
 
 
 def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) -> Optional[datasets.ImageSet]:
-    """The memory pool an exported model carries (None for a training checkpoint), checked."""
-    if not isinstance(content, dict) or "memory_images" not in content:
+    """The memory pool an exported model carries (None for a training checkpoint), checked: PNG bytes (export
+    version 2, whose every image must have the pixels its record hashed) or uint8 images (version 1)."""
+    if not isinstance(content, dict) or not ("memory_png" in content or "memory_images" in content):
         return None
-    images, labels = content.get("memory_images"), content.get("memory_labels")
-    classes = metadata.classes or []
-    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and classes):
-        raise CheckpointError(f"{path}: an exported model needs memory_images, memory_labels and classes; export it "
-                              f"again with export.py")
+    damaged = f"{path}: its memory pool is damaged"
+    labels, classes, record = content.get("memory_labels"), metadata.classes or [], metadata.memory_pool or {}
+    if not (isinstance(labels, torch.Tensor) and classes):
+        raise CheckpointError(f"{path}: an exported model needs memory_labels and classes; export it again with "
+                              f"export.py")
+    if "memory_png" in content:
+        encoded = content["memory_png"]
+        if not isinstance(encoded, list) or not all(isinstance(item, torch.Tensor) for item in encoded):
+            raise CheckpointError(f"{damaged} (memory_png is no list of byte tensors); export it again with export.py")
+        try:
+            images = [from_png(item.numpy().tobytes()) for item in encoded]
+        except ValueError as error:
+            raise CheckpointError(f"{damaged} ({error}); export it again with export.py") from None
+        if not images or len({tuple(image.shape) for image in images}) != 1:
+            raise CheckpointError(f"{damaged} (its images differ in size); export it again with export.py")
+        images = torch.stack(images)
+        wrong = [i for i, (image, expected) in enumerate(zip(images, record.get("pixels") or []))
+                 if datasets.pixels_sha256(image) != expected]
+        if wrong:
+            raise CheckpointError(f"{damaged}: image {wrong[0]} ({record['sources'][wrong[0]]}) decodes to other "
+                                  f"pixels than the model was trained on; export it again with export.py")
+    else:
+        images = content["memory_images"]
+        if not isinstance(images, torch.Tensor):
+            raise CheckpointError(f"{damaged} (memory_images is no tensor); export it again with export.py")
     try:
-        return datasets.ImageSet(images, labels, tuple(classes))
+        return datasets.ImageSet(images, labels, tuple(classes), _column(record, "sources", len(labels)),
+                                 _column(record, "files", len(labels)))
     except datasets.DatasetError as error:
-        raise CheckpointError(f"{path}: its memory pool is damaged ({error}); export it again with export.py") from None
+        raise CheckpointError(f"{damaged} ({error}); export it again with export.py") from None
+
+
+def _column(record: Mapping[str, list], key: str, count: int) -> Optional[tuple]:
+    values = record.get(key)
+    return tuple(values) if isinstance(values, list) and len(values) == count else None
 
 
 def list_checkpoints(directory) -> List[Path]:

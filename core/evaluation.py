@@ -20,6 +20,7 @@ import torch
 import datasets
 from architectures import Classifier
 
+CPU_CHUNK = 100  # images encoded at once on a CPU
 EVAL_SEED_OFFSET = 10_000  # evaluation draws use their own stream: seed + offset
 AUXILIARY_SEED_OFFSET = 20_000  # the memory of the memory samples (explanations, majority vote): another stream
 
@@ -36,14 +37,17 @@ def encode(model: Classifier, images_of, count: int, batch_size: int, autocast: 
     """Features of ``count`` images, ``images_of(index_tensor)`` giving normalised images; eval mode, once each.
 
     Computed in channels_last (faster convolutions on CPU and GPU; the model is given back contiguous), so that
-    train.py, eval.py and the explanation scripts encode the same way and print the same numbers."""
+    train.py, eval.py and the explanation scripts encode the same way and print the same numbers. On a CPU in chunks
+    of at most ``CPU_CHUNK`` images, whatever ``batch_size`` (EfficientNet-Lite0 at 128 px: 25% faster than 500 at a
+    time, on the 2-core AVX2 EPYC: the activations stay in the caches)."""
     model.eval()
     device = next(model.parameters()).device
+    chunk = batch_size if device.type == "cuda" else min(batch_size, CPU_CHUNK)
     chunks = []
     model.to(memory_format=torch.channels_last)
     try:
-        for start in range(0, count, batch_size):
-            indices = torch.arange(start, min(start + batch_size, count))
+        for start in range(0, count, chunk):
+            indices = torch.arange(start, min(start + chunk, count))
             images = images_of(indices).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 chunks.append(model.encode(images).float())

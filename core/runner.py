@@ -332,7 +332,9 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               **({"pretrained": pretrained} if pretrained else {}),
               **({"feature_table_seconds": round(encode_seconds, 2)} if features is not None else {}), **settings}
     if config.save:
-        Checkpoint.save(folder.checkpoint(run), model, RunMetadata.from_record(record))
+        metadata = RunMetadata.from_record(record)
+        metadata.memory_pool = data.pool_record()  # provenance, and what later loads check the dataset against
+        Checkpoint.save(folder.checkpoint(run), model, metadata)
         folder.write_record(run, record)
         if state_path is not None and state_path.exists():
             state_path.unlink()

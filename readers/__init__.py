@@ -5,6 +5,7 @@
     folders.py   image folder trees: CINIC10's, and DIR/{train,test}/<class>/* for a dataset of your own
     digits.py    scikit-learn's handwritten digits (no download)
     download.py  a file fetched with its md5 checked, written atomically
+    png.py       uint8 images as PNG bytes and back, exactly (a model file's memory pool)
     common.py    ImageSet and DatasetError
 
 datasets.py names the datasets and holds the paper's protocol (splits, batches, memory sets); this package only
@@ -15,4 +16,5 @@ from .common import DatasetError, ImageSet  # noqa: F401
 from .digits import read_digits  # noqa: F401
 from .download import download_file  # noqa: F401
 from .folders import folder_classes, read_cinic10, read_image_folders  # noqa: F401
+from .png import from_png, to_png  # noqa: F401
 from .svhn import read_svhn  # noqa: F401

@@ -82,9 +82,13 @@ def read_cifar10(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, Im
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(extracted, folder)
-    train_parts = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    train_names = [f"data_batch_{i}" for i in range(1, 6)]
+    train_parts = [_read_cifar_batch(folder / name) for name in train_names]
     test_data, test_labels = _read_cifar_batch(folder / "test_batch")
     train = ImageSet(torch.from_numpy(np.concatenate([d for d, _ in train_parts])),
-                     torch.from_numpy(np.concatenate([l for _, l in train_parts])), CIFAR10_CLASSES)
-    return train, ImageSet(torch.from_numpy(test_data), torch.from_numpy(test_labels), CIFAR10_CLASSES)
+                     torch.from_numpy(np.concatenate([l for _, l in train_parts])), CIFAR10_CLASSES,
+                     tuple(f"CIFAR10 {name} #{i}" for name, (_, part) in zip(train_names, train_parts)
+                           for i in range(len(part))))
+    return train, ImageSet(torch.from_numpy(test_data), torch.from_numpy(test_labels), CIFAR10_CLASSES,
+                           tuple(f"CIFAR10 test_batch #{i}" for i in range(len(test_labels))))
 

@@ -26,8 +26,9 @@ def read_digits(dataset_dir: Optional[Path] = None, download: bool = True) -> Tu
     labels = torch.from_numpy(targets.astype(np.int64))
     order = torch.from_numpy(np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels)))
     test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
-    classes = tuple(str(d) for d in range(10))
-    return ImageSet(images[train], labels[train], classes), ImageSet(images[test], labels[test], classes)
+    everything = ImageSet(images, labels, tuple(str(d) for d in range(10)),
+                          tuple(f"DIGITS load_digits #{i}" for i in range(len(labels))))
+    return everything.take(train), everything.take(test)
 
 
 def _digits_table() -> Tuple[np.ndarray, np.ndarray]:

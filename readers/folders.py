@@ -2,7 +2,8 @@
 (``DIR/{train,test}/<class>/*``: png, jpg/jpeg, bmp, webp, any size and mode, converted to RGB and resized).
 
 Each split is decoded once with Pillow and cached beside its folder as an ``.npz`` file that records a fingerprint
-of the listing (every image's path, size and modification time): a file added, removed or changed rebuilds it.
+of the listing (every image's path and the sha256 of its content; CINIC10's: path, size and modification time): a
+file added, removed or changed rebuilds it. Every image keeps its path relative to the dataset root (its source).
 
     train, test = read_cinic10(Path("datasets"))
     train, test = read_image_folders(Path("my_images"), image_size=32)   # classes: the sorted folder names
@@ -36,11 +37,23 @@ def image_files(class_dir: Path, suffixes: Sequence[str]) -> List[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
 
 
-def _fingerprint(files: Sequence[Tuple[int, Path]], root: Path, image_size: Optional[int], classes) -> str:
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fingerprint(files: Sequence[Tuple[int, Path]], root: Path, image_size: Optional[int], classes,
+                 contents: Optional[Sequence[str]] = None) -> str:
+    """A listing's fingerprint: every image's path and label, and its content's sha256 where given (else its size and
+    modification time: an edit that keeps both is not seen)."""
     digest = hashlib.sha256(f"{image_size}|{'/'.join(classes)}".encode())
-    for label, path in files:
-        stat = path.stat()
-        digest.update(f"\n{label}\t{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    for row, (label, path) in enumerate(files):
+        if contents is not None:
+            identity = contents[row]
+        else:
+            stat = path.stat()
+            identity = f"{stat.st_size}\t{stat.st_mtime_ns}"
+        digest.update(f"\n{label}\t{path.relative_to(root)}\t{identity}".encode())
     return digest.hexdigest()
 
 
@@ -59,22 +72,27 @@ def decode(path: Path, image_size: Optional[int]) -> np.ndarray:
 
 
 def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], image_size: Optional[int],
-              cache: Path, order: str = "class") -> ImageSet:
+              cache: Path, order: str = "class", hash_files: bool = False) -> ImageSet:
     """The images of ``split_dir/<class>/`` for ``classes`` (labels: their positions), decoded once and cached in
     ``cache``. ``order``: ``class`` (class by class, each sorted by name: torchvision's ImageFolder, as the paper
     read CINIC10) or ``name`` (every image by file name, across classes, then by class). ``image_size`` None:
-    every image must already be 32x32 (CINIC10)."""
+    every image must already be 32x32 (CINIC10). Each image's source is its path relative to the dataset root
+    (``train/cat/0042.jpg``); ``hash_files``: each file's sha256 too, which the cache's fingerprint then holds (an
+    edit in place is seen whatever its size and time; CINIC10's 270,000 files keep size and time)."""
     files = [(label, path) for label, name in enumerate(classes) if (split_dir / name).is_dir()
              for path in image_files(split_dir / name, suffixes)]
     if order == "name":
         files.sort(key=lambda item: (item[1].name, item[0]))
-    fingerprint = _fingerprint(files, split_dir, image_size, classes)
+    root = split_dir.parent
+    sources = tuple(path.relative_to(root).as_posix() for _, path in files)
+    contents = tuple(file_sha256(path) for _, path in files) if hash_files else None
+    fingerprint = _fingerprint(files, split_dir, image_size, classes, contents)
     if cache.is_file():
         try:
             with np.load(cache) as cached:
                 if str(cached["fingerprint"]) == fingerprint:
                     return ImageSet(torch.from_numpy(cached["images"]), torch.from_numpy(cached["labels"]),
-                                    tuple(classes))
+                                    tuple(classes), sources, contents)
         except (OSError, KeyError, ValueError):
             pass  # an old or damaged cache: decoded again and rewritten
     images = []
@@ -92,7 +110,7 @@ def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], 
                                                        classes=np.asarray(classes), fingerprint=fingerprint))
     except OSError:
         pass  # a read-only folder: no cache, still correct
-    return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes))
+    return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes), sources, contents)
 
 
 def read_cinic10(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:
@@ -150,4 +168,4 @@ def read_image_folders(root: Path, image_size: int = 32) -> Tuple[ImageSet, Imag
     root = Path(root)
     classes = folder_classes(root)
     return tuple(read_tree(root / split, classes, IMAGE_SUFFIXES, image_size, root / f"{split}.{image_size}.npz",
-                           order="name") for split in ("train", "test"))
+                           order="name", hash_files=True) for split in ("train", "test"))

@@ -36,7 +36,7 @@ def _read_svhn_mat(path: Path) -> ImageSet:
                            f"[{labels.min()}, {labels.max()}]")
     labels[labels == 10] = 0
     return ImageSet(torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1))), torch.from_numpy(labels),
-                    SVHN_CLASSES)
+                    SVHN_CLASSES, tuple(f"SVHN {path.name} #{i}" for i in range(len(labels))))
 
 
 def read_svhn(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:

@@ -195,7 +195,15 @@ def test_predict_explains_new_images_and_an_exported_model_needs_no_dataset(trai
     said = run_script("export.py", f"--path_model={checkpoint}", f"--output={exported}").stdout
     assert "memory pool of 128 images" in said and "MiB" in said
     content = torch.load(exported, weights_only=True)
-    assert content["memory_images"].dtype == torch.uint8 and tuple(content["memory_images"].shape) == (128, 3, 32, 32)
+    from core.checkpoints import Checkpoint
+    from readers import from_png
+
+    assert len(content["memory_png"]) == 128 and "memory_images" not in content, "the pool travels as PNG bytes"
+    pool = Checkpoint.load(checkpoint).run_data(None).memory_pool
+    assert all(torch.equal(from_png(data.numpy().tobytes()), train.images[index])
+               for data, index in zip(content["memory_png"], pool.tolist())), "lossless"
+    assert content["memory_pool"]["sources"] == [train.sources[index] for index in pool.tolist()]
+    assert content["memory_pool"]["sources"][0].startswith("DIGITS load_digits #")
     assert content["classes"] == [str(d) for d in range(10)] and content["config"]["image_size"] == 32
     again = run_script("predict.py", f"--path_model={exported}", str(images), "--json",
                        f"--output={tmp_path / 'figures'}").stdout
