@@ -27,7 +27,7 @@ test: setup browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup
-	$(PY) bench/bench_training.py
+	$(PY) -m bench.bench_training
 
 clean:
 	rm -rf $(VENV) .pytest_cache

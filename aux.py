@@ -1,18 +1,16 @@
-"""What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation. The library is
-core/, training.py, explanations/, datasets.py, readers/ and architectures/ (docs/design.md). On Windows AUX is a
+"""What the scripts share: flag definitions, the one error guard, loading saved runs for evaluation with their flags
+(core/loading.py loads them). The library is core/, explanations/, datasets.py, readers/ and architectures/
+(docs/design.md). On Windows AUX is a
 reserved file name: use WSL, or rename this file; the name is kept because the paper's users know it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-import datasets
-from architectures import Classifier
 from base.errors import exit_on_user_errors  # noqa: F401 (the scripts' guard: @aux.exit_on_user_errors)
-from core import config, runtime
+from core import config
 from core.checkpoints import Checkpoint, check_one_experiment, list_checkpoints
-from core.evaluation import FeatureCache
+from core.loading import LoadedRun, load_run
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO / "config" / "train.yaml"
@@ -82,42 +80,16 @@ def load_experiment(folder, flag_values) -> List[Checkpoint]:
     return checkpoints
 
 
-@dataclass
-class LoadedRun:
-    """A saved run ready for evaluation: its checkpoint, its model (eval mode), its data, and the cached features."""
-    checkpoint: Checkpoint
-    model: Classifier
-    data: datasets.ExperimentData
-    cache: Optional[FeatureCache]
-
-
 def load_for_evaluation(checkpoint: Checkpoint, flag_values, dataset_cache: Optional[Dict] = None,
-                        test_count: Optional[int] = None, encode_now: bool = True,
-                        memory_pool: Optional[Callable] = None, batch_size: Optional[int] = None,
-                        test_images: Optional[datasets.ImageSet] = None) -> LoadedRun:
-    """A checkpoint's model and its run's data (an exported model with ``test_images``: its own pool), the test set
-    (its first ``test_count`` images, or ``test_images`` in one batch) and the memory pool encoded once
-    (``encode_now``). ``dataset_cache`` shares datasets; ``memory_pool(data)`` replaces the pool (--memory_pool=full);
-    ``batch_size``: test images per memory draw unless --batch_size_test says (default: the run's)."""
-    device = runtime.choose_device(flag_values.device)
-    model = checkpoint.build_model(device)
-    if test_images is not None and checkpoint.memory_pool is not None and flag_values.dataset_dir is None:
-        data = checkpoint.own_data(device)
-    else:
-        data = checkpoint.run_data(config.load_config(flag_values.config), flag_values.dataset_dir, dataset_cache,
-                                   device, memory_source=flag_values.memory_source,
-                                   val_examples=flag_values.val_examples)
-    if test_images is not None:
-        data, batch_size = data.with_test_images(test_images), len(test_images)
-    if memory_pool is not None:
-        data = data.with_memory_pool(memory_pool(data))
-    saved = checkpoint.saved_config
-    batch_size = batch_size if test_images is not None else (flag_values.batch_size_test or batch_size
-                                                             or (saved.batch_size_test if saved else 500))
-    draws = getattr(flag_values, "draws", None) or (saved.eval_draws if saved else 5)
-    cache = (FeatureCache.build(model, data, batch_size, checkpoint.seed, draws, checkpoint.autocast(device),
-                                test_count) if encode_now else None)
-    return LoadedRun(checkpoint, model, data, cache)
+                        **options) -> LoadedRun:
+    """``core.loading.load_run`` with the evaluation flags: the dataset folder, the device, what a paper checkpoint
+    does not record, and --batch_size_test / --draws over the run's own (``options``: load_run's)."""
+    if options.get("test_images") is None and flag_values.batch_size_test:
+        options["batch_size"] = flag_values.batch_size_test
+    return load_run(checkpoint, default_config=config.load_config(flag_values.config),
+                    dataset_dir=flag_values.dataset_dir, device=flag_values.device, dataset_cache=dataset_cache,
+                    draws=getattr(flag_values, "draws", None), memory_source=flag_values.memory_source,
+                    val_examples=flag_values.val_examples, **options)
 
 
 def load_for_explanation(flag_values, output_root, test_count: Optional[int] = None, encode_now: bool = True,

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -342,12 +342,18 @@ class ExperimentData:
         the pool: predict.py names memory samples from it, a dataset folder is checked against it."""
         pool = self.memory_pool.tolist()
         images = self.train_set.images
-        record = {"sources": [self.source(index) for index in pool],
-                  "labels": self.train_set.labels[pool].tolist(),
+        sources, files = self.pool_sources()
+        record = {"sources": sources, "labels": self.train_set.labels[pool].tolist(),
                   "pixels": [pixels_sha256(images[index]) for index in pool]}
-        if self.train_set.file_sha256 is not None:
-            record["files"] = [self.train_set.file_sha256[index] for index in pool]
+        if files is not None:
+            record["files"] = files
         return record
+
+    def pool_sources(self) -> Tuple[List[str], Optional[List[str]]]:
+        """(each pool image's source, each one's file sha256 or None), in pool order."""
+        pool = self.memory_pool.tolist()
+        files = self.train_set.file_sha256
+        return [self.source(index) for index in pool], [files[index] for index in pool] if files is not None else None
 
     # training batches --------------------------------------------------------------------------
     def batches(self, batch_size: int, generator: torch.Generator,

@@ -5,7 +5,8 @@ experiment folder (the paper's run_exp_by_examples.py; explanations/by_example.p
     python explanation_examples.py --path_models=<DIR> --metric=input        # one metric (default: both)
 
 Each method picks one example per test image from the batch's memory set; lower scores are better. Prints mean ±
-std over the models per method and metric, and writes <DIR>/explanation_examples.json (tables.py reads it).
+std over the models per method and metric, and writes <DIR>/explanation_examples.json (tables.py reads it), with
+the example each method picks for the first test images, named by their sources.
 """
 from pathlib import Path
 
@@ -45,9 +46,13 @@ def main(argv):
         loaded = aux.load_for_evaluation(checkpoint, FLAGS, dataset_cache, batch_size=PAPER_BATCH_SIZE)
         problem = records.check_models(loaded, FLAGS.strict, explanations.ExplanationError)
         run = by_example.run_scores(loaded.model, loaded.cache, FLAGS.paper_code)
+        sources, _ = loaded.data.pool_sources()
+        named = [{"test": loaded.data.test_set.source(item["test"]),
+                  **{method: sources[position] if position is not None else None
+                     for method, position in item.items() if method != "test"}} for item in run.picked]
         rows.append({"checkpoint": str(checkpoint.path), "seed": checkpoint.seed, "images": run.images,
                      "skipped": run.skipped, **{metric: run.scores[metric] for metric in metrics},
-                     **({"uninformative": problem} if problem else {})})
+                     "examples": named, **({"uninformative": problem} if problem else {})})
         print(f"Model:{checkpoint.path.name} | " + " | ".join(
             f"{metric}: " + " ".join(f"{m} {v:.4f}" for m, v in run.scores[metric].items()) for metric in metrics)
             + f" | skipped {run.skipped} of {run.images + run.skipped}", flush=True)

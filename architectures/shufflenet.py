@@ -21,7 +21,7 @@ def channel_shuffle(x, groups=2):
     A channels_last input is copied once in NHWC order ([N,H,W,C/g,g]), so the output stays channels_last: the
     reshape of the permuted view would return NCHW, which the next convolution converts back (two layout copies per
     block). The same values either way, and 5-12 ms less copying per training step at a batch of 128 (README,
-    Speed: ``python bench/bench_training.py --sections=shuffle``)."""
+    Speed: ``python -m bench.bench_training --sections=shuffle``)."""
     n, c, h, w = x.size()
     grouped = x.view(n, groups, c // groups, h, w)
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):

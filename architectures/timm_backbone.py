@@ -156,16 +156,17 @@ def _timm_load_report() -> Iterator[List[str]]:
             if text.startswith(("Missing keys", "Unexpected keys")):
                 messages.append(text)
     logger, handler = logging.getLogger("timm.models._builder"), Collect(logging.INFO)
-    level, propagate = logger.level, logger.propagate
+    quiet = logging.getLogger("timm")  # its progress lines ("Loading pretrained weights...") stay out of the output
+    level, propagate = logger.level, quiet.propagate
     logger.setLevel(logging.INFO)
-    logger.propagate = False  # timm's progress lines stay out of the scripts' output
+    quiet.propagate = False
     logger.addHandler(handler)
     try:
         yield messages
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-        logger.propagate = propagate
+        quiet.propagate = propagate
 
 
 def _cached_hub_file(hub_id: str) -> Tuple[Optional[Path], Optional[str]]:
@@ -228,7 +229,7 @@ def _why_unavailable(name: str, path: Optional[str], error: Exception) -> ValueE
         f"the pretrained weights of timm/{name} ({hub_id} on the Hugging Face Hub) are not here: no network, and no "
         f"copy in the Hugging Face cache ({_hub_cache()}). On a machine with network, run the same command once (timm "
         f"downloads and caches them; copy the cache folder to an offline machine and set HF_HUB_OFFLINE=1), or give a "
-        f"local file: pretrained_path=FILE" + (" (EfficientNet-Lite0 without network: python "
+        f"local file: pretrained_path=FILE" + (" (EfficientNet-Lite0 without network: "
                                                "python convert_weights.py writes one)"
                                                if "efficientnet_lite0" in name else "") + f" [{type(error).__name__}]")
 

@@ -2,22 +2,20 @@
 counterfactual's reconstruction errors under two class autoencoders, so it means something only if a class's
 autoencoder reconstructs its own class better than the others do.
 
-    python bench/autoencoder_check.py --path_models=models/grid/DIGITS/encoder_memory/shufflenet/1000 --run=1
-    python bench/autoencoder_check.py --path_models=DIR --run=1 --autoencoders=DIR/autoencoders/1   # another set
+    python -m bench.autoencoder_check --path_models=models/grid/DIGITS/encoder_memory/shufflenet/1000 --run=1
+    python -m bench.autoencoder_check --path_models=DIR --run=1 --autoencoders=DIR/autoencoders/1   # another set
 
 Prints, over the run's test images, the mean reconstruction error by the image's own class's autoencoder and by the
 other classes', and the share of images whose own class's autoencoder reconstructs them best (chance: 1 / classes).
 """
 import argparse
 import pathlib
-import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-import aux  # noqa: E402
-from core.checkpoints import Checkpoint  # noqa: E402
-from explanations import autoencoders  # noqa: E402
+import aux
+from core.checkpoints import Checkpoint
+from explanations import autoencoders
 
 
 @aux.exit_on_user_errors

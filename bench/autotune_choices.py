@@ -3,7 +3,7 @@ train.py (``core.execution.choose_execution``) run ``--tries`` times per modalit
 config's batch and memory shapes. Where the counts split, the levers are near ties here and two fresh runs of the
 config can compute different models: pin the levers (README, Reproducibility).
 
-    python bench/autotune_choices.py --config=config/digits.yaml --tries=8
+    python -m bench.autotune_choices --config=config/digits.yaml --tries=8
 
 The config's own ``precision`` / ``memory_format`` / ``depthwise_fp32`` are replaced by ``auto`` (``--set`` adds
 other settings, as train.py's).
@@ -18,10 +18,9 @@ import tempfile
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from core import runtime  # noqa: E402
-from core.execution import choose_execution  # noqa: E402
-from core.config import ConfigError, load_config  # noqa: E402
+from core import runtime
+from core.execution import choose_execution
+from core.config import ConfigError, load_config
 
 
 def main():

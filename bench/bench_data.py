@@ -1,6 +1,6 @@
 """Dataset loading time, and the cost of producing one epoch of batches vs training on them.
 
-Run: python bench/bench_data.py [--train_steps 3]
+Run: python -m bench.bench_data [--train_steps 3]
 
 1. Time to load each dataset available here from disk (DIGITS; the shared CIFAR-10 subset if present;
    any of SVHN/CIFAR10/CINIC10 under --dataset_dir).
@@ -12,15 +12,13 @@ Run: python bench/bench_data.py [--train_steps 3]
 """
 import argparse
 import pathlib
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-import datasets as D  # noqa: E402
-import readers  # noqa: E402
-from architectures import build_model  # noqa: E402
+import datasets as D
+import readers
+from architectures import build_model
 
 SHARED_CIFAR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
 

@@ -1,18 +1,15 @@
 """MemoryWrapLayer forward+backward at B=500, M=100, D=1280, per distance: ours vs the published package.
 
-Run: python bench/bench_memory_layer.py [--repeats 30]
+Run: python -m bench.bench_memory_layer [--repeats 30]
 Prints a markdown table: median time per call, and each time as a ratio to OUR cosine (same run).
 Needs `memorywrap==1.1.7` (in requirements-test.txt) for the published columns.
 """
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from architectures.memory import MemoryWrapLayer
 
 

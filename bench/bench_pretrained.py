@@ -28,7 +28,7 @@ from unittest import mock
 import torch
 
 import datasets
-import training
+from core import training
 from architectures import build_model
 from core import frozen, runner, runtime
 from core.config import load_config

@@ -1,9 +1,9 @@
 """Training and evaluation speed, each lever against the paper's step, measured in one run: `make bench`.
 
-    python bench/bench_training.py                       # everything (about 70 min on 2 CPU cores)
-    python bench/bench_training.py --networks=mobilenet  # the headline rows only
-    python bench/bench_training.py --sections=training --steps=3 --rounds=3
-    python bench/bench_training.py --sections=training --networks=mobilenet --batch=32 --memory=25
+    python -m bench.bench_training                       # everything (about 70 min on 2 CPU cores)
+    python -m bench.bench_training --networks=mobilenet  # the headline rows only
+    python -m bench.bench_training --sections=training --steps=3 --rounds=3
+    python -m bench.bench_training --sections=training --networks=mobilenet --batch=32 --memory=25
 
 Sections (all printed as Markdown tables, with the machine they were measured on):
 - autotune: the seconds precision/memory_format auto spend measuring on the first run of a cell, and on later ones.
@@ -40,15 +40,13 @@ import time
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-import datasets  # noqa: E402
-import readers  # noqa: E402
-import training  # noqa: E402
-from architectures import build_model  # noqa: E402
-from architectures.memory import MemoryWrapLayer  # noqa: E402
-from core import evaluation, layer_precision, runtime  # noqa: E402
-from core.execution import choose_execution  # noqa: E402
-from core.runtime import Execution  # noqa: E402
+import datasets
+import readers
+from architectures import build_model
+from architectures.memory import MemoryWrapLayer
+from core import evaluation, layer_precision, runtime, training
+from core.execution import choose_execution
+from core.runtime import Execution
 
 NETWORKS = ["mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet"]
 WARMUP_STEPS = 2  # per lever, before the timed rounds (kernel creation); their cost is reported on its own
@@ -251,8 +249,7 @@ def measure_evaluation(device, test_count=2000, pool=1000, batch_size=500, draws
 
 
 def measure_layer(repeats=10):
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_memory_layer import time_layer
+    from bench.bench_memory_layer import time_layer
 
     torch.manual_seed(0)
     x, memory = torch.randn(500, 1280, requires_grad=True), torch.randn(100, 1280, requires_grad=True)
@@ -335,7 +332,7 @@ def measure_whole_run(device, images=1024, epochs=2):
         with tempfile.TemporaryDirectory() as folder:
             paper_loop = None
             if name != "DIGITS":
-                paper_loop = timed([sys.executable, "bench/paper_loop.py", f"--modality={modality}", "--model=mobilenet",
+                paper_loop = timed([sys.executable, "-m", "bench.paper_loop", f"--modality={modality}", "--model=mobilenet",
                                     f"--train_examples={images}", f"--epochs={epochs}", f"--dataset_dir={subset}",
                                     f"--device={device.type}"])  # on a GPU: the official fp16 + GradScaler step
             base = [sys.executable, "train.py", "--config=config/train.yaml", f"--modality={modality}", "--model=mobilenet",

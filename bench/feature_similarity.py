@@ -6,21 +6,18 @@ saved checkpoints (eval mode, as evaluated).
 The memory heads attend by cosine distance: features that are nearly the same for every image (similarity near 1)
 give content weights near uniform and a memory vector that tells the head almost nothing about the input.
 
-Run: python bench/feature_similarity.py [--checkpoints PATH.pt ...] [--networks vit mobilenet]
+Run: python -m bench.feature_similarity [--checkpoints PATH.pt ...] [--networks vit mobilenet]
 """
 import argparse
-import pathlib
-import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-import aux  # noqa: E402
-import datasets  # noqa: E402
-import readers  # noqa: E402
-from architectures import build_model, list_encoders  # noqa: E402
-from base.errors import UserError  # noqa: E402
-from core.checkpoints import Checkpoint  # noqa: E402
+import aux
+import datasets
+import readers
+from architectures import build_model, list_encoders
+from base.errors import UserError
+from core.checkpoints import Checkpoint
 
 IMAGES = 200
 

@@ -19,7 +19,7 @@ cannot be installed beside the CPU build of torch here); its per-image work is d
 - evaluation: std models one pass over the test set; memory models ``eval_memory`` five times, each test batch of 500
   with a fresh memory set.
 
-    python bench/paper_loop.py --modality=encoder_memory --model=mobilenet --train_examples=1024 --epochs=2 \\
+    python -m bench.paper_loop --modality=encoder_memory --model=mobilenet --train_examples=1024 --epochs=2 \\
         --dataset_dir=../shared/data/cifar10-subset                    # --device=cuda: the official GPU path
 
 It prints the accuracy and the wall seconds of training (of which producing the data), and of evaluation;
@@ -27,7 +27,6 @@ bench_training.py times the whole process.
 """
 import argparse
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -35,12 +34,11 @@ import torch
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-import aux  # noqa: E402
-import datasets  # noqa: E402
-import readers  # noqa: E402
-from architectures import build_model, list_encoders  # noqa: E402
-from core import runtime  # noqa: E402
+import aux
+import datasets
+import readers
+from architectures import build_model, list_encoders
+from core import runtime
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]  # the official get_CIFAR10's Normalize
 

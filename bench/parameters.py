@@ -1,15 +1,12 @@
 """The README's table of parameter counts: every registered encoder with the paper's three heads.
 
-Run: python bench/parameters.py [--networks mobilenet vit]   (built on the meta device: nothing is allocated)
+Run: python -m bench.parameters [--networks mobilenet vit]   (built on the meta device: nothing is allocated)
 """
 import argparse
-import pathlib
-import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from architectures import build_model, create_encoder, list_encoders  # noqa: E402
+from architectures import build_model, create_encoder, list_encoders
 
 PAPER_SIX = ("mobilenet", "resnet18", "efficientnet", "googlenet", "shufflenet", "densenet")
 MODALITIES = ("std", "memory", "encoder_memory")

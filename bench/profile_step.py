@@ -1,23 +1,19 @@
 """Where the time of a training step goes: torch.profiler over two steps of the real train.py step, after two
 warm-up steps, for each lever given (the README's "where the time goes").
 
-    python bench/profile_step.py                                   # mobilenet encoder_memory, bf16 and fp32 channels_last
-    python bench/profile_step.py --levers="bf16 channels_last + fp32 depthwise"   # train.py's bf16 (depthwise_fp32: auto)
-    python bench/profile_step.py --network=resnet18 --modality=std --levers="fp32 channels_last"
+    python -m bench.profile_step                                   # mobilenet encoder_memory, bf16 and fp32 channels_last
+    python -m bench.profile_step --levers="bf16 channels_last + fp32 depthwise"   # train.py's bf16 (depthwise_fp32: auto)
+    python -m bench.profile_step --network=resnet18 --modality=std --levers="fp32 channels_last"
 """
 import argparse
-import pathlib
-import sys
 import tempfile
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-import datasets  # noqa: E402
-from bench_training import BATCH, MEMORY, TRAIN_EXAMPLES, Lever, autotuned, fake_cifar, make_step  # noqa: E402
-from core.runtime import Execution, keep_freed_memory  # noqa: E402
+import datasets
+from bench.bench_training import BATCH, MEMORY, TRAIN_EXAMPLES, Lever, autotuned, fake_cifar, make_step
+from core.runtime import Execution, keep_freed_memory
 
 LEVERS = {"fp32 channels_last": Execution(None, torch.channels_last),
           "fp32 contiguous": Execution(None, torch.contiguous_format),

@@ -14,10 +14,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 import datasets
-import training
 from architectures import Classifier, build_model, head_entry
 
-from . import autotune, layer_precision, runtime
+from . import autotune, layer_precision, runtime, training
 from .config import Config, ConfigError
 from .distributed import Distributed
 

@@ -3,10 +3,10 @@
 torch 2.13's CPU build (oneDNN 3.12) computes the input gradient of a bf16 depthwise convolution with a stride of 2
 in a general strided kernel (``brgconv_strided``) that is 10-100x slower than its fp32 kernel: on an AMD EPYC with
 native bf16, 2 threads, a batch of 128, one forward and backward of MobileNetV2's strided 192-channel 16x16 layer
-takes 84 ms in bf16 and 9 ms in fp32 (``python bench/bench_training.py --sections=depthwise``). EfficientNet's 5x5
+takes 84 ms in bf16 and 9 ms in fp32 (``python -m bench.bench_training --sections=depthwise``). EfficientNet's 5x5
 depthwise weight gradients and its layers on 2x2 maps are 3-4x slower in bf16 too. These few layers made bf16 as
 slow as fp32 for MobileNetV2. Depthwise convolutions are cheap in fp32, so computing them there costs little where
-their bf16 kernel is fine, and saves most of the step where it is not (``python bench/bench_training.py``).
+their bf16 kernel is fine, and saves most of the step where it is not (``python -m bench.bench_training``).
 
     layers = depthwise(model)                        # {name: nn.Conv2d}: groups == in_channels > 1
     found = measure(model, forward, torch.channels_last)   # {"fp32": [names faster in fp32], "timings": ...}

@@ -18,12 +18,11 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 import datasets
-import training
 from architectures import Classifier, head_entry
 from architectures.timm_backbone import load_pretrained, preprocessing
 from base.files import writable_folder
 
-from . import autotune, evaluation, frozen, results, runtime
+from . import autotune, evaluation, frozen, results, runtime, training
 from .checkpoints import Checkpoint, RunMetadata
 from .config import Config, ConfigError, check_modality, uses_weights_preprocessing
 from .distributed import Distributed

@@ -88,7 +88,7 @@ def heatmap_figure(path, model: Classifier, data: datasets.ExperimentData, image
     classified with): a row per input with the input and its IG attribution, the top explanation by example and
     its attribution, the top counterfactual and its attribution (a missing kind leaves its cells empty). Returns
     each row's (IG convergence delta, output difference)."""
-    from .figures import FIGURE_DPI, save_figure, show_attribution, show_image
+    from .figures import FIGURE_DPI, save_figure, short_source, show_attribution, show_image
 
     plt = pyplot()
     classes, checks = data.classes, []
@@ -119,7 +119,8 @@ def heatmap_figure(path, model: Classifier, data: datasets.ExperimentData, image
             axes[row, column + 1].axis("off")
             if name in tops:
                 top = tops[name]
-                show_image(axes[row, column], memory.images[top], data.spec, f"top {name}\nw={weights[row, top]:.3f}, "
+                show_image(axes[row, column], memory.images[top], data.spec, f"top {name}: "
+                           f"{short_source(data.source(int(memory.indices[top])))}\nw={weights[row, top]:.3f}, "
                            f"predicted {classes[int(memory_predictions[top])]}",
                            color="green" if name == "example" else "red")
                 show_attribution(figure, axes[row, column + 1], memory_attribution[selected.index(top)],

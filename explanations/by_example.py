@@ -145,6 +145,12 @@ class RunScores:
     images: int  # images scored per method (over every draw)
     skipped: int  # images whose memory set had no sample predicted in their class
     methods: List[str] = field(default_factory=list)
+    # the first EXAMPLES_NAMED test images of the first pass: {"test": row, method: pool position of its example, or
+    # None where it has none}, for naming them (explanation_examples.py writes their sources)
+    picked: List[Dict[str, Optional[int]]] = field(default_factory=list)
+
+
+EXAMPLES_NAMED = 10
 
 
 @torch.no_grad()
@@ -157,7 +163,8 @@ def run_scores(model: Classifier, cache: FeatureCache, paper_code: bool = False)
     random_stream = torch.Generator().manual_seed(PICKER_SEED_OFFSET + cache.seed)
     values: Dict[str, Dict[str, List[torch.Tensor]]] = {metric: {m: [] for m in methods} for metric in METRICS}
     images = skipped = 0
-    for _ in range(cache.draws):
+    picked: List[Dict[str, Optional[int]]] = []
+    for pass_number in range(cache.draws):
         for draw in batch_draws(cache, generator, auxiliary):
             (logits, weights), activations = classify_with_activations(model, draw.features, draw.memory,
                                                                        draw.memory_labels, return_weights=True)
@@ -171,8 +178,13 @@ def run_scores(model: Classifier, cache: FeatureCache, paper_code: bool = False)
                 for metric, per_image in scores(batch.memory_logits[index], batch.logits).items():
                     kept = per_image[found]
                     values[metric][method].append(kept.mean()[None] if paper_code else kept)
+                for row in range(draw.rows.start, min(draw.rows.stop, EXAMPLES_NAMED)) if pass_number == 0 else ():
+                    if len(picked) <= row:
+                        picked.append({"test": row})
+                    offset = row - draw.rows.start
+                    picked[row][method] = int(draw.positions[index[offset]]) if found[offset] else None
             images += int(found.sum())
             skipped += int((~found).sum())
     means = {metric: {m: torch.cat(v).mean().item() if sum(len(t) for t in v) else float("nan")
                       for m, v in by_method.items()} for metric, by_method in values.items()}
-    return RunScores(means, images, skipped, methods)
+    return RunScores(means, images, skipped, methods, picked)

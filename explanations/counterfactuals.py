@@ -4,7 +4,7 @@ run_counterfactuals.py and utils/counterfactuals_utils.py, a torch port of alibi
 For every test image (batches of 64 with a memory draw each, as the paper), the memory counterfactual is the
 memory sample with the highest content weight among those with positive weight that the model predicts in
 another class (with a second memory draw, as for every explanation); its class is the target. An image without
-one is skipped and counted. Generators (``GENERATORS``):
+one is skipped and counted. Generators (``GENERATORS``: a new one is a generate function and one entry):
 
     memory  that memory sample's image (intrinsic: it costs nothing)
     proto   CFProto (Van Looveren & Klaise, 2019) as the paper's port runs it: FISTA on
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -167,8 +167,65 @@ def im_scores(counterfactuals: torch.Tensor, original_classes: torch.Tensor, cou
 
 # --- the experiment --------------------------------------------------------------------------------
 
-GENERATORS = ("memory", "proto")
 SCORES = ("im1", "iim1", "im2", "l1", "l0", "seconds")
+
+
+@dataclass
+class Targets:
+    """What a generator gets for one test batch: the rows that have a target class, their inputs, predictions and
+    targets, the memory sample each one's memory counterfactual is (``index`` into the draw), and the model with
+    the batch's memory set held fixed (``classify``)."""
+    inputs: torch.Tensor  # [R, 3, H, W] normalised
+    predictions: torch.Tensor  # [R]
+    targets: torch.Tensor  # [R]
+    index: torch.Tensor  # [R] positions in the batch's memory draw
+    draw: object  # core.evaluation.BatchDraw
+    classify: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CounterfactualGenerator:
+    """A counterfactual method: ``prepare(model, cache, data, encoder)`` once per model (what it needs beyond one
+    batch), then ``generate(targets, prepared, data, encoder, settings, paper_code)``: (counterfactual images,
+    which reached their target class)."""
+    generate: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
+    prepare: Callable[..., object] = lambda model, cache, data, encoder: None  # noqa: E731
+
+
+def memory_sample_images(targets: Targets, prepared, data: datasets.ExperimentData, encoder, settings, paper_code):
+    """Memory Wrap's own: the memory sample's image (flipped as the draw flipped it); intrinsic, always reached."""
+    pool_positions = targets.draw.positions[targets.index]
+    counterfactuals = data.memory_batch(data.memory_pool[pool_positions.cpu()])
+    if targets.draw.flips is not None:
+        flipped = targets.draw.flips[targets.index.cpu()].to(counterfactuals.device)
+        counterfactuals = torch.where(flipped[:, None, None, None], counterfactuals.flip(-1), counterfactuals)
+    return counterfactuals, torch.ones(len(targets.index), dtype=torch.bool)
+
+
+def prepare_cfproto(model: Classifier, cache: FeatureCache, data: datasets.ExperimentData, encoder):
+    """CFProto's class prototypes and the data's value range, once per model."""
+    return subset_prototypes(model, cache, data, encoder, cache.batch_size), feature_range(data)
+
+
+def cfproto_images(targets: Targets, prepared, data: datasets.ExperimentData, encoder, settings, paper_code):
+    prototypes, value_range = prepared
+    inputs = targets.inputs
+    chosen = prototypes[targets.targets.cpu()].to(inputs.device)
+    if paper_code:  # one prototype for the batch: the target class's nearest to the batch as a whole
+        codes = encoder(inputs)
+        classes = sorted(set(targets.targets.tolist()))
+        nearest = min(classes, key=lambda k: (codes - prototypes[k].to(codes.device)).norm().item())
+        chosen = prototypes[nearest].to(inputs.device).expand_as(chosen)
+    usable = ~torch.isnan(chosen.flatten(1)).any(dim=1).cpu()  # a class the subset never predicts: no prototype
+    counterfactuals, reached = cfproto(targets.classify, inputs, targets.predictions, targets.targets, encoder,
+                                       torch.nan_to_num(chosen), value_range, settings)
+    return counterfactuals, reached & usable
+
+
+GENERATORS: Dict[str, CounterfactualGenerator] = {  # a new method: one generate function and one line here
+    "memory": CounterfactualGenerator(memory_sample_images),
+    "proto": CounterfactualGenerator(cfproto_images, prepare_cfproto),
+}
 
 
 @dataclass
@@ -211,12 +268,12 @@ def run_counterfactuals(model: Classifier, cache: FeatureCache, data: datasets.E
     """One pass over the cached test images (one memory draw per batch of ``cache.batch_size``, as the paper)."""
     if algo not in GENERATORS:
         raise ValueError(f"unknown counterfactual generator {algo!r}; allowed are {list(GENERATORS)}")
+    method = GENERATORS[algo]
     model.eval()
     for autoencoder in autoencoders.values():
         autoencoder.requires_grad_(False)
     encoder = autoencoders["full"].encoder
-    prototypes = subset_prototypes(model, cache, data, encoder, cache.batch_size) if algo == "proto" else None
-    value_range = feature_range(data) if algo == "proto" else None
+    prepared = method.prepare(model, cache, data, encoder)
     generator, auxiliary = cache.generators()
     collected: Dict[str, List[float]] = {name: [] for name in SCORES}
     images = skipped = not_found = 0
@@ -241,24 +298,8 @@ def run_counterfactuals(model: Classifier, cache: FeatureCache, data: datasets.E
             return model.classify(model.encode(batch), draw.memory, draw.memory_labels)
 
         started = time.time()
-        if algo == "memory":
-            pool_positions = draw.positions[index[rows]]
-            counterfactuals = data.memory_batch(data.memory_pool[pool_positions.cpu()])
-            if draw.flips is not None:
-                flipped = draw.flips[index[rows].cpu()].to(counterfactuals.device)
-                counterfactuals = torch.where(flipped[:, None, None, None], counterfactuals.flip(-1), counterfactuals)
-            reached = torch.ones(len(rows), dtype=torch.bool)
-        else:
-            chosen = prototypes[targets.cpu()].to(inputs.device)
-            if paper_code:  # one prototype for the batch: the target class's nearest to the batch as a whole
-                codes = encoder(inputs)
-                classes = sorted(set(targets.tolist()))
-                nearest = min(classes, key=lambda k: (codes - prototypes[k].to(codes.device)).norm().item())
-                chosen = prototypes[nearest].to(inputs.device).expand_as(chosen)
-            usable = ~torch.isnan(chosen.flatten(1)).any(dim=1).cpu()  # a class the subset never predicts: no prototype
-            counterfactuals, reached = cfproto(classify, inputs, predictions[rows], targets,
-                                               encoder, torch.nan_to_num(chosen), value_range, settings)
-            reached &= usable
+        counterfactuals, reached = method.generate(Targets(inputs, predictions[rows], targets, index[rows], draw,
+                                                           classify), prepared, data, encoder, settings, paper_code)
         seconds = (time.time() - started) / len(rows)
         keep = torch.ones_like(reached) if paper_code else reached
         not_found += int((~reached).sum())

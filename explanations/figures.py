@@ -3,7 +3,7 @@ image, and for prototype heads the training images nearest to each prototype and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -58,9 +58,9 @@ FIGURE_DPI = 100
 
 def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, memory_images: torch.Tensor,
                   weights: torch.Tensor, memory_predictions: List[str], is_example: List[bool],
-                  spec: datasets.DatasetSpec, more: int = 0) -> None:
+                  spec: datasets.DatasetSpec, more: int = 0, sources: Optional[List[str]] = None) -> None:
     """One row: the input, a gap, then the memory samples with positive weight, sorted by weight (the caller may
-    keep only the first ones: ``more`` says how many more had positive weight)."""
+    keep only the first ones: ``more`` says how many more had positive weight), each named by its ``sources``."""
     plt = pyplot()
     columns = 1 + len(memory_images)
     figure = plt.figure(figsize=(MEMORY_FIGURE_COLUMN_INCHES * columns, MEMORY_FIGURE_HEIGHT_INCHES), dpi=FIGURE_DPI)
@@ -70,13 +70,19 @@ def memory_figure(path: Path, image: torch.Tensor, label: str, prediction: str, 
     for column, (memory, weight, predicted, example) in enumerate(zip(memory_images, weights, memory_predictions,
                                                                       is_example), start=2):
         kind = "example" if example else "counterfactual"
-        show_image(figure.add_subplot(grid[0, column]), memory, spec, f"w={weight:.3f}\npredicted {predicted}\n{kind}",
-                   color="green" if example else "red")
+        named = f"{short_source(sources[column - 2])}\n" if sources is not None else ""
+        show_image(figure.add_subplot(grid[0, column]), memory, spec,
+                   f"{named}w={weight:.3f}\npredicted {predicted}\n{kind}", color="green" if example else "red")
     shown = len(memory_images)
     figure.suptitle(f"memory samples with positive weight: {shown + more}" + (f" ({more} more not shown)" if more else ""),
                     fontsize=8, x=0.99, ha="right", y=0.98)
     save_figure(figure, path)
     plt.close(figure)
+
+
+def short_source(source: str, limit: int = 24) -> str:
+    """A source for a figure caption: its last characters (a file's name, a batch's index)."""
+    return source if len(source) <= limit else "..." + source[-(limit - 3):]
 
 
 def memory_images(model, cache, data: datasets.ExperimentData, folder: Path, max_samples: int, progress=None
@@ -95,10 +101,11 @@ def memory_images(model, cache, data: datasets.ExperimentData, folder: Path, max
         memory_predictions = result.memory_predictions[index, order].tolist()
         image, label = data.test_batch(torch.tensor([index]))
         path = Path(folder) / f"{index}.png"
-        memory_figure(path, image[0], classes[int(label)], classes[prediction],
-                      data.memory_batch(data.memory_pool[result.memory_positions[index, order]]), weights[order].tolist(),
-                      [classes[p] for p in memory_predictions], [p == prediction for p in memory_predictions],
-                      data.spec, more=len(positive) - len(order))
+        shown = data.memory_pool[result.memory_positions[index, order]]
+        memory_figure(path, image[0], classes[int(label)], classes[prediction], data.memory_batch(shown),
+                      weights[order].tolist(), [classes[p] for p in memory_predictions],
+                      [p == prediction for p in memory_predictions], data.spec, more=len(positive) - len(order),
+                      sources=[data.source(i) for i in shown.tolist()])
         paths.append(path)
         if progress is not None:
             progress.update(1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ import torch
 import datasets
 from architectures import Classifier
 from base.plots import pyplot
-from core.evaluation import FeatureCache, memory_pass
-from readers.folders import IMAGE_SUFFIXES, decode
+from core.evaluation import FeatureCache
+from core.memory_policies import memory_sets
+from readers.folders import IMAGE_SUFFIXES, decode, to_rgb
 
 from .accuracy import ExplanationError
-from .figures import FIGURE_DPI, save_figure, show_attribution, show_image
+from .figures import FIGURE_DPI, save_figure, short_source, show_attribution, show_image
 
 
 def image_paths(arguments: Sequence[str]) -> List[Path]:
@@ -52,20 +53,63 @@ def image_paths(arguments: Sequence[str]) -> List[Path]:
     return paths
 
 
-def read_images(paths: Sequence[Path], image_size: int, classes: Sequence[str]) -> datasets.ImageSet:
-    """The images decoded as a folder dataset's are (RGB, resized to ``image_size``), uint8 [N, 3, S, S]."""
-    arrays = [decode(path, image_size) for path in paths]
-    images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
-    return datasets.ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), tuple(classes))
+def read_images(images: Sequence, image_size: int, classes: Sequence[str] = ("unknown",)
+                ) -> Tuple[datasets.ImageSet, List[str]]:
+    """Images given as file paths, Pillow images, numpy arrays (H x W or H x W x 3/4, uint8, or floats in [0, 1]) or
+    tensors ([3, H, W] or [N, 3, H, W], likewise), decoded as a folder dataset's are (RGB, resized to
+    ``image_size``): (uint8 ImageSet [N, 3, S, S], each image's name: its path, or "#<i>")."""
+    from PIL import Image
+
+    arrays, names = [], []
+    for item in images:
+        if isinstance(item, torch.Tensor) and item.dim() == 4:
+            parts = [(f"#{len(names) + i}", part) for i, part in enumerate(item)]
+        else:
+            parts = [(str(item) if isinstance(item, (str, Path)) else f"#{len(names)}", item)]
+        for name, part in parts:
+            if isinstance(part, (str, Path)):
+                arrays.append(decode(Path(part), image_size))
+            elif isinstance(part, Image.Image):
+                arrays.append(to_rgb(part, image_size))
+            else:
+                arrays.append(to_rgb(Image.fromarray(_as_uint8_array(part, name)), image_size))
+            names.append(name)
+    if not arrays:
+        raise ExplanationError("no image given")
+    tensor = torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
+    return datasets.ImageSet(tensor, torch.zeros(len(arrays), dtype=torch.long), tuple(classes)), names
+
+
+def _as_uint8_array(image, name: str) -> np.ndarray:
+    """A numpy array or tensor as uint8 H x W (x C) for Pillow: channels last; floats in [0, 1] scaled to 0-255."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+    if not isinstance(array, np.ndarray):
+        raise ExplanationError(f"image {name}: expected a file path, a Pillow image, a numpy array or a tensor, got "
+                               f"{type(image).__name__}")
+    if isinstance(image, torch.Tensor) and array.ndim == 3:
+        array = array.transpose(1, 2, 0)  # tensors are [C, H, W]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ExplanationError(f"image {name}: expected H x W or H x W x 3 (a tensor: [3, H, W]), got shape "
+                               f"{array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or array.min() < 0 \
+                or array.max() > 1:
+            raise ExplanationError(f"image {name}: expected uint8 pixels or floats in [0, 1], got {array.dtype} "
+                                   f"in [{array.min()}, {array.max()}]")
+        array = np.round(array * 255).astype(np.uint8)
+    return array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
 
 
 @dataclass
 class MemorySample:
     position: int  # in the memory pool (the reduced training subset)
+    source: str  # where the training image came from: a folder dataset's file path, or "CIFAR10 data_batch_3 #1234"
     label: str  # its class (the training label)
     predicted: str  # what the model predicts for it
-    weight: float  # its content weight, averaged over the draws
+    weight: float  # its content weight, averaged over the memory sets
     kind: str  # example (predicted in the input's predicted class) or counterfactual
+    decisive: bool = False  # left out of the memory alone, the prediction changes
+    file_sha256: Optional[str] = None  # a folder dataset's file's sha256
 
 
 @dataclass
@@ -75,7 +119,9 @@ class Explained:
     probability: float
     probabilities: Dict[str, float]
     memory: List[MemorySample] = field(default_factory=list)  # positive weight, highest first
-    draws: int = 1
+    draws: int = 1  # memory sets the prediction averages over
+    memory_policy: Optional[str] = None  # which memory it read (core/memory_policies.py); None: no memory head
+    heatmap: Optional[np.ndarray] = field(default=None, repr=False)  # Integrated Gradients [3, H, W], when asked
 
     @property
     def example(self) -> Optional[MemorySample]:
@@ -85,66 +131,136 @@ class Explained:
     def counterfactual(self) -> Optional[MemorySample]:
         return next((sample for sample in self.memory if sample.kind == "counterfactual"), None)
 
+    @property
+    def decisive(self) -> List[MemorySample]:
+        return [sample for sample in self.memory if sample.decisive]
+
     def to_json(self) -> dict:
         out = {"image": self.image, "predicted": self.predicted, "probability": round(self.probability, 6),
                "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()}, "draws": self.draws}
-        if self.memory or self.draws > 1:
-            out.update(example=asdict(self.example) if self.example else None,
+        if self.memory_policy is not None:
+            out.update(memory_policy=self.memory_policy,
+                       example=asdict(self.example) if self.example else None,
                        counterfactual=asdict(self.counterfactual) if self.counterfactual else None,
+                       decisive=[sample.position for sample in self.decisive],
                        memory=[asdict(sample) for sample in self.memory])
         return out
 
     def line(self) -> str:
         """One line for a terminal."""
         text = f"{self.image}: {self.predicted} ({100 * self.probability:.1f}%)"
+        if self.memory_policy is None:
+            return text
         for name, sample in (("example", self.example), ("counterfactual", self.counterfactual)):
-            if self.memory:
-                text += (f" | top {name}: training image {sample.position} ({sample.label}, weight {sample.weight:.3f})"
-                         if sample else f" | no {name}")
-        return text
+            text += (f" | top {name}: {sample.source} ({sample.label}, weight {sample.weight:.3f})" if sample
+                     else f" | no {name}")
+        decisive = self.decisive
+        return text + (f" | decisive: {', '.join(sample.source for sample in decisive)}" if decisive else
+                       " | no single memory image decides it")
+
+
+@dataclass
+class MemoryChoice:
+    """What a prediction reads from the memory pool: a policy (core/memory_policies.py) over the kept positions."""
+    policy: str = "draws"
+    kept: Optional[torch.Tensor] = None  # positions in the pool it may draw from (None: all of them)
 
 
 @torch.no_grad()
-def explain(model: Classifier, cache: FeatureCache, classes: Sequence[str], paths: Sequence[Path]) -> List[Explained]:
-    """Every cached test image explained (``cache`` holds the new images as its test set, in one batch)."""
+def explain(model: Classifier, cache: FeatureCache, classes: Sequence[str], names: Sequence[str],
+            sources: Optional[Sequence[str]] = None, files: Optional[Sequence[str]] = None,
+            choice: Optional[MemoryChoice] = None, decisive: bool = True) -> List[Explained]:
+    """Every cached test image explained (``cache`` holds the new images as its test set, in one batch), with the
+    memory ``choice`` (default: the evaluation's draws); ``sources`` / ``files`` name the pool's images. A memory
+    sample is decisive when leaving it alone out of the memory sets that gave it weight changes the prediction
+    (``decisive=False``: not computed)."""
     model.eval()
     if not model.uses_memory:
         probabilities = torch.softmax(model.classify(cache.test_features).float(), 1)
-        return [_explained(path, probabilities[row], classes) for row, path in enumerate(paths)]
+        return [_explained(name, probabilities[row], classes) for row, name in enumerate(names)]
+    choice = choice or MemoryChoice()
     generator, auxiliary = cache.generators()
     pool = len(cache.memory_labels)
-    weights = torch.zeros(len(paths), pool)
-    best = torch.zeros(len(paths), pool)  # the highest weight a sample had in one draw, and its prediction then
-    predictions = torch.full((len(paths), pool), -1, dtype=torch.long)
-    probabilities = torch.zeros(len(paths), len(classes))
-    for _ in range(cache.draws):
-        result = memory_pass(model, cache, generator, auxiliary)
-        probabilities += torch.softmax(result.logits.float().cpu(), 1) / cache.draws
-        positions, drawn = result.memory_positions.cpu(), result.content_weights.float().cpu()
-        weights.scatter_add_(1, positions, drawn / cache.draws)
-        better = drawn > best.gather(1, positions)
-        best.scatter_(1, positions, torch.where(better, drawn, best.gather(1, positions)))
-        predictions.scatter_(1, positions, torch.where(better, result.memory_predictions.cpu(),
-                                                      predictions.gather(1, positions)))
-    labels = cache.memory_labels.cpu()
+    kept = torch.arange(pool) if choice.kept is None else choice.kept
+    sets = memory_sets(choice.policy, cache.memory_labels.cpu(), kept, cache.mem_examples, cache.draws, generator,
+                       cache.protocol.flip)
+    rows = len(names)
+    weights = torch.zeros(rows, pool)
+    best = torch.zeros(rows, pool)  # the highest weight a sample had in one set, and its prediction then
+    predictions = torch.full((rows, pool), -1, dtype=torch.long)
+    per_set = []  # (features, labels, positions, probabilities [rows, C], weights [rows, M]) of every memory set
+    for positions, flips in sets:
+        memory = pool_features_at(cache, positions, flips)
+        labels = cache.memory_labels[positions.to(cache.memory_labels.device)]
+        logits, drawn = model.classify(cache.test_features, memory, labels, return_weights=True)
+        other = cache.draw(auxiliary)  # the memory the memory samples are classified with (the paper's protocol)
+        own = model.classify(memory, other.features, other.labels).argmax(1).cpu()
+        drawn = drawn.float().cpu()
+        per_set.append((memory, labels, positions, torch.softmax(logits.float(), 1).cpu(), drawn))
+        index = positions.expand(rows, -1)
+        weights.scatter_add_(1, index, drawn / len(sets))
+        better = drawn > best.gather(1, index)
+        best.scatter_(1, index, torch.where(better, drawn, best.gather(1, index)))
+        predictions.scatter_(1, index, torch.where(better, own.expand(rows, -1), predictions.gather(1, index)))
+    probabilities = sum(item[3] for item in per_set) / len(sets)
+    pool_labels = cache.memory_labels.cpu()
     explained = []
-    for row, path in enumerate(paths):
-        item = _explained(path, probabilities[row], classes, cache.draws)
+    for row, name in enumerate(names):
+        item = _explained(name, probabilities[row], classes, len(sets), choice.policy)
         predicted = int(probabilities[row].argmax())
         order = torch.sort(weights[row], descending=True, stable=True).indices.tolist()  # ties: pool order
         for position in [p for p in order if weights[row, p] > 0]:
             own = int(predictions[row, position])
-            item.memory.append(MemorySample(position, classes[int(labels[position])], classes[own],
-                                            round(float(weights[row, position]), 6),
-                                            "example" if own == predicted else "counterfactual"))
+            item.memory.append(MemorySample(
+                position, sources[position] if sources is not None else f"memory pool #{position}",
+                classes[int(pool_labels[position])], classes[own], round(float(weights[row, position]), 6),
+                "example" if own == predicted else "counterfactual",
+                decisive and _decides(model, cache.test_features[row:row + 1], per_set, probabilities[row], row,
+                                      position),
+                files[position] if files is not None else None))
         explained.append(item)
     return explained
 
 
-def _explained(path: Path, probabilities: torch.Tensor, classes: Sequence[str], draws: int = 1) -> Explained:
+def first_memory_set(cache: FeatureCache, choice: Optional[MemoryChoice] = None):
+    """(positions, flips) of the first memory set ``explain`` reads with ``choice``."""
+    choice = choice or MemoryChoice()
+    kept = torch.arange(len(cache.memory_labels)) if choice.kept is None else choice.kept
+    return memory_sets(choice.policy, cache.memory_labels.cpu(), kept, cache.mem_examples, 1, cache.generators()[0],
+                       cache.protocol.flip)[0]
+
+
+def pool_features_at(cache: FeatureCache, positions: torch.Tensor, flips: Optional[torch.Tensor]) -> torch.Tensor:
+    """The cached features of pool ``positions``, the flipped image's where ``flips`` says."""
+    positions = positions.to(cache.memory_features.device)
+    features = cache.memory_features[positions]
+    if flips is not None:
+        features = torch.where(flips.to(features.device)[:, None], cache.flipped_memory_features[positions], features)
+    return features
+
+
+def _decides(model: Classifier, features: torch.Tensor, per_set: list, probabilities: torch.Tensor, row: int,
+             position: int) -> bool:
+    """Whether leaving pool ``position`` out of every memory set that gave it weight for this image changes the
+    prediction (the mean of the sets' probabilities): leave-one-out on cached features."""
+    changed = probabilities.clone()
+    for memory, labels, positions, set_probabilities, set_weights in per_set:
+        where = (positions == position).nonzero().flatten()
+        if not len(where) or set_weights[row, where[0]] <= 0:
+            continue  # outside the sparse support: leaving it out changes nothing
+        keep = torch.ones(len(positions), dtype=torch.bool)
+        keep[where] = False
+        logits = model.classify(features, memory[keep.to(memory.device)], labels[keep.to(labels.device)])
+        changed += (torch.softmax(logits.float(), 1)[0].cpu() - set_probabilities[row]) / len(per_set)
+    return int(changed.argmax()) != int(probabilities.argmax())
+
+
+def _explained(name: str, probabilities: torch.Tensor, classes: Sequence[str], draws: int = 1,
+               policy: Optional[str] = None) -> Explained:
     predicted = int(probabilities.argmax())
-    return Explained(str(path), classes[predicted], float(probabilities[predicted]),
-                     {name: float(p) for name, p in zip(classes, probabilities.tolist())}, draws=draws)
+    return Explained(str(name), classes[predicted], float(probabilities[predicted]),
+                     {name: float(p) for name, p in zip(classes, probabilities.tolist())}, draws=draws,
+                     memory_policy=policy)
 
 
 def input_attribution(model: Classifier, image: torch.Tensor, memory_features: Optional[torch.Tensor],
@@ -176,18 +292,18 @@ def input_attribution(model: Classifier, image: torch.Tensor, memory_features: O
 
 
 def prediction_figure(path: Path, model: Classifier, data: datasets.ExperimentData, cache: FeatureCache, row: int,
-                      explained: Explained, max_samples: int = 8, n_steps: int = 40, sign: str = "positive") -> float:
-    """One PNG for one explained image: the input and its Integrated Gradients heatmap (the memory of the first
-    draw held fixed), then its memory samples with positive weight, highest first, at most ``max_samples`` with the
-    top counterfactual among them (green: example, red: counterfactual). Returns the IG convergence delta."""
+                      explained: Explained, max_samples: int = 8, n_steps: int = 40, sign: str = "positive",
+                      choice: Optional[MemoryChoice] = None) -> float:
+    """One PNG for one explained image: the input and its Integrated Gradients heatmap (the first memory set of
+    ``explain`` held fixed), then its memory samples with positive weight, highest first, at most ``max_samples``
+    with the top counterfactual among them (green: example, red: counterfactual; each named by its source). Returns
+    the IG convergence delta."""
     plt = pyplot()
     image = data.test_batch(torch.tensor([row]))[0][0]
     memory_features = memory_labels = None
     if model.uses_memory:
-        positions, flips = cache.protocol.draw(cache.generators()[0])  # the first draw of explain's passes
-        memory_features, memory_labels = cache.memory_features[positions], cache.memory_labels[positions]
-        if flips is not None:
-            memory_features = torch.where(flips[:, None], cache.flipped_memory_features[positions], memory_features)
+        positions, flips = first_memory_set(cache, choice)
+        memory_features, memory_labels = pool_features_at(cache, positions, flips), cache.memory_labels[positions]
     target = data.classes.index(explained.predicted)
     attribution, delta, _ = input_attribution(model, image, memory_features, memory_labels, target, data.spec, n_steps)
     samples = explained.memory[:max_samples]
@@ -206,12 +322,14 @@ def prediction_figure(path: Path, model: Classifier, data: datasets.ExperimentDa
     for column, sample in enumerate(samples, start=3):
         memory_image = data.memory_batch(pool[sample.position:sample.position + 1])[0]
         show_image(figure.add_subplot(grid[0, column]), memory_image, data.spec,
-                   f"w={sample.weight:.3f}\n{sample.label}, predicted {sample.predicted}\n{sample.kind}",
+                   f"{short_source(sample.source)}\nw={sample.weight:.3f}{', decisive' if sample.decisive else ''}\n"
+                   f"{sample.label}, predicted {sample.predicted}\n{sample.kind}",
                    color="green" if sample.kind == "example" else "red")
     more = len(explained.memory) - len(samples)
     if model.uses_memory:
-        figure.suptitle(f"memory samples with positive weight, mean of {explained.draws} draws: {len(explained.memory)}"
-                        + (f" ({more} more not shown)" if more else ""), fontsize=8, x=0.99, ha="right", y=0.98)
+        figure.suptitle(f"memory samples with positive weight ({explained.memory_policy} memory, mean of "
+                        f"{explained.draws} sets): {len(explained.memory)}" + (f" ({more} more not shown)" if more else ""),
+                        fontsize=8, x=0.99, ha="right", y=0.98)
     save_figure(figure, path)
     plt.close(figure)
     return delta

@@ -58,17 +58,25 @@ def _fingerprint(files: Sequence[Tuple[int, Path]], root: Path, image_size: Opti
 
 
 def decode(path: Path, image_size: Optional[int]) -> np.ndarray:
-    """One image as uint8 [H, W, 3]: converted to RGB, resized (bilinear) to image_size x image_size when given."""
+    """One image file as uint8 [H, W, 3]: ``to_rgb``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image_size is not None and image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(image)
+            return to_rgb(image, image_size)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path} is not a readable image ({error}); replace or delete it") from error
+
+
+def to_rgb(image, image_size: Optional[int]) -> np.ndarray:
+    """A Pillow image as uint8 [H, W, 3]: converted to RGB, resized (bilinear) to image_size x image_size when given
+    (how every image of a folder dataset, and every new image predict.py explains, is decoded)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(image)
 
 
 def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], image_size: Optional[int],

@@ -34,7 +34,7 @@ import captum.attr  # noqa: E402,F401
 
 import aux  # noqa: E402,F401  (the project's library modules: they define no flags)
 import explanations  # noqa: E402,F401
-import training  # noqa: E402,F401
+from core import training  # noqa: E402,F401
 from core import runner  # noqa: E402,F401
 
 

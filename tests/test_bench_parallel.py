@@ -1,13 +1,9 @@
 """bench/bench_training.py's parallel section: the train.py commands it times and the table it prints from their
 wall times (the runs themselves are replaced by a clock that a run of N workers advances by 120/N seconds)."""
-import sys
-
 import torch
 
-from helpers import REPO, run_script
-
-sys.path.insert(0, str(REPO / "bench"))
-import bench_training  # noqa: E402
+from bench import bench_training
+from helpers import run_script
 
 
 def test_parallel_section_times_one_train_command_per_count_and_prints_its_rates(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import datasets
-import training
+from core import training
 from architectures import build_model, to_paper_state_dict
 from core.checkpoints import Checkpoint, CheckpointError, RunMetadata, list_checkpoints
 from core.config import load_config

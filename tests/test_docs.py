@@ -11,9 +11,12 @@ from conftest import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MARKER = "tests/test_models.py runs this block"  # docs/design.md's example head, run with the registry restored
-BLOCKS = [(page, block) for page in PAGES
-          for marker, block in re.findall(r"(<!--[^\n]*-->\n)?```python\n(.*?)```", page.read_text(), flags=re.S)
-          if MARKER not in marker]
+# a block that uses the model file the commands before it write: run where a model.pt and a new_image.jpg exist
+MODEL_MARKER = "runs beside a model.pt and a new_image.jpg"
+FOUND = [(page, marker, block) for page in PAGES
+         for marker, block in re.findall(r"(<!--[^\n]*-->\n)?```python\n(.*?)```", page.read_text(), flags=re.S)]
+BLOCKS = [(page, block) for page, marker, block in FOUND if MARKER not in marker and MODEL_MARKER not in marker]
+MODEL_BLOCKS = [(page, block) for page, marker, block in FOUND if MODEL_MARKER in marker]
 
 
 def anchor(heading: str) -> str:
@@ -136,4 +139,31 @@ def test_a_link_to_a_file_that_gitignore_keeps_out_is_broken():
 def test_a_python_block_runs_as_written(index):
     page, block = BLOCKS[index]
     result = subprocess.run([sys.executable, "-c", block], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{page.name}: a block fails:\n{block}\n{result.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def model_file(trained, tmp_path_factory):
+    """A model.pt (the session's DIGITS Memory Wrap model, exported) and a new_image.jpg, as the commands before such
+    a block leave them."""
+    import datasets
+    from PIL import Image
+
+    from helpers import run_script
+
+    root, _ = trained
+    folder = tmp_path_factory.mktemp("beside")
+    run_script("export.py", f"--path_model={root / 'DIGITS' / 'encoder_memory' / 'shufflenet' / '128' / '1.pt'}",
+               f"--output={folder / 'model.pt'}")
+    _, test = datasets.load_dataset("DIGITS", None)
+    Image.fromarray(test.images[0].permute(1, 2, 0).numpy()).save(folder / "new_image.jpg")
+    return folder
+
+
+@pytest.mark.xdist_group("trained")
+@pytest.mark.parametrize("index", range(len(MODEL_BLOCKS)), ids=lambda i: f"{MODEL_BLOCKS[i][0].name}-model-{i}")
+def test_a_block_that_uses_a_model_file_runs_beside_one(index, model_file):
+    page, block = MODEL_BLOCKS[index]
+    result = subprocess.run([sys.executable, "-c", block], cwd=model_file, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, f"{page.name}: a block fails:\n{block}\n{result.stderr[-2000:]}"

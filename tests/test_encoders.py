@@ -13,7 +13,7 @@ from architectures.vit import ViT
 from conftest import REPO
 from core.config import load_config
 from helpers import accuracy_in, run_script
-from training import make_optimizer, make_scheduler
+from core.training import make_optimizer, make_scheduler
 
 NEW_ENCODERS = {"wide-resnet": 640, "resnet34": 512, "shufflenet1x": 1024, "densenet169": 1664, "vit": 384}
 # std / memory / encoder_memory parameter counts of the paper's own definitions (its architectures/wide_resnet.py

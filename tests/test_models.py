@@ -198,4 +198,4 @@ def test_the_docs_parameter_table_is_the_registry_s():
     from parameters import parameter_table
 
     assert parameter_table() in (REPO / "docs" / "replicating.md").read_text(), \
-        "docs/replicating.md's parameter table is stale: rerun python bench/parameters.py"
+        "docs/replicating.md's parameter table is stale: rerun python -m bench.parameters"

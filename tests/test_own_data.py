@@ -346,8 +346,8 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
     Image.fromarray(test.images[test.labels == 7][10].permute(1, 2, 0).numpy()).save(tmp_path / "new_image.jpg")
     (tmp_path / "config").symlink_to(REPO / "config")  # the commands name config/folder.yaml from their folder
     commands = _readme_block("Your own images")
-    assert [command[:2] for command in commands] == [["python", "train.py"], ["python", "export.py"],
-                                                     ["python", "predict.py"]]
+    assert [command[:2] for command in commands] == [["python", "convert_weights.py"], ["python", "train.py"],
+                                                     ["python", "export.py"], ["python", "predict.py"]]
     outputs = []
     for command in commands:
         args = [arg.replace("=DIR", f"={data}") for arg in command[2:]]
@@ -355,10 +355,11 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
                                 text=True, timeout=240)
         assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         outputs.append(result.stdout)
-    assert "PerClass:digit_0 40, digit_1 40, digit_7 40" in outputs[0] and "Epoch 30 " in outputs[0], outputs[0]
-    assert "memory pool of 120 images" in outputs[1], outputs[1]
-    line = outputs[2].splitlines()[0]
-    assert line.startswith("new_image.jpg: digit_") and "top example" in line, result.stdout
+    assert "PerClass:digit_0 40, digit_1 40, digit_7 40" in outputs[1] and "Epoch 30 " in outputs[1], outputs[1]
+    assert "Encoder:from weights/tf_efficientnet_lite0.safetensors, frozen | Images:224 px" in outputs[1]
+    assert "memory pool of 120 images" in outputs[2], outputs[2]
+    line = outputs[3].splitlines()[0]
+    assert line.startswith("new_image.jpg: digit_") and "top example: train/digit_" in line, result.stdout
     assert (tmp_path / "explained" / "0_new_image.png").is_file() and (tmp_path / "model.pt").is_file()
 
 

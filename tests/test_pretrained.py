@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import datasets
-import training
+from core import training
 from architectures import build_model
 from architectures import efficientnet_lite_weights as lite
 from architectures.timm_backbone import (TimmEncoder, WeightsUnavailable, import_timm, load_pretrained,
@@ -162,8 +162,9 @@ def test_pretrained_weights_bring_their_image_size_and_normalisation_unless_the_
 def test_pretrained_settings_that_cannot_work_are_refused_at_the_door():
     with pytest.raises(ConfigError, match="pretrained: true takes timm's published weights, for a timm/<name> model"):
         load_config(TINY, {}, ["pretrained=true"])
-    with pytest.raises(ConfigError, match="pretrained: true and pretrained_path both give the encoder's weights"):
-        load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", "pretrained_path=w.safetensors"])
+    both = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", "pretrained_path=w.safetensors"])
+    assert both.pretrained is False and both.pretrained_path == "w.safetensors", "a file takes the place of timm's"
+    assert load_config(TINY, {}, ["pretrained=true", "pretrained_path=w.pt"]).pretrained_path == "w.pt"
     with pytest.raises(ConfigError, match="freeze_encoder: true keeps the encoder as initialised"):
         load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["freeze_encoder=true"])
 

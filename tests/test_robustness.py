@@ -223,12 +223,12 @@ def test_a_checkpoint_of_a_network_this_version_lacks_is_named(tmp_path):
 def test_scripts_refuse_stray_arguments_and_bench_checks_its_own(tmp_path):
     result = run_script("train.py", "--modality=std", f"--config={TINY}", f"--output_dir={tmp_path}", "oops", check=False)
     assert result.returncode == 1 and "unexpected arguments ['oops']" in result.stderr and not list(tmp_path.iterdir())
-    result = subprocess.run([sys.executable, "bench/parameters.py", "--networks=foo"], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "bench.parameters", "--networks=foo"], cwd=REPO, capture_output=True,
                             text=True)
     assert result.returncode == 2 and "not registered encoders" in result.stderr
-    result = subprocess.run([sys.executable, "bench/parameters.py", "--bogus"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "bench.parameters", "--bogus"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
-    result = subprocess.run([sys.executable, "bench/bench_training.py", "--batch=0", "--sections=autotune"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "bench.bench_training", "--batch=0", "--sections=autotune"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--batch and --memory must be > 0, got 0 and 100" in result.stderr
 
@@ -236,7 +236,7 @@ def test_scripts_refuse_stray_arguments_and_bench_checks_its_own(tmp_path):
 def test_a_nan_from_a_setting_is_not_blamed_on_the_precision():
     from core.runtime import Execution
     import datasets
-    import training
+    from core import training
     from architectures import build_model
 
     config = load_config(TINY)

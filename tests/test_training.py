@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import datasets
-import training
+from core import training
 from core import runner
 from architectures import build_model
 from core.config import load_config

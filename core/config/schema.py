@@ -294,7 +294,9 @@ class Config:
     # the images' size: a folder dataset's are resized to it when decoded, the paper's 32x32 ones upscaled per batch;
     # None: 32, or with pretrained weights of a timm/ model the size they were trained at (their pretrained_cfg)
     image_size: Optional[int] = None
-    pretrained: bool = False  # timm/<name>: timm's published weights (the Hugging Face Hub, downloaded once, cached)
+    # timm/<name>: timm's published weights (the Hugging Face Hub, downloaded once, cached), unless pretrained_path
+    # names a file (which then takes their place: pretrained is recorded false)
+    pretrained: bool = False
     pretrained_path: Optional[str] = None  # the encoder's weights, a local .safetensors or .pth (timm/: its keys)
     freeze_encoder: bool = False  # train the head alone, the encoder fixed (eval mode); its features encoded once
 
@@ -403,10 +405,8 @@ class Config:
             found.append("image_size: the vit encoder takes 32x32 images (8 x 8 patches of 4x4 pixels); use 32, or a "
                          "timm/ model")
         model = values.get("model")
-        if values.get("pretrained") and values.get("pretrained_path"):
-            found.append("pretrained: true and pretrained_path both give the encoder's weights: keep one (timm's "
-                         "published weights, or your file)")
-        elif values.get("pretrained") and isinstance(model, str) and not model.startswith(TIMM_PREFIX):
+        if values.get("pretrained") and not values.get("pretrained_path") and isinstance(model, str) \
+                and not model.startswith(TIMM_PREFIX):
             found.append(f"pretrained: true takes timm's published weights, for a timm/<name> model; {model!r} is "
                          f"this repository's network: give its weights as pretrained_path, or use e.g. "
                          f"timm/tf_efficientnet_lite0")
@@ -611,6 +611,8 @@ def parse(raw: Any) -> Config:
     problems.extend(Config.problems({**top, "datasets": sections, "heads": heads}))
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(_cut(problem) for problem in problems))
+    if top.get("pretrained_path"):  # a file of weights is the more specific: it takes the place of timm's own
+        top["pretrained"] = False
     top.update(image_size=_with_weights_preprocessing(top, sections))
     return Config(**top, optimizer=OptimizerConfig(**optimizer), heads=HeadConfig(**heads),
                   datasets={name: DatasetConfig(**values) for name, values in sections.items()})

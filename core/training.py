@@ -19,12 +19,12 @@ from tqdm import tqdm
 import datasets
 from architectures import Classifier
 from base.errors import UserError
-from core import layer_precision, runtime
-from core.checkpoints import load_training_state, restore_training_state, save_training_state, state_misfit
-from core.config import Config, DatasetConfig, OptimizerConfig
-from core.distributed import Distributed, unwrap
-from core.frozen import FeatureTable, HeadOnly
-from core.history import EpochLog
+from . import layer_precision, runtime
+from .checkpoints import load_training_state, restore_training_state, save_training_state, state_misfit
+from .config import Config, DatasetConfig, OptimizerConfig
+from .distributed import Distributed, unwrap
+from .frozen import FeatureTable, HeadOnly
+from .history import EpochLog
 
 
 class TrainingDiverged(UserError, RuntimeError):
