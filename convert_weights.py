@@ -17,9 +17,8 @@ from absl import app, flags
 
 import aux
 from architectures import efficientnet_lite_weights as lite
-from architectures.timm_backbone import import_timm, read_weights, sha256_of
+from architectures.timm_backbone import sha256_of
 from base.errors import UserError
-from base.files import atomic_write_bytes
 
 flags.DEFINE_string("input", None, "an efficientnet_pytorch-style EfficientNet-Lite0 file (default: the installed "
                     "package's)")
@@ -32,22 +31,11 @@ FLAGS = flags.FLAGS
 @aux.exit_on_user_errors
 def main(argv):
     del argv
-    from safetensors.torch import save
-
-    output = Path(FLAGS.output)
-    if output.suffix != ".safetensors":
-        raise UserError(f"--output={output}: give a .safetensors file name")
     try:
-        source = Path(FLAGS.input) if FLAGS.input else lite.package_file()
-        state = read_weights(source)
-        converted = lite.convert(state, import_timm().create_model(FLAGS.model, pretrained=False), what=str(source))
+        output = lite.write_timm_file(FLAGS.output, FLAGS.model, FLAGS.input)
     except ValueError as error:  # a missing package, an unreadable file, a file of another network
         raise UserError(str(error).replace("pretrained_path", "--input")) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    payload = save({name: tensor.contiguous() for name, tensor in converted.items()},
-                   metadata={"source": source.name, "timm_model": FLAGS.model})
-    atomic_write_bytes(output, lambda out: out.write(payload))
-    print(f"{output}: {len(converted)} tensors of {source.name} under timm's {FLAGS.model} names, sha256 "
+    print(f"{output}: {Path(FLAGS.input or lite.PACKAGE_FILE).name} under timm's {FLAGS.model} names, sha256 "
           f"{sha256_of(output)[:16]}...\n  use it: --model=timm/{FLAGS.model} --set=pretrained_path={output}")
 
 

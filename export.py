@@ -15,6 +15,7 @@ from core.export import check_export_target, export_model
 
 flags.DEFINE_string("path_model", None, "the checkpoint to export (*.pt)")
 flags.DEFINE_string("output", None, "the file to write, e.g. model.pt")
+flags.DEFINE_bool("overwrite", False, "replace an export of another model at --output")
 aux.define_evaluation_flags(draws=False)
 flags.mark_flags_as_required(["path_model", "output"])
 FLAGS = flags.FLAGS
@@ -24,9 +25,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)
-    check_export_target(FLAGS.output, checkpoint.path)  # before the data are read
+    replaced = check_export_target(FLAGS.output, checkpoint.path, FLAGS.overwrite)  # before the data are read
     loaded = aux.load_for_evaluation(checkpoint, FLAGS, encode_now=False)
-    path = export_model(checkpoint, loaded.data, FLAGS.output)
+    path = export_model(checkpoint, loaded.data, FLAGS.output, FLAGS.overwrite)
+    if replaced:
+        print(f"replaced {replaced}")
     print(f"{path}: {checkpoint.model_name} {checkpoint.modality}, {len(loaded.data.classes)} classes, memory pool of "
           f"{len(loaded.data.memory_pool)} images, {path.stat().st_size / 2 ** 20:.1f} MiB")
 

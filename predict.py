@@ -17,6 +17,7 @@ its Integrated Gradients heatmap (the first memory set held fixed) and its memor
 reads its memory pool from its dataset (--dataset_dir); an exported model carries it.
 """
 import json
+import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -58,15 +59,25 @@ def main(argv):
     paths = new_images.image_paths(argv[1:])
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)
     exclude = excluded(FLAGS.exclude)
+    created = FLAGS.output is not None and not Path(FLAGS.output).exists()
     folder = writable_folder(Path(FLAGS.output), "--output folder") if FLAGS.output else None
     model = Model(checkpoint, dataset_dir=FLAGS.dataset_dir, device=FLAGS.device,
                   default_config=config.load_config(FLAGS.config), draws=FLAGS.draws,
                   memory_source=FLAGS.memory_source, val_examples=FLAGS.val_examples)
-    explained = model.run(paths, memory=FLAGS.memory, exclude=exclude, classes=FLAGS.classes)
-    for row, item in enumerate(explained):
-        print(json.dumps(item.to_json()) if FLAGS.json else item.line(), flush=True)
-        if folder is not None:
-            explained.figure(row, folder / f"{row}_{Path(item.image).stem}.png", FLAGS.max_samples, FLAGS.n_steps)
+    if model.warning:
+        print(f"Warning: {FLAGS.path_model}: {model.warning}", file=sys.stderr, flush=True)
+    try:
+        explained = model.run(paths, memory=FLAGS.memory, exclude=exclude, classes=FLAGS.classes)
+        width = len(str(len(explained) - 1))  # 00_, 01_, ... 10_: the figures sort as the images
+        for row, item in enumerate(explained):
+            if folder is not None:  # its figure first: a line printed is a figure kept
+                explained.figure(row, folder / f"{row:0{width}d}_{Path(item.image).stem}.png", FLAGS.max_samples,
+                                 FLAGS.n_steps)
+            print(json.dumps(item.to_json()) if FLAGS.json else item.line(), flush=True)
+    except KeyboardInterrupt:
+        if created and folder is not None and not any(folder.iterdir()):
+            folder.rmdir()  # Ctrl-C before any figure: no empty folder left behind
+        raise
     if folder is not None and not FLAGS.json:
         print(f"{len(explained)} figures written to {folder}")
 

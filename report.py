@@ -7,7 +7,8 @@ the config and the command that reproduce it. It opens from the file system, wit
     python report.py --root=models/grid --output=report/ --dataset=DIGITS --model=shufflenet --heatmaps=false
 
 Filters as tables.py (--dataset, --model, --modality, --variant). Writes <output>/index.html, figures/, gallery/
-and configs/; what an earlier report left in those three folders is removed (the rest of <output> is not touched).
+and configs/, and lists them in <output>/.report-files.json: a later report removes only the files that list names
+and it did not write again. A folder holding files no report wrote is refused (nothing of yours is replaced).
 """
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from base.files import writable_folder
 from core import config
 from core.checkpoints import list_checkpoints
 from core.evaluation import eval_generators
-from core.report import Gallery, Report, remove_stale
+from core.report import Gallery, Report, earlier_report, remove_stale
 from core.collect import TableError
 from core.tables import RowFilter
 
@@ -52,6 +53,7 @@ def main(argv):
     if not root.is_dir():
         raise TableError(f"--root={root} is not a folder: give train.py's --output_dir")
     writable_folder(output, "report folder")
+    earlier = earlier_report(output)  # a folder of files no report wrote is refused before any work
     report = Report.collect(root, RowFilter(FLAGS.dataset, FLAGS.model, FLAGS.modality, FLAGS.variant))
     shown = report.figures(output / "figures")
     memory_cells = [cell for cell in report.cells if cell.row.modality in explanations.memory_modalities()]
@@ -71,7 +73,7 @@ def main(argv):
         galleries.append(Gallery(cell.title, str(checkpoint.path), [str(p.relative_to(output)) for p in images],
                                  [str(p.relative_to(output)) for p in heatmaps], warning))
     report.render(output / "index.html", shown, galleries)
-    stale = remove_stale(output, report.written(output, shown, galleries))
+    stale = remove_stale(output, report.written(output, shown, galleries), earlier)
     print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries"
           + (f"; removed {len(stale)} files of an earlier report" if stale else "") + ")")
 

@@ -31,7 +31,8 @@ from absl import app, flags
 import aux
 from base.files import atomic_write_bytes, writable_folder
 from core import config
-from core.collect import missing_files
+from core.collect import TableError, missing_files
+from core.paired import versus_label
 from core.tables import RowFilter, build_tables
 
 flags.DEFINE_string("root", "models", "folder of the experiments (train.py's --output_dir)")
@@ -57,6 +58,10 @@ def main(argv):
                          versus=FLAGS.versus)
     for note in missing_files(built[0].table.rows()):
         print(f"Note: {note}")
+    if FLAGS["versus"].present and built[0].paired is None:  # a reference asked for by name must exist
+        labels = sorted({row.label for row in built[0].table.rows()})
+        raise TableError(f"--versus={FLAGS.versus!r} matches no row of the table (as {versus_label(FLAGS.versus)!r}); "
+                         f"its rows are {', '.join(labels)}: give one of them")
     for name, title, table, ylabel in built:
         print(f"\n{title}\n\n{table.markdown()}")
         written += write(output, name, title, table)

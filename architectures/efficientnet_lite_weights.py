@@ -113,3 +113,24 @@ def convert(state: Mapping[str, torch.Tensor], model: nn.Module, what: str = "th
 
 def _model_name(model: nn.Module) -> str:
     return (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+
+
+def write_timm_file(output, model_name: str = DEFAULT_TARGET, source=None) -> Path:
+    """The package's file (or ``source``, in the efficientnet_pytorch layout) written as a ``.safetensors`` file of
+    timm's ``model_name`` names, atomically, for pretrained_path (convert_weights.py, the tutorial notebook)."""
+    from safetensors.torch import save
+
+    from base.files import atomic_write_bytes
+
+    from .timm_backbone import import_timm, read_weights
+
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise WeightsError(f"{output}: give a .safetensors file name")
+    source = Path(source) if source is not None else package_file()
+    state = read_weights(source)
+    converted = convert(state, import_timm().create_model(model_name, pretrained=False), what=str(source))
+    payload = save({name: tensor.contiguous() for name, tensor in converted.items()},
+                   metadata={"source": source.name, "timm_model": model_name})
+    atomic_write_bytes(output, lambda out: out.write(payload))
+    return output

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -43,7 +44,9 @@ def safe_torch_load(path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a plain pickle come before our one line: kept out
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "GLOBAL" not in str(error):  # not a forbidden object: the bytes are no pickle torch can read
             raise CheckpointError(f"{path} is not a PyTorch checkpoint (its content is not a saved state dict)") from None
@@ -167,6 +170,10 @@ class Checkpoint:
             recorded["seed"] = int(stem) - 1 if stem.isdigit() and int(stem) >= 1 else 0
         if "dataset_name" in recorded and "num_classes" not in recorded and recorded["dataset_name"] in datasets.DATASETS:
             recorded["num_classes"] = datasets.DATASETS[recorded["dataset_name"]].num_classes
+            if recorded["num_classes"] is None:  # a folder dataset's: every checkpoint train.py wrote records it
+                raise CheckpointError(f"{path} records no number of classes: it is no checkpoint train.py or export.py "
+                                      f"wrote for a {recorded['dataset_name']} dataset (those record their classes); "
+                                      f"give such a file")
         missing = [key for key in ("model_name", "modality", "dataset_name", "train_examples") if key not in recorded]
         if missing:
             raise CheckpointError(f"{path} does not record {missing}: give them as flags "
@@ -212,7 +219,11 @@ class Checkpoint:
     def build_model(self, device="cpu") -> Classifier:
         saved = self.saved_config
         options = saved.model_options() if saved is not None else {}
-        model = build_model(self.model_name, self.modality, self.num_classes, **options)
+        try:
+            model = build_model(self.model_name, self.modality, self.num_classes, **options)
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{self.path}: a {self.model_name} {self.modality} model with {self.num_classes} "
+                                  f"classes cannot be built ({error})") from None
         try:
             if is_paper_state_dict(self.state_dict):
                 load_paper_state_dict(model, self.state_dict)

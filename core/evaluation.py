@@ -109,10 +109,15 @@ class FeatureCache:
         features (the flipped image's features where the protocol flips), labels, and which were flipped."""
         positions, flips = self.protocol.draw(generator)
         positions = positions.to(self.memory_features.device)
+        return Draw(positions, self.features_at(positions, flips), self.memory_labels[positions], flips)
+
+    def features_at(self, positions: torch.Tensor, flips: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The cached features of pool ``positions``, the flipped image's where ``flips`` says."""
+        positions = positions.to(self.memory_features.device)
         features = self.memory_features[positions]
         if flips is not None:
             features = torch.where(flips.to(features.device)[:, None], self.flipped_memory_features[positions], features)
-        return Draw(positions, features, self.memory_labels[positions], flips)
+        return features
 
     def generators(self) -> Tuple[torch.Generator, torch.Generator]:
         return eval_generators(self.seed)
@@ -219,3 +224,27 @@ def evaluate(model: Classifier, cache: FeatureCache, majority: bool = False) -> 
             mvy.append(accuracy(majority_vote(memory_labels, result.content_weights, num_classes), labels))
     return Evaluation(float(np.mean(accuracies)), accuracies, float(np.mean(losses)),
                       float(np.mean(mvo)) if majority else None, float(np.mean(mvy)) if majority else None)
+
+
+@torch.no_grad()
+def policy_accuracy(model: Classifier, cache: FeatureCache, policy: str) -> float:
+    """Test accuracy when every test batch reads the memory ``policy`` gives (core/memory_policies.py: a fresh set
+    per batch, as evaluation draws), the mean over ``cache.draws`` passes (one for ``pool``: it draws nothing).
+    ``draws`` is evaluate()'s own accuracy, draw for draw."""
+    from .memory_policies import memory_sets
+
+    model.eval()
+    generator, _ = cache.generators()
+    labels = cache.memory_labels.cpu()
+    kept = torch.arange(len(labels))
+    accuracies = []
+    for _ in range(1 if policy == "pool" else cache.draws):
+        predictions = []
+        for start in range(0, len(cache.test_labels), cache.batch_size):
+            [(positions, flips)] = memory_sets(policy, labels, kept, cache.mem_examples, 1, generator,
+                                               cache.protocol.flip)
+            logits = model.classify(cache.test_features[start:start + cache.batch_size],
+                                    cache.features_at(positions, flips), cache.memory_labels[positions])
+            predictions.append(logits.argmax(1))
+        accuracies.append(accuracy(torch.cat(predictions), cache.test_labels))
+    return float(np.mean(accuracies))

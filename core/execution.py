@@ -8,7 +8,6 @@ model, or as read from the autotune cache.
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -28,6 +27,14 @@ def make_model(config: Config, modality: str) -> Classifier:
         return build_model(config.model, modality, config.dataset.num_classes, **config.model_options())
     except (ValueError, TypeError, OSError, KeyError) as error:
         raise ConfigError(f"a {config.model} {modality} model cannot be built with this config: {error}") from None
+
+
+def fresh_copy(probe: Classifier, config: Config, modality: str) -> Classifier:
+    """A copy of the probe that every module supports: a fresh build with the probe's state dict (a deep copy fails
+    on a spectrally normalised layer, whose computed weight is no graph leaf: SimpleSelfAttention)."""
+    model = make_model(config, modality)
+    model.load_state_dict(probe.state_dict())
+    return model
 
 
 def check_depthwise_fp32(config: Config, modality: str, probe: Classifier) -> None:
@@ -55,7 +62,7 @@ def choose_execution(config: Config, modality: str, device: torch.device, batch_
     def synthetic(execution: runtime.Execution):
         """A copy of the probe computing as ``execution`` says, and a forward-backward step on random tensors of
         the run's shapes."""
-        model = copy.deepcopy(probe).to(device).to(memory_format=execution.memory_format).train()
+        model = fresh_copy(probe, config, modality).to(device).to(memory_format=execution.memory_format).train()
         layer_precision.apply(model, execution.fp32_layers)
         optimizer = training.make_optimizer(model, config.optimizer)
         scaler = torch.amp.GradScaler(device.type, enabled=execution.autocast == torch.float16)

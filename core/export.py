@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -23,9 +24,10 @@ from readers import to_png
 from .checkpoints import EXPORT_FORMAT, Checkpoint, CheckpointError, safe_torch_load
 
 
-def check_export_target(output: Path, source: Path) -> Path:
+def check_export_target(output: Path, source: Path, overwrite: bool = False) -> Optional[str]:
     """Where an export may be written: not over its own checkpoint, not over a run's files (``<r>.pt``, a state),
-    and over an existing file only when it is an exported model itself."""
+    not over a file that is no exported model, and over another model's export only with ``overwrite``. Returns
+    what it replaces (an earlier export of the same checkpoint, or the one ``overwrite`` allows), or None."""
     output = Path(output)
     if output.is_dir():
         raise FileError(f"--output={output} is a folder; give a file name, e.g. {output / 'model.pt'}")
@@ -34,22 +36,30 @@ def check_export_target(output: Path, source: Path) -> Path:
     if output.name.endswith(".state.pt") or (output.stem.isdigit() and output.suffix == ".pt"):
         raise FileError(f"--output={output} is named as a run's checkpoint or state (<run>.pt); an exported model "
                         f"needs another name, e.g. model.pt")
-    if output.exists():
-        try:
-            content = safe_torch_load(output)
-        except CheckpointError:
-            content = None
-        if not (isinstance(content, dict) and content.get("export", {}).get("format") == EXPORT_FORMAT):
-            raise FileError(f"--output={output} exists and is not an exported model: refusing to replace it; "
-                            f"choose another file")
-    return output
+    if not output.exists():
+        return None
+    try:
+        content = safe_torch_load(output)
+    except CheckpointError:
+        content = None
+    if not (isinstance(content, dict) and content.get("export", {}).get("format") == EXPORT_FORMAT):
+        raise FileError(f"--output={output} exists and is not an exported model: refusing to replace it; "
+                        f"choose another file")
+    earlier = content["export"].get("source")
+    what = (f"an earlier export of {earlier} ({content.get('model_name')} {content.get('modality')}, "
+            f"{output.stat().st_size / 2 ** 20:.1f} MiB)")
+    if earlier is not None and Path(earlier).resolve() != Path(source).resolve() and not overwrite:
+        raise FileError(f"--output={output} is {what}, another model: give --overwrite to replace it, or choose "
+                        f"another file")
+    return what
 
 
-def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: Path) -> Path:
+def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: Path, overwrite: bool = False) -> Path:
     """Write ``checkpoint`` with its run's memory pool (``data``) as one self-contained file: the pool's images as
     PNG bytes (lossless; a 224-px pool of 1000 images takes about a fifth of its raw pixels), its record (each
     image's source, label and pixel hash: ``ExperimentData.pool_record``)."""
-    output = check_export_target(output, checkpoint.path)
+    check_export_target(output, checkpoint.path, overwrite)
+    output = Path(output)
     metadata = checkpoint.metadata.to_dict()
     metadata["classes"] = list(data.classes)
     metadata["normalization"] = {"mean": list(data.spec.mean), "std": list(data.spec.std)}

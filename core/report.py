@@ -23,16 +23,15 @@ import torch
 import yaml
 
 from architectures import build_model
-from base.files import atomic_write_bytes
+from base.files import atomic_write_bytes, atomic_write_json
 from base.plots import pyplot
 from .config import Config, as_computed, resolved_levers
 from .layer_precision import depthwise
 from .results import at_chance, chance
-from .collect import Row, read_results
+from .collect import Row, TableError, read_results
 from .tables import BuiltTable, build_tables
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.html.j2"
-REPORT_FOLDERS = ("figures", "gallery", "configs")  # what a report writes beside its index.html
 
 
 @dataclass
@@ -301,23 +300,42 @@ class Report:
                 *(output / "configs" / f"{cell.name}.yaml" for cell in self.cells)}
 
 
-def remove_stale(output: Path, written: set) -> List[Path]:
-    """The files of an earlier report in the report's own folders (``REPORT_FOLDERS``) that this one did not write
-    (cells another filter chose...) are removed, and the folders left empty, so that the output holds one report;
-    nothing else in ``output`` is touched. Returns what was removed."""
+MANIFEST = ".report-files.json"  # beside index.html: every file the report wrote, relative to its folder
+
+
+def earlier_report(output: Path) -> set:
+    """The files an earlier report wrote in ``output`` (its manifest), before anything is written: an empty or new
+    folder has none; a folder with files and no manifest (files this project did not write) is refused."""
+    manifest = output / MANIFEST
+    if manifest.is_file():
+        try:
+            names = json.loads(manifest.read_text())["files"]
+            return {output / name for name in names if isinstance(name, str) and ".." not in Path(name).parts}
+        except (ValueError, KeyError, TypeError) as error:
+            raise TableError(f"{manifest} is not a report's list of its files ({error}): delete it only if "
+                             f"{output} holds nothing of yours, or give another --output") from None
+    present = sorted(str(path.relative_to(output)) for path in output.rglob("*")) if output.is_dir() else []
+    if present:
+        raise TableError(f"--output={output} holds files no report wrote ({', '.join(present[:3])}"
+                         f"{' ...' if len(present) > 3 else ''}): a report replaces only its own files; give an "
+                         f"empty or new folder")
+    return set()
+
+
+def remove_stale(output: Path, written: set, earlier: set) -> List[Path]:
+    """The files of the earlier report (its manifest, ``earlier``) that this one did not write are removed, and the
+    folders they leave empty; nothing the project did not write is touched. The manifest is rewritten with
+    ``written``. Returns what was removed."""
     removed = []
-    for name in REPORT_FOLDERS:
-        folder = output / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
-            if path.is_file() and path.suffix in (".png", ".yaml") and path not in written:
-                path.unlink()
-                removed.append(path)
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-        if not any(folder.iterdir()):
+    for path in sorted(earlier - written, reverse=True):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    for folder in sorted({path.parent for path in removed}, key=lambda p: len(p.parts), reverse=True):
+        while folder != output and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+            folder = folder.parent
+    atomic_write_json({"files": sorted(str(path.relative_to(output)) for path in written)}, output / MANIFEST)
     return removed
 
 

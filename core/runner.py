@@ -93,6 +93,8 @@ def run_experiment(config: Config, modality: str, output_dir: Path, continue_tra
 
     train, test = datasets.load_dataset(config.dataset_name, config.dataset_dir, download=config.download,
                                         image_size=config.image_size)
+    for note in dict.fromkeys(train.notes + test.notes):  # what the reader skipped, a cache it could not write
+        print(f"Note: {note}", flush=True)
     uses_memory = head_entry(modality).uses_memory
     mem_examples = config.dataset.mem_examples if uses_memory else 0
 
@@ -172,7 +174,7 @@ def header(config: Config, modality: str, device: torch.device, data: datasets.E
               if data.mem_examples else "")
     per_class = ""
     if datasets.get_spec(config.dataset_name).resizes:
-        per_class = " | PerClass:" + ", ".join(f"{name} {count}" for name, count in data.class_counts().items())
+        per_class = " | PerClass:" + ", ".join(f"{name}={count}" for name, count in data.class_counts().items())
     levers = ("fp32, features encoded once (frozen encoder)" if tuning.get("source") == "frozen" else
               f"{execution.describe()} | MemoryFormat:{execution.names()['memory_format']} "
               f"({autotune.describe(tuning)})")

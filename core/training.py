@@ -186,7 +186,11 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
                        f"{config.max_nonfinite_steps})" if scaler.is_enabled() else "")
                     + ": training stopped. Lower optimizer.learning_rate"
                     + (", or try precision: fp32" if execution.autocast is not None else
-                       ", and check the settings that scale the loss (the run is fp32 already)"))
+                       ", and check the settings that scale the loss (the run is fp32 already)")
+                    + (f"; self_attention: {config.self_attention} diverges where nothing normalises the block's "
+                       f"output before the features (ResNet-18's and GoogLeNet's last stage at any rate tried): "
+                       f"use reference, or a module followed by a BatchNorm (docs/replicating.md, Encoders)"
+                       if config.self_attention is not None else ""))
             if finite:
                 running_loss += loss_value
                 finite_steps += 1

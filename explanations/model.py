@@ -29,8 +29,9 @@ from core.loading import load_run
 from core.memory_policies import POLICIES
 
 from .accuracy import ExplanationError
-from .new_images import (Explained, MemoryChoice, explain, first_memory_set, input_attribution, pool_features_at,
-                         prediction_figure, read_images)
+from .new_images import (Explained, MemoryChoice, explain, first_memory_set, input_attribution, prediction_figure,
+                         read_images)
+from .records import uninformative
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Model:
         self.pool = FeatureCache.build(self.network, self.data, saved.batch_size_test if saved else 500,
                                        checkpoint.seed, self.draws, checkpoint.autocast(self.device), test_count=0)
         self.sources, self.files = self.data.pool_sources()
+        # the test accuracy the run recorded near chance: its predictions and explanations carry no information
+        self.warning = uninformative(self.network, None, checkpoint)
 
     @property
     def classes(self) -> List[str]:
@@ -149,7 +152,7 @@ class Model:
         memory_features = memory_labels = None
         if self.uses_memory:
             positions, flips = first_memory_set(explained.cache, explained.choice)
-            memory_features = pool_features_at(explained.cache, positions, flips)
+            memory_features = explained.cache.features_at(positions, flips)
             memory_labels = explained.cache.memory_labels[positions]
         attribution, _, _ = input_attribution(self.network, image, memory_features, memory_labels,
                                               self.classes.index(explained[row].predicted), self.data.spec, n_steps)

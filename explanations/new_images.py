@@ -190,7 +190,7 @@ def explain(model: Classifier, cache: FeatureCache, classes: Sequence[str], name
     predictions = torch.full((rows, pool), -1, dtype=torch.long)
     per_set = []  # (features, labels, positions, probabilities [rows, C], weights [rows, M]) of every memory set
     for positions, flips in sets:
-        memory = pool_features_at(cache, positions, flips)
+        memory = cache.features_at(positions, flips)
         labels = cache.memory_labels[positions.to(cache.memory_labels.device)]
         logits, drawn = model.classify(cache.test_features, memory, labels, return_weights=True)
         other = cache.draw(auxiliary)  # the memory the memory samples are classified with (the paper's protocol)
@@ -228,15 +228,6 @@ def first_memory_set(cache: FeatureCache, choice: Optional[MemoryChoice] = None)
     kept = torch.arange(len(cache.memory_labels)) if choice.kept is None else choice.kept
     return memory_sets(choice.policy, cache.memory_labels.cpu(), kept, cache.mem_examples, 1, cache.generators()[0],
                        cache.protocol.flip)[0]
-
-
-def pool_features_at(cache: FeatureCache, positions: torch.Tensor, flips: Optional[torch.Tensor]) -> torch.Tensor:
-    """The cached features of pool ``positions``, the flipped image's where ``flips`` says."""
-    positions = positions.to(cache.memory_features.device)
-    features = cache.memory_features[positions]
-    if flips is not None:
-        features = torch.where(flips.to(features.device)[:, None], cache.flipped_memory_features[positions], features)
-    return features
 
 
 def _decides(model: Classifier, features: torch.Tensor, per_set: list, probabilities: torch.Tensor, row: int,
@@ -303,7 +294,7 @@ def prediction_figure(path: Path, model: Classifier, data: datasets.ExperimentDa
     memory_features = memory_labels = None
     if model.uses_memory:
         positions, flips = first_memory_set(cache, choice)
-        memory_features, memory_labels = pool_features_at(cache, positions, flips), cache.memory_labels[positions]
+        memory_features, memory_labels = cache.features_at(positions, flips), cache.memory_labels[positions]
     target = data.classes.index(explained.predicted)
     attribution, delta, _ = input_attribution(model, image, memory_features, memory_labels, target, data.spec, n_steps)
     samples = explained.memory[:max_samples]

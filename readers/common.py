@@ -23,6 +23,7 @@ class ImageSet:
     # folder dataset's file path relative to the dataset root ("train/cat/0042.jpg"); None: unknown
     sources: Optional[Tuple[str, ...]] = None
     file_sha256: Optional[Tuple[str, ...]] = None  # a folder dataset's files' sha256, in the same order
+    notes: Tuple[str, ...] = ()  # what the reader has to say (files it skipped, a cache it could not write)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:

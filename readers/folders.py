@@ -11,6 +11,7 @@ file added, removed or changed rebuilds it. Every image keeps its path relative 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,7 +23,8 @@ from base.files import atomic_write_bytes
 from .common import DatasetError, ImageSet
 
 CINIC10_URL = "https://datashare.ed.ac.uk/handle/10283/3192"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+HIGH_DEPTH = {"I;16": 257.0, "I;16B": 257.0, "I;16L": 257.0, "I;16N": 257.0, "I": 257.0}  # 16-bit modes: / 257
 MIN_CLASSES = 2
 
 
@@ -58,21 +60,34 @@ def _fingerprint(files: Sequence[Tuple[int, Path]], root: Path, image_size: Opti
 
 
 def decode(path: Path, image_size: Optional[int]) -> np.ndarray:
-    """One image file as uint8 [H, W, 3]: ``to_rgb``."""
+    """One image file as uint8 [H, W, 3]: ``to_rgb``. An image over Pillow's decompression-bomb limit is refused in
+    one line."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             return to_rgb(image, image_size)
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{path} is too large to decode safely ({' '.join(str(error).split()[:6])} ...: over "
+                           f"Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels against "
+                           f"decompression bombs): shrink it, or delete it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path} is not a readable image ({error}); replace or delete it") from error
 
 
 def to_rgb(image, image_size: Optional[int]) -> np.ndarray:
-    """A Pillow image as uint8 [H, W, 3]: converted to RGB, resized (bilinear) to image_size x image_size when given
+    """A Pillow image as uint8 [H, W, 3]: converted to RGB (16-bit and 32-bit grey scaled to 8 bits, floats from
+    [0, 1]: Pillow's own conversion clips them to white), resized (bilinear) to image_size x image_size when given
     (how every image of a folder dataset, and every new image predict.py explains, is decoded)."""
     from PIL import Image
 
+    if image.mode in HIGH_DEPTH or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scaled = values * (255.0 if values.max(initial=0) <= 1.0 else 1.0)
+        else:
+            scaled = values / (HIGH_DEPTH[image.mode] if values.max(initial=0) <= 65535 else values.max() / 255.0)
+        image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), mode="L")
     image = image.convert("RGB")
     if image_size is not None and image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.BILINEAR)
@@ -89,6 +104,7 @@ def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], 
     edit in place is seen whatever its size and time; CINIC10's 270,000 files keep size and time)."""
     files = [(label, path) for label, name in enumerate(classes) if (split_dir / name).is_dir()
              for path in image_files(split_dir / name, suffixes)]
+    notes = skipped_entries(split_dir, classes, suffixes)
     if order == "name":
         files.sort(key=lambda item: (item[1].name, item[0]))
     root = split_dir.parent
@@ -100,25 +116,57 @@ def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], 
             with np.load(cache) as cached:
                 if str(cached["fingerprint"]) == fingerprint:
                     return ImageSet(torch.from_numpy(cached["images"]), torch.from_numpy(cached["labels"]),
-                                    tuple(classes), sources, contents)
+                                    tuple(classes), sources, contents, notes)
         except (OSError, KeyError, ValueError):
             pass  # an old or damaged cache: decoded again and rewritten
-    images = []
+    images, started = [], time.perf_counter()
     for _, path in files:
         array = decode(path, image_size)
         if image_size is None and array.shape != (32, 32, 3):
             raise DatasetError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 image")
         images.append(array)
     if not images:
-        raise DatasetError(f"{split_dir} has class folders but no images ({', '.join(suffixes)})")
+        present = [name for name in classes if (split_dir / name).is_dir()]
+        raise DatasetError(f"{split_dir} holds no images: put them in {split_dir}/<class>/ (" + (
+            f"its class folders {', '.join(present[:5])} are empty" if present else
+            f"classes {', '.join(classes[:5])}{' ...' if len(classes) > 5 else ''}") + f"; {', '.join(suffixes)})")
     image_array = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
     label_array = np.asarray([label for label, _ in files], dtype=np.int64)
     try:
         atomic_write_bytes(cache, lambda out: np.savez(out, images=image_array, labels=label_array,
                                                        classes=np.asarray(classes), fingerprint=fingerprint))
-    except OSError:
-        pass  # a read-only folder: no cache, still correct
-    return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes), sources, contents)
+    except OSError as error:  # a read-only folder: no cache, still correct, and said once with what it costs
+        notes += (f"{cache.parent} cannot hold the cache of its decoded images ({error.strerror or error}): its "
+                  f"{len(files)} {split_dir.name} images are decoded on every run ({time.perf_counter() - started:.1f} "
+                  f"s here); a writable copy of the folder caches them",)
+    return ImageSet(torch.from_numpy(image_array), torch.from_numpy(label_array), tuple(classes), sources, contents,
+                    notes)
+
+
+def skipped_entries(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str]) -> Tuple[str, ...]:
+    """What a split's class folders hold that is not read, counted and named: folders inside a class folder (a class
+    is one folder level) and files of other kinds (hidden entries aside)."""
+    folders, others = [], []
+    for name in classes:
+        if not (split_dir / name).is_dir():
+            continue
+        for path in sorted((split_dir / name).iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                folders.append(path)
+            elif path.suffix.lower() not in suffixes:
+                others.append(path)
+    notes = ()
+    if folders:
+        notes += (f"{len(folders)} folder{'s' if len(folders) > 1 else ''} inside class folders of {split_dir} "
+                  f"{'are' if len(folders) > 1 else 'is'} not read (a class is one folder of images): "
+                  f"{', '.join(str(p.relative_to(split_dir)) for p in folders[:3])}{' ...' if len(folders) > 3 else ''}",)
+    if others:
+        notes += (f"{len(others)} file{'s' if len(others) > 1 else ''} in class folders of {split_dir} "
+                  f"{'are' if len(others) > 1 else 'is'} not read (images are {', '.join(suffixes)}): "
+                  f"{', '.join(str(p.relative_to(split_dir)) for p in others[:3])}{' ...' if len(others) > 3 else ''}",)
+    return notes
 
 
 def read_cinic10(dataset_dir: Path, download: bool = True) -> Tuple[ImageSet, ImageSet]:
@@ -145,7 +193,9 @@ def folder_classes(root: Path) -> List[str]:
     decoding: ``train/`` and ``test/`` exist, at least 2 classes, no empty class folder, no class in ``test/`` that
     ``train/`` lacks."""
     root = Path(root)
-    layout = f"{root}/train/<class>/*.png (or .jpg, .jpeg, .bmp, .webp) and {root}/test/<class>/*"
+    layout = f"{root}/train/<class>/*.png (or .jpg, .jpeg, .bmp, .webp, .tif, .gif) and {root}/test/<class>/*"
+    if root.is_file():
+        raise DatasetError(f"folder dataset {root} is a file, not a folder; give --dataset_dir=DIR with {layout}")
     if not root.is_dir():
         raise DatasetError(f"folder dataset {root} does not exist; give --dataset_dir=DIR with {layout}")
     for split in ("train", "test"):

@@ -173,3 +173,16 @@ def test_exclude_removes_an_image_from_the_memory_and_classes_keep_it_to_some(fo
             model.explain(image, **options)
     result = run_script("predict.py", f"--path_model={model_file}", image, "--classes=digit_9", check=False)
     assert result.returncode == 1 and "are not classes of the model" in result.stderr
+
+
+def test_a_policys_accuracy_with_the_evaluations_draws_is_the_evaluations_own():
+    from architectures import build_model
+    from core.evaluation import evaluate, policy_accuracy
+
+    torch.manual_seed(0)
+    model = build_model("shufflenet", "encoder_memory", 10).eval()
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 200, 200, seed=0, mem_examples=20)
+    cache = FeatureCache.build(model, data, 60, seed=0, draws=2, test_count=180)
+    assert policy_accuracy(model, cache, "draws") == evaluate(model, cache).accuracy
+    assert 0 <= policy_accuracy(model, cache, "pool") <= 100 and 0 <= policy_accuracy(model, cache, "balanced") <= 100

@@ -299,3 +299,36 @@ def test_the_choices_bench_counts_fresh_measurements_and_refuses_bad_input():
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     zero = run_script("bench/autotune_choices.py", "--tries=0", check=False)
     assert zero.returncode != 0 and "--tries must be > 0" in zero.stderr
+
+
+@pytest.mark.parametrize("model,settings", [
+    ("resnet18", ["self_attention=reference"]), ("mobilenet", ["self_attention=last_stage"]),
+    ("resnet18", ["self_attention=layer2", "self_attention_ks=3"]), ("resnet18", ["self_attention=layer3", "self_attention_sym=true"]),
+    ("vit", ["vit_final_norm=false"]), ("timm/test_efficientnet", [])])
+def test_auto_measures_every_encoder_option_on_copies_of_the_probe(tmp_path, model, settings):
+    """The autotune times copies of the probe model: a fresh build with its state dict, which every module supports
+    (a deep copy failed on SimpleSelfAttention's spectrally normalised weight, no graph leaf)."""
+    from core.execution import choose_execution, make_model
+
+    config = load_config(TINY, {"model": model, "precision": "auto", "memory_format": "auto"},
+                         [f"autotune_cache={tmp_path / 'cache.json'}", "autotune_budget=0.1", *settings])
+    probe = make_model(config, "encoder_memory")
+    execution, tuning = choose_execution(config, "encoder_memory", torch.device("cpu"), 4, 4, probe=probe)
+    assert tuning["source"] in ("measured", "rule") and execution.memory_format in (torch.channels_last,
+                                                                                   torch.contiguous_format)
+
+
+def test_a_copy_of_a_probe_that_trained_a_step_is_a_fresh_build_with_its_weights():
+    """After a training step, SimpleSelfAttention's spectrally normalised weight is no graph leaf: a deep copy
+    fails ('Only Tensors created explicitly by the user...'); the autotune's copies are fresh builds instead."""
+    import copy
+
+    from core.execution import fresh_copy, make_model
+
+    config = load_config(TINY, {"model": "resnet18"}, ["self_attention=reference"])
+    probe = make_model(config, "encoder_memory").train()
+    probe(torch.randn(2, 3, 32, 32), torch.randn(3, 3, 32, 32)).sum().backward()
+    with pytest.raises(RuntimeError, match="graph leaves"):
+        copy.deepcopy(probe)
+    twin = fresh_copy(probe, config, "encoder_memory")
+    assert all(torch.equal(twin.state_dict()[k], v) for k, v in probe.state_dict().items())

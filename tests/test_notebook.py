@@ -1,6 +1,7 @@
 """The tutorial notebook runs from top to bottom (nbclient), its outputs stripped in git; its models learn."""
 import json
 import re
+import tempfile
 import time
 
 import nbformat
@@ -30,8 +31,11 @@ def test_the_tutorial_runs_and_its_models_learn():
                      for output in cell.outputs)
     assert float(re.search(r"test accuracy: ([0-9.]+)%", text).group(1)) >= 80, text
     assert float(re.search(r"Summary \| folder \| encoder_memory .*Mean Accuracy:([0-9.]+)", text).group(1)) >= 80
-    assert re.search(r"which_digit\.png: digit_\d \([0-9.]+%\) \| top example: training image", text), text
+    assert re.search(r"which_digit\.png: digit_\d \([0-9.]+%\) \| top example: train/digit_\d/\d+\.png", text), text
+    assert "Encoder:from " in text and "frozen | Images:96 px" in text, "the pretrained backbone, in-process"
     images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
               if "image/png" in output.get("data", {})]
-    assert len(images) == 3, "the memory samples, the heatmap and predict.py's figure"
+    assert len(images) == 3, "the memory samples, the heatmap and the explained image's figure"
     print(f"the notebook ran in {seconds:.0f} s")
+    work = re.search(r"memory-wrap-tutorial-\w+", text)
+    assert work is None or not list(__import__("pathlib").Path(tempfile.gettempdir()).glob(work.group(0))), "cleaned"

@@ -112,7 +112,7 @@ def test_a_folder_run_says_its_images_per_class_warns_on_unbalance_and_saves_its
     result = run_script("train.py", f"--config={folder_config(tmp_path, root)}", "--modality=encoder_memory",
                         f"--output_dir={tmp_path / 'models'}", "--train_examples=all")
     header = next(line for line in result.stdout.splitlines() if line.startswith("Device:"))
-    assert "Dataset:folder" in header and "SizeTrain:42" in header and "PerClass:cat 6, dog 6, owl 30" in header
+    assert "Dataset:folder" in header and "SizeTrain:42" in header and "PerClass:cat=6, dog=6, owl=30" in header
     assert "Warning: the training subset is strongly unbalanced: owl 30 images, cat 6" in result.stdout
     folder = tmp_path / "models" / "folder" / "encoder_memory" / "shufflenet" / "100000"
     checkpoint = torch.load(folder / "1.pt", weights_only=True)
@@ -355,7 +355,7 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
                                 text=True, timeout=240)
         assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         outputs.append(result.stdout)
-    assert "PerClass:digit_0 40, digit_1 40, digit_7 40" in outputs[1] and "Epoch 30 " in outputs[1], outputs[1]
+    assert "PerClass:digit_0=40, digit_1=40, digit_7=40" in outputs[1] and "Epoch 30 " in outputs[1], outputs[1]
     assert "Encoder:from weights/tf_efficientnet_lite0.safetensors, frozen | Images:224 px" in outputs[1]
     assert "memory pool of 120 images" in outputs[2], outputs[2]
     line = outputs[3].splitlines()[0]

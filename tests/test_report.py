@@ -94,15 +94,29 @@ def test_a_report_over_an_earlier_one_leaves_only_its_own_files(tiny_root, tmp_p
     output = tmp_path / "r"
     run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--images=1", "--heatmaps=false")
     assert len(list((output / "configs").glob("*.yaml"))) == 2 and (output / "gallery").is_dir()
-    (output / "notes.txt").write_text("the user's own")
+    mine = [output / "notes.txt", output / "figures" / "my_plot.png", output / "configs" / "mine.yaml"]
+    for path in mine:
+        path.write_text("the user's own")
     out = run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--modality=std").stdout
     # its encoder_memory config, curves and gallery image, the std against Memory Wrap figure, the paired differences
     assert "(1 cells, 0 galleries; removed 5 files of an earlier report)" in out, out
-    assert [p.name for p in (output / "configs").iterdir()] == ["DIGITS_shufflenet_std_grid_128.yaml"]
-    assert not (output / "gallery").exists() and (output / "notes.txt").read_text() == "the user's own"
+    assert sorted(p.name for p in (output / "configs").iterdir()) == ["DIGITS_shufflenet_std_grid_128.yaml", "mine.yaml"]
+    assert not (output / "gallery").exists() and all(path.read_text() == "the user's own" for path in mine)
     page = (output / "index.html").read_text()
-    linked = {p.relative_to(output).as_posix() for p in output.rglob("*.png")}
+    linked = {p.relative_to(output).as_posix() for p in output.rglob("*.png") if p.name != "my_plot.png"}
     assert linked and all(f'src="{name}"' in page for name in linked), "every figure left is the page's"
+
+
+def test_a_folder_of_files_no_report_wrote_is_refused_and_left_as_it_was(tiny_root, tmp_path):
+    output = tmp_path / "mine"
+    (output / "figures").mkdir(parents=True)
+    (output / "index.html").write_text("my page")
+    (output / "figures" / "plot.png").write_text("my plot")
+    result = run_script("report.py", f"--root={tiny_root}", f"--output={output}", check=False)
+    assert result.returncode == 1 and "holds files no report wrote (figures, figures/plot.png, index.html)" in \
+        result.stderr, result.stderr
+    assert (output / "index.html").read_text() == "my page" and sorted(p.name for p in output.rglob("*")) == [
+        "figures", "index.html", "plot.png"]
 
 
 @pytest.mark.parametrize("case", ["empty", "file", "other", "unwritable"])

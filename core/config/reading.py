@@ -168,6 +168,19 @@ def load_config(path, override_values: Optional[Mapping[str, Any]] = None, setti
     try:
         return parse(raw)
     except ConfigError as error:
+        given = [f"--set={setting}" for setting in settings] + [f"--{flag}={value}" for flag, value in
+                                                               (override_values or {}).items() if value is not None]
+        if given and _valid(read_yaml(path)):  # the file alone is valid: the flags made the problem
+            named = " ".join(flag if len(flag) <= 80 else flag[:80] + "..." for flag in given)
+            raise ConfigError(f"{named} (over {path}): {error}") from None
         raise ConfigError(f"{path}: {error}") from None
+
+
+def _valid(raw) -> bool:
+    try:
+        parse(raw)
+        return True
+    except ConfigError:
+        return False
 
 
