@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -385,3 +386,43 @@ def test_a_checkpoint_whose_saved_config_is_invalid_is_named(tmp_path):
     result = run_script("eval.py", f"--path_model={tmp_path / '1.pt'}", check=False)
     assert result.returncode == 1 and f"{tmp_path / '1.pt'}: the config it recorded is not valid" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F")
+
+
+@settings(max_examples=80, deadline=None)
+@given(mode=st.sampled_from(MODES), width=st.integers(1, 70), height=st.integers(1, 70),
+       size=st.sampled_from([None, 8, 33]), suffix=st.sampled_from([".png", ".tif", ".bmp", ".webp", ".gif"]),
+       seed=st.integers(0, 2 ** 16))
+def test_the_folder_reader_decodes_every_mode_and_size_to_rgb_of_the_asked_size(tmp_path_factory, mode, width, height,
+                                                                                size, suffix, seed):
+    """Whatever Pillow can write, the reader gives uint8 RGB of image_size (or its own size); grey stays grey (equal
+    channels, no clipping to white); a format that cannot hold the mode is refused by Pillow at writing, not read."""
+    from PIL import Image
+
+    from readers import folders
+
+    generator = np.random.default_rng(seed)
+    if mode in ("I;16", "I"):
+        array = generator.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32)
+        image = Image.fromarray(array, mode=mode) if mode == "I" else Image.fromarray(array)
+    elif mode == "F":
+        image = Image.fromarray(generator.random((height, width)).astype(np.float32))
+    else:
+        image = Image.fromarray(generator.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path_factory.mktemp("modes") / f"image{suffix}"
+    try:
+        image.save(path)
+    except (OSError, ValueError, KeyError):
+        return  # this format cannot hold this mode
+    decoded = folders.decode(path, size)
+    assert decoded.dtype == np.uint8 and decoded.ndim == 3 and decoded.shape[2] == 3
+    with Image.open(path) as written:
+        grey = written.mode in ("1", "L", "LA", "I;16", "I;16B", "I", "F")
+        deep = written.mode in ("I;16", "I;16B", "I", "F")  # the file kept its depth (a .webp, .gif cannot)
+        assert decoded.shape[:2] == ((size, size) if size else (written.size[1], written.size[0]))
+    if grey:
+        assert (decoded[:, :, 0] == decoded[:, :, 1]).all() and (decoded[:, :, 1] == decoded[:, :, 2]).all()
+    if deep and size is None and width * height >= 16:
+        assert decoded.min() < 250, "high-depth grey is scaled, not clipped to white"
