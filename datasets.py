@@ -330,6 +330,25 @@ class ExperimentData:
         other.memory_pool = pool
         return other
 
+    def restricted(self, keep: torch.Tensor) -> "ExperimentData":
+        """The same run's data with its training subset kept to positions ``keep`` of it (a fold's training folds,
+        a subset less the images an audit suspects); a memory pool that is the subset is kept to them too. The
+        normalisation stays the run's."""
+        other = copy.copy(self)
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        if torch.equal(self.memory_pool, self.subset):
+            other.memory_pool = self.subset[keep]
+        other.subset = self.subset[keep]
+        return other
+
+    def with_train_labels(self, labels: torch.Tensor) -> "ExperimentData":
+        """The same run's data with other training labels (a noise study's flipped labels), everywhere they are
+        read: training batches, memory sets, provenance records."""
+        other = copy.copy(self)
+        other.train_set = dataclasses.replace(self.train_set, labels=labels.cpu())
+        other.train_labels = labels.to(self.device)
+        return other
+
     # provenance -----------------------------------------------------------------------------------
     def source(self, index: int) -> str:
         """Where training image ``index`` came from: a folder dataset's file path relative to its root, or the

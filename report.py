@@ -24,8 +24,9 @@ from explanations import records
 from base.files import writable_folder
 from core import config
 from core.checkpoints import list_checkpoints
-from core.evaluation import eval_generators
-from core.report import Gallery, Report, earlier_report, remove_stale
+from core.evaluation import FeatureCache, eval_generators
+from core import support
+from core.report import Gallery, Report, earlier_report, remove_stale, support_figure
 from core.collect import TableError
 from core.tables import RowFilter
 
@@ -70,12 +71,26 @@ def main(argv):
             print(f"Warning: {cell.title}: {warning}", flush=True)
         images = explanations.memory_images(loaded.model, loaded.cache, loaded.data, folder, FLAGS.max_samples)
         heatmaps = gallery_heatmaps(loaded, folder) if FLAGS.heatmaps else []
+        shown_support = gallery_support(loaded, folder)
         galleries.append(Gallery(cell.title, str(checkpoint.path), [str(p.relative_to(output)) for p in images],
-                                 [str(p.relative_to(output)) for p in heatmaps], warning))
+                                 [str(p.relative_to(output)) for p in heatmaps], warning,
+                                 str(shown_support.relative_to(output)) if shown_support else None))
     report.render(output / "index.html", shown, galleries)
     stale = remove_stale(output, report.written(output, shown, galleries), earlier)
     print(f"Written: {output / 'index.html'} ({len(report.cells)} cells, {len(galleries)} galleries"
           + (f"; removed {len(stale)} files of an earlier report" if stale else "") + ")")
+
+
+def gallery_support(loaded, folder):
+    """The support of every test image of the run against its threshold (its record's, else the pool's own)."""
+    model = loaded.model
+    cache = FeatureCache.build(model, loaded.data, 500, loaded.checkpoint.seed, 1, pool_features=loaded.cache)
+    threshold = loaded.checkpoint.support or support.pool_threshold(model, cache.memory_features, cache.memory_labels)
+    scores = support.support(model, cache.test_features, cache.memory_features, cache.memory_labels,
+                             threshold["score"])
+    path = folder / "support.png"
+    support_figure(path, scores, threshold)
+    return path
 
 
 def gallery_heatmaps(loaded, folder):

@@ -81,9 +81,11 @@ class RunMetadata:
     # the memory pool, position by position (ExperimentData.pool_record): sources, labels, pixel hashes (and a folder
     # dataset's file hashes); checkpoints before this key record none
     memory_pool: Optional[Dict[str, list]] = None
+    support: Optional[Dict[str, Any]] = None  # a memory model's support threshold (core/support.py), when recorded
 
     KEYS = ("model_name", "modality", "dataset_name", "num_classes", "train_examples", "mem_examples", "run", "seed",
-            "accuracy", "config", "train_size", "training", "classes", "normalization", "pretrained", "memory_pool")
+            "accuracy", "config", "train_size", "training", "classes", "normalization", "pretrained", "memory_pool",
+            "support")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,7 +102,7 @@ class RunMetadata:
                    accuracy=record["accuracy"], config=config, train_size=record["train_size"],
                    training={key: record[key] for key in ("precision", "memory_format", "fp32_layers")},
                    classes=record.get("classes"), normalization=record.get("normalization"),
-                   pretrained=record.get("pretrained"))
+                   pretrained=record.get("pretrained"), support=record.get("support"))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunMetadata":

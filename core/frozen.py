@@ -17,6 +17,7 @@ Not cached: AutoAugment (other pixels every epoch) and torchrun; those runs enco
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
@@ -64,6 +65,24 @@ class FeatureTable:
         checked = FeatureCache.build(model, data, batch_size, seed=seed, draws=draws, split="validation",
                                      pool_features=cache) if validation else None
         return cls(cache, rows.to(subset_features.device), subset_features, flipped, checked, data)
+
+    def restricted(self, data: datasets.ExperimentData, keep: torch.Tensor) -> "FeatureTable":
+        """This table for ``data`` (this table's data restricted to subset positions ``keep``: ExperimentData.restricted;
+        the same images, so the same features): no image is encoded again."""
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        rows = torch.full_like(self.rows, -1)
+        rows[data.subset.to(rows.device)] = torch.arange(len(keep), device=rows.device)
+        cache = self.cache
+        if cache.memory_features is not None and len(data.memory_pool) != len(self.data.memory_pool):
+            at = keep.to(cache.memory_features.device)
+            flipped = cache.flipped_memory_features[at] if cache.flipped_memory_features is not None else None
+            cache = dataclasses.replace(cache, memory_features=cache.memory_features[at],
+                                        memory_labels=data.train_labels[data.memory_pool.to(data.device)],
+                                        protocol=data.memory_protocol, flipped_memory_features=flipped)
+        elif cache.memory_features is not None:  # the same pool, perhaps other labels
+            cache = dataclasses.replace(cache, memory_labels=data.train_labels[data.memory_pool.to(data.device)])
+        subset_flipped = self.subset_flipped[keep] if self.subset_flipped is not None else None
+        return FeatureTable(cache, rows, self.subset_features[keep], subset_flipped, None, data)
 
     def batches(self, batch_size: int, generator: torch.Generator,
                 shard: Tuple[int, int] = (0, 1)) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:

@@ -99,6 +99,7 @@ class Gallery:
     images: List[str]  # memory images, relative to the page
     heatmaps: List[str] = field(default_factory=list)
     warning: Optional[str] = None  # its model explains nothing (explanations/records.py)
+    support: Optional[str] = None  # the distribution of its test images' support and its threshold (a figure)
 
 
 def _safe(text: str) -> str:
@@ -296,7 +297,8 @@ class Report:
         figures = [*shown["accuracy"].values(), *shown["std_vs_mw"].values(), *shown["forest"].values(),
                    *shown["curves"].values()]
         return {output / "index.html", *(output / "figures" / name for name in figures if name),
-                *(output / path for gallery in galleries for path in gallery.images + gallery.heatmaps),
+                *(output / path for gallery in galleries
+                  for path in gallery.images + gallery.heatmaps + ([gallery.support] if gallery.support else [])),
                 *(output / "configs" / f"{cell.name}.yaml" for cell in self.cells)}
 
 
@@ -371,3 +373,22 @@ def _html_paired(paired, dataset: str) -> str:
                 line.found.text(paired.precision))) + "</tr>")
     lines.append(f"</tbody></table><p class='notes'>{html.escape(paired.footnote())}</p>")
     return "\n".join(lines)
+
+
+def support_figure(path: Path, scores, threshold: Dict[str, Any]) -> None:
+    """The histogram of a memory model's test images' support (core/support.py) with its threshold: the images left
+    of the line would be marked unsupported."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(5.0, 2.4), dpi=110)
+    values = [float(v) for v in scores]
+    axis.hist(values, bins=30, color="#4c72b0")
+    axis.axvline(threshold["threshold"], color="#c44e52", linestyle="--")
+    below = sum(v < threshold["threshold"] for v in values)
+    axis.set_title(f"support ({threshold['score']}) of the test images: {below} of {len(values)} below the threshold "
+                   f"(calibrated on {threshold['calibrated_on']})", fontsize=7)
+    axis.set_xlabel(threshold["score"], fontsize=8)
+    axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)

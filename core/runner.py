@@ -22,7 +22,7 @@ from architectures import Classifier, head_entry
 from architectures.timm_backbone import load_pretrained, preprocessing
 from base.files import writable_folder
 
-from . import autotune, evaluation, frozen, results, runtime, training
+from . import autotune, evaluation, frozen, results, runtime, support, training
 from .checkpoints import Checkpoint, RunMetadata
 from .config import Config, ConfigError, check_modality, uses_weights_preprocessing
 from .distributed import Distributed
@@ -321,6 +321,7 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
     cache = features.cache if features is not None else evaluation.FeatureCache.build(
         model, data, config.batch_size_test, seed=run - 1, draws=config.eval_draws, autocast=eval_autocast)
     result = evaluation.evaluate(model, cache)
+    threshold = support_threshold(model, data, cache, config, features)
     eval_seconds = time.time() - start
     record = {"run": run, "seed": run - 1, "accuracy": result.accuracy, "draw_accuracies": result.accuracies,
               "loss": result.loss, "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
@@ -331,7 +332,8 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
               "autotune": tuning or {"source": "set"}, "classes": list(data.classes),
               "normalization": {"mean": list(data.spec.mean), "std": list(data.spec.std)},
               **({"pretrained": pretrained} if pretrained else {}),
-              **({"feature_table_seconds": round(encode_seconds, 2)} if features is not None else {}), **settings}
+              **({"feature_table_seconds": round(encode_seconds, 2)} if features is not None else {}),
+              **({"support": threshold} if threshold else {}), **settings}
     if config.save:
         metadata = RunMetadata.from_record(record)
         metadata.memory_pool = data.pool_record()  # provenance, and what later loads check the dataset against
@@ -342,6 +344,21 @@ def train_and_evaluate(config: Config, modality: str, run: int, data: datasets.E
     if distributed is not None:
         distributed.barrier()
     return record
+
+
+def support_threshold(model: Classifier, data: datasets.ExperimentData, cache: evaluation.FeatureCache, config: Config,
+                      features: Optional[frozen.FeatureTable] = None) -> Optional[dict]:
+    """A memory model's support threshold (core/support.py), calibrated on the validation split where there is one
+    (a frozen encoder's from its table), else on the memory pool; None for other heads."""
+    if not model.uses_memory:
+        return None
+    validation = None
+    if len(data.validation):
+        checked = features.validation if features is not None and features.validation is not None else \
+            evaluation.FeatureCache.build(model, data, config.batch_size_test, seed=0, draws=1, split="validation",
+                                          pool_features=cache)
+        validation = checked.test_features
+    return support.pool_threshold(model, cache.memory_features, cache.memory_labels, validation)
 
 
 def report_summary(folder: ExperimentFolder, config: Config, modality: str) -> dict:

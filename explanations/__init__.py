@@ -5,7 +5,7 @@
                         paper's non-representativeness metrics
     counterfactuals.py  counterfactuals: Memory Wrap's memory sample against CFProto (prototype-guided), IM1 / IM2
     autoencoders.py     the autoencoders IM1 / IM2 and CFProto need, trained per run
-    figures.py          memory images, attributions over images, prototype figures
+    figures.py          memory images, attributions over images, prototype figures, an audit's suspects
     attribution.py      Integrated Gradients of the input and the memory samples shown
 
 Every method works on the features core/evaluation.py caches, with memory sets drawn by the one protocol of
@@ -17,5 +17,5 @@ from .accuracy import (MEMORY_POOLS, PAPER_SPLIT_SEED, ExplanationError, Explana
 from .attribution import (BASELINES, HEATMAP_COLUMNS, baseline_images, heatmap_figure, integrated_gradients,
                           not_converged, white_baseline)
 from .figures import (FIGURE_DPI, MEMORY_FIGURE_COLUMN_INCHES, MEMORY_FIGURE_HEIGHT_INCHES, NEAREST_PER_PROTOTYPE, SIGNS,
-                      distances_figure, memory_figure, memory_images, prototype_figure, save_figure,
+                      audit_figure, distances_figure, memory_figure, memory_images, prototype_figure, save_figure,
                       show_attribution, show_image)

@@ -154,3 +154,28 @@ def distances_figure(path: Path, image: torch.Tensor, label: str, prediction: st
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
+
+
+def audit_figure(path: Path, data: datasets.ExperimentData, suspects, score: str, evidence: int = 3) -> None:
+    """A row per suspect (core/audit.py): the training image with its given label and score, then the memory
+    samples that argue for the label the memory supports."""
+    plt = pyplot()
+    rows = max(len(suspects), 1)
+    figure, axes = plt.subplots(rows, 1 + evidence, figsize=(1.9 * (1 + evidence), 2.1 * rows), dpi=FIGURE_DPI,
+                                squeeze=False)
+    where = {data.source(index): index for index in data.subset.tolist()}
+    for row, suspect in enumerate(suspects):
+        image = data.memory_batch(torch.tensor([where[suspect.source]]))[0]
+        show_image(axes[row, 0], image, data.spec, f"{short_source(suspect.source)}\nlabelled {suspect.given}\n"
+                   f"{score} {suspect.score:.3f}", color="red")
+        for column in range(evidence):
+            axes[row, 1 + column].axis("off")
+            if column < len(suspect.evidence):
+                source = suspect.evidence[column]
+                show_image(axes[row, 1 + column], data.memory_batch(torch.tensor([where[source]]))[0], data.spec,
+                           f"{short_source(source)}\n{suspect.supported}: evidence", color="green")
+    figure.suptitle("most suspect training images (red: given label) and the memory samples that argue for another "
+                    "(green)", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.1 * rows)))  # room for the title
+    save_figure(figure, path)
+    plt.close(figure)

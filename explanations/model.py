@@ -27,6 +27,7 @@ from core.config import Config
 from core.evaluation import FeatureCache
 from core.loading import load_run
 from core.memory_policies import POLICIES
+from core.support import pool_threshold
 
 from .accuracy import ExplanationError
 from .new_images import (Explained, MemoryChoice, explain, first_memory_set, input_attribution, prediction_figure,
@@ -40,6 +41,7 @@ class Prediction:
     predicted: str  # the class
     probability: float  # of the predicted class
     probabilities: Dict[str, float]  # of every class
+    supported: Optional[bool] = None  # False: no training image resembles it (memory heads; core/support.py)
 
 
 class Explanations(list):
@@ -77,6 +79,9 @@ class Model:
         self.sources, self.files = self.data.pool_sources()
         # the test accuracy the run recorded near chance: its predictions and explanations carry no information
         self.warning = uninformative(self.network, None, checkpoint)
+        # the support below which a prediction is unsupported: the run's record, else the pool's own (leave-one-out)
+        self.threshold = checkpoint.support or (pool_threshold(self.network, self.pool.memory_features,
+                                                               self.pool.memory_labels) if self.uses_memory else None)
 
     @property
     def classes(self) -> List[str]:
@@ -126,7 +131,8 @@ class Model:
         cache = FeatureCache.build(self.network, data, len(image_set), self.checkpoint.seed, draws or self.draws,
                                    self.checkpoint.autocast(self.device), pool_features=self.pool)
         choice = self.choice(memory, exclude, classes)
-        items = explain(self.network, cache, data.classes, names, self.sources, self.files, choice, decisive)
+        items = explain(self.network, cache, data.classes, names, self.sources, self.files, choice, decisive,
+                        self.threshold)
         return Explanations(items, self, data, cache, choice)
 
     def explain(self, images, memory: str = "draws", draws: Optional[int] = None, exclude: Iterable = (),
@@ -144,7 +150,7 @@ class Model:
 
     def predict(self, images, memory: str = "draws", draws: Optional[int] = None) -> List[Prediction]:
         """Each image's class and probabilities (memory heads: averaged over the memory sets ``memory`` reads)."""
-        return [Prediction(item.image, item.predicted, item.probability, item.probabilities)
+        return [Prediction(item.image, item.predicted, item.probability, item.probabilities, item.supported)
                 for item in self.run(images, memory, draws, decisive=False)]
 
     def heatmap(self, explained: Explanations, row: int, n_steps: int = 40) -> np.ndarray:

@@ -27,6 +27,7 @@ from architectures import Classifier
 from base.plots import pyplot
 from core.evaluation import FeatureCache
 from core.memory_policies import memory_sets
+from core.support import support
 from readers.folders import IMAGE_SUFFIXES, decode, to_rgb
 
 from .accuracy import ExplanationError
@@ -121,6 +122,8 @@ class Explained:
     memory: List[MemorySample] = field(default_factory=list)  # positive weight, highest first
     draws: int = 1  # memory sets the prediction averages over
     memory_policy: Optional[str] = None  # which memory it read (core/memory_policies.py); None: no memory head
+    support: Optional[float] = None  # how much the memory pool resembles the input (core/support.py)
+    supported: Optional[bool] = None  # the support at or above the model's threshold (95 % of in-distribution)
     heatmap: Optional[np.ndarray] = field(default=None, repr=False)  # Integrated Gradients [3, H, W], when asked
 
     @property
@@ -138,6 +141,8 @@ class Explained:
     def to_json(self) -> dict:
         out = {"image": self.image, "predicted": self.predicted, "probability": round(self.probability, 6),
                "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()}, "draws": self.draws}
+        if self.support is not None:
+            out.update(support=round(self.support, 6), supported=self.supported)
         if self.memory_policy is not None:
             out.update(memory_policy=self.memory_policy,
                        example=asdict(self.example) if self.example else None,
@@ -155,8 +160,9 @@ class Explained:
             text += (f" | top {name}: {sample.source} ({sample.label}, weight {sample.weight:.3f})" if sample
                      else f" | no {name}")
         decisive = self.decisive
-        return text + (f" | decisive: {', '.join(sample.source for sample in decisive)}" if decisive else
-                       " | no single memory image decides it")
+        text += (f" | decisive: {', '.join(sample.source for sample in decisive)}" if decisive else
+                 " | no single memory image decides it")
+        return text + (" | unsupported: no training image resembles it" if self.supported is False else "")
 
 
 @dataclass
@@ -169,11 +175,13 @@ class MemoryChoice:
 @torch.no_grad()
 def explain(model: Classifier, cache: FeatureCache, classes: Sequence[str], names: Sequence[str],
             sources: Optional[Sequence[str]] = None, files: Optional[Sequence[str]] = None,
-            choice: Optional[MemoryChoice] = None, decisive: bool = True) -> List[Explained]:
+            choice: Optional[MemoryChoice] = None, decisive: bool = True,
+            threshold: Optional[dict] = None) -> List[Explained]:
     """Every cached test image explained (``cache`` holds the new images as its test set, in one batch), with the
     memory ``choice`` (default: the evaluation's draws); ``sources`` / ``files`` name the pool's images. A memory
     sample is decisive when leaving it alone out of the memory sets that gave it weight changes the prediction
-    (``decisive=False``: not computed)."""
+    (``decisive=False``: not computed). ``threshold`` (core/support.py's record): each image's support from the
+    whole pool, and whether it reaches the threshold."""
     model.eval()
     if not model.uses_memory:
         probabilities = torch.softmax(model.classify(cache.test_features).float(), 1)
@@ -204,9 +212,13 @@ def explain(model: Classifier, cache: FeatureCache, classes: Sequence[str], name
         predictions.scatter_(1, index, torch.where(better, own.expand(rows, -1), predictions.gather(1, index)))
     probabilities = sum(item[3] for item in per_set) / len(sets)
     pool_labels = cache.memory_labels.cpu()
+    scores = (support(model, cache.test_features, cache.memory_features, cache.memory_labels, threshold["score"])
+              if threshold else None)
     explained = []
     for row, name in enumerate(names):
         item = _explained(name, probabilities[row], classes, len(sets), choice.policy)
+        if scores is not None:
+            item.support, item.supported = float(scores[row]), bool(scores[row] >= threshold["threshold"])
         predicted = int(probabilities[row].argmax())
         order = torch.sort(weights[row], descending=True, stable=True).indices.tolist()  # ties: pool order
         for position in [p for p in order if weights[row, p] > 0]:

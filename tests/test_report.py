@@ -61,9 +61,9 @@ def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_r
         assert f"{results['mean']:.2f} ± {results['std']:.2f}" in text, modality
     checkpoint = str(tiny_root / "DIGITS" / "encoder_memory" / "shufflenet" / "128" / "1.pt")
     assert [g[0] for g in galleries] == [checkpoint], "one gallery, of the memory head's first run"
-    assert galleries[0][1] == 2 + 1, "its 2 memory images and 1 heatmap figure"
+    assert galleries[0][1] == 2 + 1 + 1, "its 2 memory images, 1 heatmap figure and the support's distribution"
     gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_128"
-    assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png"]
+    assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png", "support.png"]
     assert "Learning curves" in text and "Curves missing" not in text
     # the paired differences of the two rows (2 runs each, seeds 0 and 1) and their forest plot
     from core.collect import collect_accuracy
@@ -98,8 +98,9 @@ def test_a_report_over_an_earlier_one_leaves_only_its_own_files(tiny_root, tmp_p
     for path in mine:
         path.write_text("the user's own")
     out = run_script("report.py", f"--root={tiny_root}", f"--output={output}", "--modality=std").stdout
-    # its encoder_memory config, curves and gallery image, the std against Memory Wrap figure, the paired differences
-    assert "(1 cells, 0 galleries; removed 5 files of an earlier report)" in out, out
+    # its encoder_memory config, curves and gallery images (memory, support), the std against Memory Wrap figure, the
+    # paired differences
+    assert "(1 cells, 0 galleries; removed 6 files of an earlier report)" in out, out
     assert sorted(p.name for p in (output / "configs").iterdir()) == ["DIGITS_shufflenet_std_grid_128.yaml", "mine.yaml"]
     assert not (output / "gallery").exists() and all(path.read_text() == "the user's own" for path in mine)
     page = (output / "index.html").read_text()
