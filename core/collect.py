@@ -48,14 +48,15 @@ class Row:
         return f"{self.modality} [{extra}]" if extra else self.modality
 
 
-def variant_of(root, folder: Path) -> str:
+def variant_of(root, folder: Path, model: str = "") -> str:
     """The grid variant of an experiment folder: the folders between ``root`` and the experiment's
-    <DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES> (grid.py puts a variant's copy of a grid under its name)."""
+    <DATASET>/<MODALITY>/<MODEL>/<TRAIN_EXAMPLES> (grid.py puts a variant's copy of a grid under its name; a
+    ``timm/<name>`` model is two folders)."""
     try:
         parts = folder.resolve().relative_to(Path(root).resolve()).parts
     except ValueError:
         return ""
-    return "/".join(parts[:-4])
+    return "/".join(parts[:-(3 + len(Path(model).parts or ("",)))])
 
 
 def collect_accuracy(root) -> List[Row]:
@@ -94,7 +95,7 @@ def collect_runs(root, value: Callable[[dict, dict], Optional[float]]) -> List[R
         settings = result_settings(config, path)
         check_runs_agree(path.parent, runs, settings)
         rows.append(Row(results["dataset_name"], results["model"], results["modality"], int(results["train_examples"]),
-                        values, config.get("runs"), path.parent, variant_of(root, path.parent),
+                        values, config.get("runs"), path.parent, variant_of(root, path.parent, results["model"]),
                         settings=settings, val_values=validation, seeds=[seed for v, seed in numbers if v is not None]))
     return rows
 
@@ -210,6 +211,8 @@ def _experiment_of(folder: Path) -> Tuple[str, str, str, int]:
         results = read_results(results_path)
         return results["dataset_name"], results["model"], results["modality"], int(results["train_examples"])
     dataset, modality, model, size = folder.parts[-4:]
+    if folder.parts[-3] == "timm":  # a timm/<name> model: two folders
+        dataset, modality, model = folder.parts[-5], folder.parts[-4], f"timm/{folder.parts[-2]}"
     return dataset, model, modality, int(size)
 
 
@@ -263,7 +266,8 @@ def _model_row(path: Path, root, models: List[dict], value: Callable[[dict], Any
     of them were flagged as explaining nothing."""
     numbers = [(value(m), m.get("seed")) for m in models]
     kept = [(v, seed) for v, seed in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return Row(*_experiment_of(path.parent), [v for v, _ in kept], expected, path.parent, variant_of(root, path.parent),
+    experiment = _experiment_of(path.parent)
+    return Row(*experiment, [v for v, _ in kept], expected, path.parent, variant_of(root, path.parent, experiment[1]),
                method=method, seeds=[seed for _, seed in kept],
                flagged=sum(1 for m in models if m.get("uninformative")))
 

@@ -214,3 +214,16 @@ def test_a_frozen_encoder_trained_on_its_feature_table_equals_the_step_by_step_r
     for name, parameter in slow.head.named_parameters():
         assert torch.allclose(parameter, dict(fast.head.named_parameters())[name], atol=1e-4), name
     assert all(torch.equal(a, b) for a, b in zip(slow.encoder.parameters(), fast.encoder.parameters()))
+
+
+def test_tables_read_a_timm_models_folders_as_one_network(tmp_path):
+    """A timm/<name> experiment lives two folders deep (<DATASET>/<MODALITY>/timm/<name>/<SIZE>): its grid variant is
+    the folders above, not the dataset's name."""
+    from core.collect import _experiment_of, variant_of
+
+    folder = tmp_path / "px128" / "CIFAR10" / "std" / "timm" / "tf_efficientnet_lite0" / "1000"
+    folder.mkdir(parents=True)
+    assert variant_of(tmp_path, folder, "timm/tf_efficientnet_lite0") == "px128"
+    assert variant_of(tmp_path, tmp_path / "CIFAR10" / "std" / "timm" / "x" / "1000", "timm/x") == ""
+    assert variant_of(tmp_path, tmp_path / "v" / "DIGITS" / "std" / "shufflenet" / "128", "shufflenet") == "v"
+    assert _experiment_of(folder) == ("CIFAR10", "timm/tf_efficientnet_lite0", "std", 1000)
