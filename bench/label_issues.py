@@ -187,8 +187,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["DIGITS", "CIFAR10"], default="DIGITS")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--no_retrain", action="store_true", help="scores only (the validation run that chose the "
-                        "memory score)")
+    parser.add_argument("--no_retrain", action="store_true", help="scores only: no retraining without the suspects")
+    parser.add_argument("--validation", action="store_true", help="the validation run that chose the memory score "
+                        "(scores only, written apart: the tables leave it out)")
     parser.add_argument("--summary", action="store_true", help="print the tables of every result written")
     parser.add_argument("--epochs", type=int, default=None, help="fewer epochs than the recipe's: a quick check only")
     args = parser.parse_args()
@@ -198,8 +199,8 @@ def main():
     runtime.keep_freed_memory()
     (RESULTS / "quick").mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
-        result = run_seed(args.dataset, seed, device, not args.no_retrain, args.epochs)
-        name = f"{args.dataset}_{'validation_' if args.no_retrain else ''}seed{seed}"
+        result = run_seed(args.dataset, seed, device, not (args.no_retrain or args.validation), args.epochs)
+        name = f"{args.dataset}_{'validation_' if args.validation else ''}seed{seed}"
         atomic_write_json(result, (RESULTS if not args.epochs else RESULTS / "quick") / f"{name}.json")
 
 

@@ -8,6 +8,7 @@ model, or as read from the autotune cache.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -30,11 +31,14 @@ def make_model(config: Config, modality: str) -> Classifier:
 
 
 def fresh_copy(probe: Classifier, config: Config, modality: str) -> Classifier:
-    """A copy of the probe that every module supports: a fresh build with the probe's state dict (a deep copy fails
-    on a spectrally normalised layer, whose computed weight is no graph leaf: SimpleSelfAttention)."""
-    model = make_model(config, modality)
-    model.load_state_dict(probe.state_dict())
-    return model
+    """A copy of the probe: a deep copy, or where a module refuses one (a spectrally normalised layer whose computed
+    weight is no graph leaf once it has run: SimpleSelfAttention) a fresh build given the probe's state dict."""
+    try:
+        return copy.deepcopy(probe)
+    except RuntimeError:
+        model = make_model(config, modality)
+        model.load_state_dict(probe.state_dict())
+        return model
 
 
 def check_depthwise_fp32(config: Config, modality: str, probe: Classifier) -> None:

@@ -165,9 +165,10 @@ def untrained(tmp_path_factory):
 @pytest.mark.parametrize("modality", ["protonet", "matching"])
 def test_memory_heads_of_the_related_methods_are_explained(untrained, modality, tmp_path):
     folder = untrained[modality]
-    out = run_script("explanation_accuracy.py", f"--path_models={folder}", f"--output_json={tmp_path / 'x.json'}").stdout
+    out = run_script("explanation_accuracy.py", f"--path_models={folder}", f"--output_json={tmp_path / 'x.json'}",
+                     "--draws=2").stdout
     draws = json.loads((tmp_path / "x.json").read_text())["models"][0]["draws"]
-    assert len(draws) == 5 and all(d["examples"] + d["counterfactuals"] == 500 for d in draws), out
+    assert len(draws) == 2 and all(d["examples"] + d["counterfactuals"] == 500 for d in draws), out
     run_script("generate_memory_images.py", f"--path_model={folder / '1.pt'}", "--num_images=2", "--max_samples=4",
                f"--output_dir={tmp_path}")
     pngs = sorted(tmp_path.rglob("*.png"))

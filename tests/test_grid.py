@@ -180,7 +180,7 @@ def torchrun(*args):
 
 
 def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(tmp_path):
-    reference = subprocess.run(torchrun("--epochs=3", f"--output_dir={tmp_path / 'reference'}"), cwd=REPO,
+    reference = subprocess.run(torchrun("--epochs=2", f"--output_dir={tmp_path / 'reference'}"), cwd=REPO,
                                capture_output=True, text=True, timeout=240)
     assert reference.returncode == 0, reference.stderr
     folder = tmp_path / "reference" / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
@@ -189,7 +189,7 @@ def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(
     assert expected["ranks"] == 2 and 0 <= expected["accuracy"] <= 100 and reference.stdout.count("Run:1 |") == 1
     # an interrupted data-parallel run resumes from its last epoch, and ends as the uninterrupted one
     killed = tmp_path / "killed" / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
-    process = subprocess.Popen(torchrun("--epochs=3", f"--output_dir={tmp_path / 'killed'}"), cwd=REPO,
+    process = subprocess.Popen(torchrun("--epochs=2", f"--output_dir={tmp_path / 'killed'}"), cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (killed / "1.state.pt").exists():
@@ -203,7 +203,7 @@ def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(
     while ExperimentFolder(killed).lock(1).state() == "held":  # until the killed ranks are gone
         assert time.time() < deadline
         time.sleep(0.05)
-    resumed = subprocess.run(torchrun("--epochs=3", f"--output_dir={tmp_path / 'killed'}", "--continue_train"),
+    resumed = subprocess.run(torchrun("--epochs=2", f"--output_dir={tmp_path / 'killed'}", "--continue_train"),
                              cwd=REPO, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr
     assert "Run 1: resuming after epoch" in resumed.stdout, resumed.stdout + resumed.stderr[-3000:]

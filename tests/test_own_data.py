@@ -348,6 +348,10 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
     commands = _readme_block("Your own images")
     assert [command[:2] for command in commands] == [["python", "convert_weights.py"], ["python", "train.py"],
                                                      ["python", "export.py"], ["python", "predict.py"]]
+    # as printed, at 64 px instead of the weights' 224 and for 5 epochs instead of 30: the tests never train on the
+    # real weights at 224 px (what is read, converted, trained, exported and explained is the same at any size;
+    # tests/test_pretrained.py checks that the weights' own size is the default)
+    commands[1] = commands[1] + ["--set=image_size=64", "--epochs=5"]
     outputs = []
     for command in commands:
         args = [arg.replace("=DIR", f"={data}") for arg in command[2:]]
@@ -355,8 +359,8 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
                                 text=True, timeout=240)
         assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         outputs.append(result.stdout)
-    assert "PerClass:digit_0=40, digit_1=40, digit_7=40" in outputs[1] and "Epoch 30 " in outputs[1], outputs[1]
-    assert "Encoder:from weights/tf_efficientnet_lite0.safetensors, frozen | Images:224 px" in outputs[1]
+    assert "PerClass:digit_0=40, digit_1=40, digit_7=40" in outputs[1] and "Epoch 5 " in outputs[1], outputs[1]
+    assert "Encoder:from weights/tf_efficientnet_lite0.safetensors, frozen | Images:64 px" in outputs[1]
     assert "memory pool of 120 images" in outputs[2], outputs[2]
     line = outputs[3].splitlines()[0]
     assert line.startswith("new_image.jpg: digit_") and "top example: train/digit_" in line, result.stdout
