@@ -132,7 +132,7 @@ def test_the_file_check_finds_a_file_that_moved(tmp_path):
 def test_a_link_to_a_file_that_gitignore_keeps_out_is_broken():
     # git check-ignore answers for a path whether it exists or not: models/* is ignored, docs/images/ is not
     assert ignored_by_git(REPO / "models" / "link-test.png")
-    assert not ignored_by_git(REPO / "docs" / "images" / "predict_digit.png")
+    assert not ignored_by_git(REPO / "docs" / "images" / "predict_cifar.png")
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=lambda i: f"{BLOCKS[i][0].name}-{i}")

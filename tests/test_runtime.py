@@ -34,8 +34,14 @@ def fixed_input():
     return torch.randn(3, 3, 32, 32, generator=generator), torch.randn(6, 3, 32, 32, generator=generator)
 
 
-@pytest.mark.parametrize("network", NETWORKS)
-@pytest.mark.parametrize("modality", list_heads())
+# every network under Memory Wrap, and every head on the quickstart's network: what a head computes in fp32 under
+# autocast does not depend on the encoder before it (the full product took 48 cases, 4 minutes on an AVX2 CPU, where
+# bf16 is emulated)
+CASES = [(network, "encoder_memory") for network in NETWORKS] + [
+    ("shufflenet", modality) for modality in list_heads() if modality != "encoder_memory"]
+
+
+@pytest.mark.parametrize("network,modality", CASES)
 def test_fast_paths_give_the_predictions_of_fp32_contiguous(fixed_input, network, modality):
     """Logits within the stated tolerance of fp32 NCHW, and the same prediction wherever the fp32 margin between
     the top two classes is larger than twice that tolerance (the tolerance scales with the logits: bfloat16 keeps
