@@ -155,7 +155,7 @@ def summary() -> None:
         for noise in NOISES:
             entries = {row["seed"]: row["noise"][str(noise)] for row in mine if str(noise) in row["noise"]}
             print(f"Labels flipped: {100 * noise:.0f} % (k = {next(iter(entries.values()))['k']}); mean over seeds "
-                  f"with the 95 % interval; paired difference memory − method, run by run\n")
+                  f"with the 95 % interval; paired difference method − memory, run by run\n")
             print("| method | AUROC | − memory (paired) | precision at k | − memory (paired) |\n|---|---|---|---|---|")
             for method in METHODS:
                 cells = []

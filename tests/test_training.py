@@ -31,10 +31,10 @@ def test_fp16_skips_non_finite_steps_and_stops_after_too_many_in_a_row(monkeypat
     """Under fp16 + GradScaler (CPU autocast here, to test without a GPU) a non-finite loss skips its step, as
     the paper's GradScaler loop did; more than max_nonfinite_steps in a row stop the run, saying where."""
     fp16 = Execution(torch.float16, torch.contiguous_format)
-    config = load_config(TINY, {"epochs": 2})
+    config = load_config(TINY, {"epochs": 2}, ["batch_size_train=4"])  # 2 steps an epoch: fp16 is slow on a CPU
     config = dataclasses.replace(config, max_nonfinite_steps=limit)
     train, test = datasets.load_dataset("DIGITS", None)
-    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 8, 200, seed=0)
     model = build_model("shufflenet", "std", 10)
     calls = {"n": 0}
     real_loss = model.loss
