@@ -144,11 +144,10 @@ def summary() -> None:
         for name in SCORES:
             cells = []
             for metric in ("auroc", "fpr_at_95_tpr"):
-                values = {seed: found[name][metric] for seed, found in mine.items()}
                 reference = {seed: found["support_nearest_similarity"][metric] for seed, found in mine.items()}
-                mean, low, high = paired.interval(list(values.values()))
-                cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{mean:.3f}")
-                cells.append(paired.paired(values, reference).text(3) if name != "support_nearest_similarity" else "")
+                values = reference if name == "support_nearest_similarity" else {
+                    seed: found[name][metric] for seed, found in mine.items()}
+                cells.extend(paired.metric_cells(values, reference))
             print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -160,11 +160,10 @@ def summary() -> None:
             for method in METHODS:
                 cells = []
                 for metric in ("auroc", "precision_at_k"):
-                    values = {seed: entry[metric][method] for seed, entry in entries.items()}
-                    mean, low, high = paired.interval(list(values.values()))
-                    cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{mean:.3f}")
                     reference = {seed: entry[metric]["memory"] for seed, entry in entries.items()}
-                    cells.append(paired.paired(values, reference).text(3) if method != "memory" else "")
+                    values = reference if method == "memory" else {
+                        seed: entry[metric][method] for seed, entry in entries.items()}
+                    cells.extend(paired.metric_cells(values, reference))
                 print(f"| {method} | " + " | ".join(cells) + " |")
             retrained = {seed: entry["retrained"] for seed, entry in entries.items() if "retrained" in entry}
             if retrained:

@@ -60,6 +60,14 @@ class Paired:
         return shown + f"[{self.low:+.{precision}f}, {self.high:+.{precision}f}]" + (" *" if self.excludes_zero else "")
 
 
+def metric_cells(values: Mapping, reference: Mapping, digits: int = 3) -> Tuple[str, str]:
+    """Two Markdown cells for a metric measured seed by seed: its mean with the 95 % interval, and its paired
+    difference with ``reference`` (empty where the values are the reference's own)."""
+    mean, low, high = interval(list(values.values()))
+    cell = f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else f"{mean:.{digits}f}"
+    return cell, (paired(values, reference).text(digits) if values is not reference else "")
+
+
 def paired(row: Mapping, reference: Mapping) -> Paired:
     """The paired difference of two rows' values by seed (``{seed: value}``)."""
     common = sorted(set(row) & set(reference), key=str)

@@ -83,3 +83,20 @@ def write_config(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(TINY.read_text() + text)
     return path
+
+
+def memory_reading_head(features: int, classes: int, reads: int):
+    """A memory-only head whose scores are memory-vector channels, weights set by hand: its MLP passes the first
+    ``features`` channels through and class c scores channel c for the first ``reads`` classes (the others score 0),
+    so that a test knows which memory samples carry each class."""
+    import torch
+    from architectures import build_head
+
+    head = build_head("memory", features, classes)
+    with torch.no_grad():
+        for layer in (head.classifier.fc1, head.classifier.fc2):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        head.classifier.fc1.weight[:features, :features] = torch.eye(features)
+        head.classifier.fc2.weight[:reads, :reads] = torch.eye(reads)
+    return head

@@ -13,12 +13,12 @@ from PIL import Image
 
 import datasets
 import memory_wrap
-from architectures import Classifier, build_head
+from architectures import Classifier
 from core.evaluation import FeatureCache
 from core.memory_policies import memory_sets
 from explanations.accuracy import ExplanationError
 from explanations.new_images import MemoryChoice, explain
-from helpers import TINY, run_script
+from helpers import TINY, memory_reading_head, run_script
 from readers import read_cifar10
 
 pytestmark = pytest.mark.xdist_group("trained")
@@ -61,15 +61,7 @@ def test_memory_policies_draw_what_they_say():
 def crafted():
     """A memory-only head that predicts class 0 by how much of the memory vector lies on the first feature: pool A
     (class 0) on it, B and C (class 1) elsewhere; the input leans on A, so A alone decides its prediction."""
-    head = build_head("memory", 4, 2)
-    with torch.no_grad():
-        head.classifier.fc1.weight.zero_()
-        head.classifier.fc1.bias.zero_()
-        head.classifier.fc1.weight[:4, :4] = torch.eye(4)
-        head.classifier.fc2.weight.zero_()
-        head.classifier.fc2.bias.zero_()
-        head.classifier.fc2.weight[0, 0] = head.classifier.fc2.weight[1, 1] = 1.0
-    model = Classifier(torch.nn.Identity(), head, "memory").eval()
+    model = Classifier(torch.nn.Identity(), memory_reading_head(4, 2, reads=2), "memory").eval()
     pool = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0.9, 0.1, 0]])
     cache = FeatureCache(torch.tensor([[1.0, 0.2, 0, 0]]), torch.tensor([0]), pool, torch.tensor([0, 1, 1]),
                          datasets.MemoryProtocol(3, 3), seed=0, draws=1, batch_size=1)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import datasets
-from architectures import Classifier, build_head
+from architectures import Classifier
 from core import audit, support
-from helpers import TINY, run_script
+from helpers import TINY, memory_reading_head, run_script
 from test_own_data import folder_config, write_folders
 
 
@@ -26,15 +26,7 @@ class MeanColour(nn.Module):
 
 def colour_model() -> Classifier:
     """A memory-only head that reads the memory vector's channels as the classes' scores (red, green, blue)."""
-    head = build_head("memory", 3, 3)
-    with torch.no_grad():
-        head.classifier.fc1.weight.zero_()
-        head.classifier.fc1.bias.zero_()
-        head.classifier.fc1.weight[:3, :3] = torch.eye(3)
-        head.classifier.fc2.weight.zero_()
-        head.classifier.fc2.bias.zero_()
-        head.classifier.fc2.weight[:3, :3] = torch.eye(3)
-    return Classifier(MeanColour(), head, "memory").eval()
+    return Classifier(MeanColour(), memory_reading_head(3, 3, reads=3), "memory").eval()
 
 
 def colour_data(per_class=20, seed=0):

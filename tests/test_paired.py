@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.collect import collect_accuracy
-from core.paired import interval, paired, paired_rows
+from core.paired import interval, metric_cells, paired, paired_rows
 from core.tables import build_tables
 from helpers import run_script
 
@@ -95,3 +95,12 @@ def test_explanations_are_paired_by_run_between_methods_and_counterfactuals_on_c
     # images 1 and 2 both found, in every run: memory - proto = (2 - 1.5 + 3 - 2) / 2 = 0.75, for each run
     assert (counterfactual.pairs, counterfactual.mean) == (3, pytest.approx(0.75))
     assert built["counterfactuals_seconds"].paired is None
+
+
+def test_metric_cells_give_the_mean_interval_and_the_paired_difference_by_hand():
+    reference = {0: 0.5, 1: 0.7}
+    values = {0: 0.6, 1: 0.9}  # differences 0.1 and 0.2: mean 0.15, standard error 0.05, t(1) 12.706 -> +-0.635
+    cell, difference = metric_cells(values, reference)
+    assert cell == "0.750 [-1.156, 2.656]"  # mean 0.75, standard error 0.15: 12.706 * 0.15 = 1.906
+    assert difference == "+0.150 [-0.485, +0.785]"
+    assert metric_cells(reference, reference)[1] == "" and metric_cells({0: 0.5}, {0: 0.4})[0] == "0.500"
