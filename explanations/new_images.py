@@ -142,7 +142,8 @@ class Explained:
         out = {"image": self.image, "predicted": self.predicted, "probability": round(self.probability, 6),
                "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()}, "draws": self.draws}
         if self.support is not None:
-            out.update(support=round(self.support, 6), supported=self.supported)
+            # unrounded: `supported` is support >= the model's threshold, which a rounded support could contradict
+            out.update(support=self.support, supported=self.supported)
         if self.memory_policy is not None:
             out.update(memory_policy=self.memory_policy,
                        example=asdict(self.example) if self.example else None,

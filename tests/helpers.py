@@ -15,14 +15,15 @@ from conftest import REPO
 TINY = REPO / "tests" / "tiny_digits.yaml"
 
 
-def run_script(*args, timeout=240, check=True, fresh_process=False):
-    """``python <args>`` in the repository, as a user types it: a process of its own with its exit status, stdout
-    and stderr. Forked from tests/script_server.py, which has imported torch once (2.5 s less per script);
+def run_script(*args, timeout=240, check=True, fresh_process=False, cwd=REPO, env=None):
+    """``python <args>`` in the repository (or ``cwd``, with ``env`` added to the environment), as a user types it:
+    a process of its own with its exit status, stdout and stderr. Forked from tests/script_server.py, which has imported torch once (2.5 s less per script);
     ``fresh_process`` starts a new interpreter instead (for what depends on the process itself)."""
     if fresh_process:
-        result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **(env or {})})
     else:
-        result = _server().run([str(a) for a in args], timeout)
+        result = _server().run([str(a) for a in args], timeout, cwd, env)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -48,10 +49,11 @@ class _ScriptServer:
             connection.sendall((json.dumps(request) + "\n").encode())
             return connection.makefile().readline()
 
-    def run(self, argv, timeout) -> subprocess.CompletedProcess:
+    def run(self, argv, timeout, cwd=REPO, env=None) -> subprocess.CompletedProcess:
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
-        reply = json.loads(self._send({"argv": argv, "cwd": str(REPO), "env": dict(os.environ), "stdout": str(stdout),
-                                       "stderr": str(stderr), "timeout": timeout}, timeout + 60))
+        request = {"argv": argv, "cwd": str(cwd), "env": {**os.environ, **(env or {})}, "stdout": str(stdout),
+                   "stderr": str(stderr), "timeout": timeout}
+        reply = json.loads(self._send(request, timeout + 60))
         if reply == "timeout":  # the server has killed the script, as subprocess.run(timeout=...) would
             raise subprocess.TimeoutExpired(argv, timeout, stdout.read_text(), stderr.read_text())
         return subprocess.CompletedProcess(argv, reply, stdout.read_text(), stderr.read_text())

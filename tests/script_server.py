@@ -4,7 +4,7 @@ Starting a script costs about 2.5 s of CPU before its first line: `import torch`
 which the first optimizer construction imports (1.2 s). This server imports them once, never runs a torch
 operation (so no thread pool exists to be forked), and forks a child per request: the child changes to the
 requested folder, takes the requested argv and environment, sends its output to the requested files, and runs
-the script as `python script.py ...` would (``runpy``, ``__name__ == "__main__"``). The server answers with the
+the script as `python script.py ...` (or `python -m module ...`) would (``runpy``, ``__name__ == "__main__"``). The server answers with the
 child's exit status, or "timeout" after killing a child that ran past the request's timeout (so that one hung
 script fails its test instead of stalling every later one). tests/helpers.py starts one server per test process.
 
@@ -49,12 +49,19 @@ def run_child(request, listener, connection) -> None:
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    script = request["argv"][0]
-    sys.argv = list(request["argv"])
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    argv = list(request["argv"])
+    module = argv[1] if argv[0] == "-m" else None  # `python -m module args`: the module's folder is the cwd's
+    sys.argv = [module, *argv[2:]] if module else argv  # runpy.run_module sets argv[0] to the module's file
+    sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(argv[0]))
+    # as the interpreter: the request's PYTHONPATH comes right after the script's folder
+    for entry in reversed([e for e in request["env"].get("PYTHONPATH", "").split(os.pathsep) if e]):
+        sys.path.insert(1, os.path.abspath(entry))
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(argv[0], run_name="__main__")
     except SystemExit as exit_:
         if isinstance(exit_.code, str):
             print(exit_.code, file=sys.stderr)

@@ -304,7 +304,7 @@ def test_the_choices_bench_counts_fresh_measurements_and_refuses_bad_input():
 @pytest.mark.parametrize("model,settings", [
     ("resnet18", ["self_attention=reference"]), ("mobilenet", ["self_attention=last_stage"]),
     ("resnet18", ["self_attention=layer2", "self_attention_ks=3"]), ("resnet18", ["self_attention=layer3", "self_attention_sym=true"]),
-    ("vit", ["vit_final_norm=false"]), ("timm/test_efficientnet", [])])
+    ("vit", ["vit_final_norm=false", "image_size=32"]), ("timm/test_efficientnet", [])])
 def test_auto_measures_every_encoder_option_on_copies_of_the_probe(tmp_path, model, settings):
     """The autotune times copies of the probe model: a fresh build with its state dict, which every module supports
     (a deep copy failed on SimpleSelfAttention's spectrally normalised weight, no graph leaf)."""

@@ -2,7 +2,6 @@
 relative link and #anchor of README.md and docs/*.md resolves (GitHub's heading anchors)."""
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -135,10 +134,20 @@ def test_a_link_to_a_file_that_gitignore_keeps_out_is_broken():
     assert not ignored_by_git(REPO / "docs" / "images" / "predict_cifar.png")
 
 
+def run_block(block, tmp_path, cwd):
+    """``python -c block`` in ``cwd`` with the repository importable (the block saved as a script and run as one:
+    tests/helpers.run_script)."""
+    from helpers import run_script
+
+    script = tmp_path / "block.py"
+    script.write_text(block)
+    return run_script(script, cwd=cwd, env={"PYTHONPATH": str(REPO)}, timeout=120, check=False)
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=lambda i: f"{BLOCKS[i][0].name}-{i}")
-def test_a_python_block_runs_as_written(index):
+def test_a_python_block_runs_as_written(index, tmp_path):
     page, block = BLOCKS[index]
-    result = subprocess.run([sys.executable, "-c", block], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_block(block, tmp_path, cwd=REPO)
     assert result.returncode == 0, f"{page.name}: a block fails:\n{block}\n{result.stderr[-2000:]}"
 
 
@@ -162,8 +171,7 @@ def model_file(trained, tmp_path_factory):
 
 @pytest.mark.xdist_group("trained")
 @pytest.mark.parametrize("index", range(len(MODEL_BLOCKS)), ids=lambda i: f"{MODEL_BLOCKS[i][0].name}-model-{i}")
-def test_a_block_that_uses_a_model_file_runs_beside_one(index, model_file):
+def test_a_block_that_uses_a_model_file_runs_beside_one(index, model_file, tmp_path):
     page, block = MODEL_BLOCKS[index]
-    result = subprocess.run([sys.executable, "-c", block], cwd=model_file, capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    result = run_block(block, tmp_path, cwd=model_file)
     assert result.returncode == 0, f"{page.name}: a block fails:\n{block}\n{result.stderr[-2000:]}"

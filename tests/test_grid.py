@@ -23,32 +23,35 @@ def grid(tmp_path):
     return path
 
 
-def test_grid_runs_locally_skips_finished_runs_and_lists_the_rest(grid, tmp_path):
-    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
-    assert "4 runs: 4 missing" in status
-    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "0 runs done, 0 running elsewhere, 0 changed, 4 to run with 2 workers" in out
-    assert "4 runs finished, 0 running elsewhere, 0 failed" in out
-    assert len(re.findall(r"done: DIGITS shufflenet 128 \w+ run \d \| accuracy [0-9.]+ \| [0-9.]+ min", out)) == 4, out
-    assert (tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128" / "1.log").is_file(), "a log per run"
-    folder = tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128"
-    assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2]
-    (folder / "2.json").unlink()
-    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
-    assert "4 runs: 3 done, 1 missing" in status and "deepncm         +." in status
+def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_runs(grid, tmp_path):
+    """One grid filled three ways, as a user would mix them: a printed command through xargs, a Slurm array task,
+    then, with runs: raised, local workers for the new seeds only."""
+    grid.write_text(grid.read_text().replace("runs: 2", "runs: 1"))
+    assert "2 runs: 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
     printed = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
-    assert len(printed) == 1 and "--modality=deepncm" in printed[0] and "--run=2" in printed[0]
-    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "3 runs done, 0 running elsewhere, 0 changed, 1 to run" in out
-    assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert len(printed) == 2 and "--modality=std" in printed[0] and "--modality=deepncm" in printed[1]
+    subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", "{}"], input=printed[0] + "\n", cwd=tmp_path,
+                   capture_output=True, text=True, check=True)  # any folder: the commands are absolute
+    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert "2 runs: 1 done, 1 missing" in status and "deepncm         ." in status and "std             +" in status
+    run_script("grid.py", f"--grid={grid}", "--task=2")  # the last run, as Slurm's array task 2 would
+    assert "2 runs: 2 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    assert "the grid has 2 runs" in run_script("grid.py", f"--grid={grid}", "--task=3", check=False).stderr
     # runs: raised on a finished grid trains only the new seeds; the old runs' files stay as they were
-    before = {path: path.read_bytes() for path in (tmp_path / "models").rglob("[12].*") if path.suffix in (".pt", ".json")}
-    grid.write_text(grid.read_text().replace("runs: 2", "runs: 3"))
-    assert "6 runs: 4 done, 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    before = {path: path.read_bytes() for path in (tmp_path / "models").rglob("1.*") if path.suffix in (".pt", ".json")}
+    grid.write_text(grid.read_text().replace("runs: 1", "runs: 2"))
+    assert "4 runs: 2 done, 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
+    missing = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
+    assert len(missing) == 2 and all("--run=2" in line for line in missing)
     out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "4 runs done, 0 running elsewhere, 0 changed, 2 to run" in out and "run 3 |" in out
+    assert "2 runs done, 0 running elsewhere, 0 changed, 2 to run with 2 workers" in out
+    assert "2 runs finished, 0 running elsewhere, 0 failed" in out
+    assert len(re.findall(r"done: DIGITS shufflenet 128 \w+ run 2 \| accuracy [0-9.]+ \| [0-9.]+ min", out)) == 2, out
     assert all(path.read_bytes() == content for path, content in before.items()), "an old run's file changed"
-    assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2, 3]
+    folder = tmp_path / "models" / "DIGITS" / "deepncm" / "shufflenet" / "128"
+    assert (folder / "2.log").is_file(), "a log per run"
+    assert [r["run"] for r in json.loads((folder / "results.json").read_text())["runs"]] == [1, 2]
+    assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
 
 
 def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
@@ -66,18 +69,6 @@ def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=60)
-
-
-def test_grid_commands_through_xargs_and_as_job_array_tasks(grid, tmp_path):
-    printed = subprocess.run([sys.executable, "grid.py", f"--grid={grid}", "--print"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout
-    assert len(printed.splitlines()) == 4
-    subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", "{}"], input="\n".join(printed.splitlines()[:2]) + "\n",
-                   cwd=tmp_path, capture_output=True, text=True, check=True)  # any folder: the commands are absolute
-    run_script("grid.py", f"--grid={grid}", "--task=4")  # the last run, as Slurm's array task 4 would
-    status = run_script("grid.py", f"--grid={grid}", "--status").stdout
-    assert "4 runs: 3 done, 1 missing" in status and "deepncm         .+" in status
-    assert "the grid has 4 runs" in run_script("grid.py", f"--grid={grid}", "--task=5", check=False).stderr
 
 
 def test_grid_errors(tmp_path):

@@ -2,11 +2,8 @@
 folder that changed under a model is caught, every image decodes right or is refused, and what was mended to say one
 clear line (issue 43's cases; report.py's own files: tests/test_report.py, SimpleSelfAttention: tests/test_autotune.py).
 """
-import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from core import runner
 from core.config import load_config
 from helpers import TINY, run_script
 from readers import folders
-from test_own_data import CLASSES, folder_config, write_folders
+from test_own_data import folder_config, write_folders
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +193,7 @@ def test_ctrl_c_in_predict_leaves_no_empty_output_folder(trained, tmp_path):
             "model.Model.run = interrupted\n"
             "import predict; from absl import app; app.run(predict.main)\n"
             % (checkpoint, REPO / "docs" / "examples" / "digits", output))
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    (tmp_path / "interrupted.py").write_text(code)
+    result = run_script(tmp_path / "interrupted.py", env={"PYTHONPATH": str(REPO)}, check=False)
     assert result.returncode == 130 and "interrupted: predict.py" in result.stderr, result.stderr
     assert not output.exists(), "nothing was written: no empty folder"

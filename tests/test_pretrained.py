@@ -150,13 +150,14 @@ def test_convert_weights_writes_real_imagenet_weights_that_timm_loads_as_pretrai
 def test_pretrained_weights_bring_their_image_size_and_normalisation_unless_the_config_sets_them(published):
     size, mean, std = preprocessing(f"timm/{TEST_MODEL}")
     assert (size, mean, std) == (160, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    config = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true"])
+    unset = "image_size=null"  # tests/tiny_digits.yaml sets 16 px
+    config = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", unset])
     assert config.image_size == 160 and config.dataset_spec().mean == mean and config.dataset_spec().std == std
     own = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", "image_size=48",
                                                               "DIGITS.mean=[0.5, 0.5, 0.5]", "DIGITS.std=[0.2, 0.2, 0.2]"])
     assert own.image_size == 48 and own.dataset_spec().mean == (0.5, 0.5, 0.5)
-    assert load_config(TINY).image_size == 32 and load_config(TINY).dataset_spec().mean == (0.3055,) * 3
-    assert load_config(TINY, {"model": f"timm/{TEST_MODEL}"}).image_size == 32, "random weights: nothing to follow"
+    assert load_config(TINY, {}, [unset]).image_size == 32 and load_config(TINY).dataset_spec().mean == (0.3055,) * 3
+    assert load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, [unset]).image_size == 32, "random weights: nothing to follow"
 
 
 def test_pretrained_settings_that_cannot_work_are_refused_at_the_door():

@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from core.checkpoints import Checkpoint, CheckpointError, list_checkpoints
 from core.config import ConfigError, check_modality, load_config, read_yaml
 from core.grid import Grid
 from core.collect import TableError, collect_accuracy
-from helpers import TINY, run_script, write_config
+from helpers import TINY, run_script
 
 TINY_RAW = yaml.safe_load(TINY.read_text())
 
@@ -224,13 +223,11 @@ def test_a_checkpoint_of_a_network_this_version_lacks_is_named(tmp_path):
 def test_scripts_refuse_stray_arguments_and_bench_checks_its_own(tmp_path):
     result = run_script("train.py", "--modality=std", f"--config={TINY}", f"--output_dir={tmp_path}", "oops", check=False)
     assert result.returncode == 1 and "unexpected arguments ['oops']" in result.stderr and not list(tmp_path.iterdir())
-    result = subprocess.run([sys.executable, "-m", "bench.parameters", "--networks=foo"], cwd=REPO, capture_output=True,
-                            text=True)
+    result = run_script("-m", "bench.parameters", "--networks=foo", check=False)
     assert result.returncode == 2 and "not registered encoders" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "bench.parameters", "--bogus"], cwd=REPO, capture_output=True, text=True)
+    result = run_script("-m", "bench.parameters", "--bogus", check=False)
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "bench.bench_training", "--batch=0", "--sections=autotune"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = run_script("-m", "bench.bench_training", "--batch=0", "--sections=autotune", check=False)
     assert result.returncode == 2 and "--batch and --memory must be > 0, got 0 and 100" in result.stderr
 
 

@@ -60,11 +60,11 @@ def test_eval_refuses_contradicting_flags(trained):
 
 def test_resume_after_kill_gives_the_same_accuracies_and_history(tmp_path):
     args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=2", "--set=eval_every=1",
-            "--set=tensorboard=true"]
+            "--train_examples=64", "--set=DIGITS.val_examples=100", "--set=eval_draws=2", "--set=tensorboard=true"]
     reference = tmp_path / "reference"
     run_script(*args, f"--output_dir={reference}")
     interrupted = tmp_path / "interrupted"
-    folder = interrupted / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
+    folder = interrupted / "DIGITS" / "encoder_memory" / "shufflenet" / "64"
     shard = ["--runs_from=1", "--runs_to=2"]  # a killed shard resumes as a killed job does
     process = subprocess.Popen([sys.executable, *args, *shard, f"--output_dir={interrupted}"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,7 +77,7 @@ def test_resume_after_kill_gives_the_same_accuracies_and_history(tmp_path):
     assert len(json.loads((folder / "results.json").read_text())["runs"]) == 1
     resumed = run_script(*args, *shard, f"--output_dir={interrupted}", "--continue_train").stdout
     assert "Restarting training process after run 1" in resumed and "Run 2: resuming after epoch" in resumed
-    expected = json.loads((reference / "DIGITS/encoder_memory/shufflenet/128/results.json").read_text())
+    expected = json.loads((reference / "DIGITS/encoder_memory/shufflenet/64/results.json").read_text())
     got = json.loads((folder / "results.json").read_text())
     assert [r["accuracy"] for r in got["runs"]] == [r["accuracy"] for r in expected["runs"]]
     assert [r["loss"] for r in got["runs"]] == [r["loss"] for r in expected["runs"]]
