@@ -13,6 +13,7 @@ from pathlib import Path
 from conftest import REPO
 
 TINY = REPO / "tests" / "tiny_digits.yaml"
+TINY_DRAWS = __import__("yaml").safe_load(TINY.read_text())["eval_draws"]  # memory draws at test time
 
 
 def run_script(*args, timeout=240, check=True, fresh_process=False, cwd=REPO, env=None):

@@ -12,7 +12,7 @@ import explanations
 from architectures import build_model
 from core.checkpoints import Checkpoint, RunMetadata
 from core.evaluation import MemoryPass
-from helpers import TINY, run_script
+from helpers import TINY, TINY_DRAWS, run_script
 
 pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
 
@@ -34,7 +34,7 @@ def test_explanation_accuracy(checkpoint_dir, tmp_path):
     out = run_script("explanation_accuracy.py", f"--path_models={folder}", f"--output_json={tmp_path / 'x.json'}").stdout
     numbers = json.loads((tmp_path / "x.json").read_text())
     model_row = numbers["models"][0]
-    assert len(model_row["draws"]) == 5
+    assert len(model_row["draws"]) == TINY_DRAWS
     for draw in model_row["draws"]:
         assert draw["examples"] + draw["counterfactuals"] == 500  # every test image is one or the other
         assert 0 <= draw["explanation_accuracy"] <= 100

@@ -16,7 +16,7 @@ from architectures.protonet import PrototypicalHead, class_prototypes
 from architectures.self_attention import SimpleSelfAttention
 from core.class_metric import cifar10_tree
 from core.config import ConfigError, load_config
-from helpers import TINY, accuracy_in, run_script, write_config
+from helpers import TINY, TINY_DRAWS, accuracy_in, run_script, write_config
 
 NEW_HEADS = ["protonet", "matching", "prototypes", "hyperspherical", "deepncm"]
 
@@ -205,6 +205,6 @@ def test_train_then_eval_round_trip(tmp_path, modality, flags):
     checkpoint = tmp_path / dataset / modality / "shufflenet" / "128" / "1.pt"
     record = json.loads((checkpoint.parent / "1.json").read_text())
     assert f"Accuracy {record['accuracy']:.2f}" in out and len(record["draw_accuracies"]) == (
-        5 if head_entry(modality).uses_memory else 1)
+        TINY_DRAWS if head_entry(modality).uses_memory else 1)
     evaluated = run_script("eval.py", f"--path_model={checkpoint}").stdout
     assert accuracy_in(evaluated) == pytest.approx(record["accuracy"], abs=0.005), "the checkpoint reloads the same"

@@ -12,7 +12,7 @@ import datasets
 from conftest import CIFAR_SUBSET, REPO
 from core import runner
 from core.config import ConfigError, load_config
-from helpers import TINY, run_script
+from helpers import TINY, TINY_DRAWS, run_script
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -175,7 +175,7 @@ def test_predict_explains_new_images_and_an_exported_model_needs_no_dataset(trai
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path_name(line["image"]) for line in lines] == ["digit_0.png", "digit_1.png", "digit_2.png"]
     for line in lines:
-        assert line["predicted"] in [str(d) for d in range(10)] and line["draws"] == 5
+        assert line["predicted"] in [str(d) for d in range(10)] and line["draws"] == TINY_DRAWS
         assert sum(line["probabilities"].values()) == pytest.approx(1, abs=1e-4)
         assert line["probability"] == max(line["probabilities"].values())
         assert line["memory"] and all(sample["weight"] > 0 for sample in line["memory"])

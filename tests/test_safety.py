@@ -1,6 +1,5 @@
 """Nothing lost on a rerun, one line on Ctrl-C, no meaningless number from a model at chance, bounded sizes."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from helpers import TINY, run_script
+from helpers import TINY, TINY_DRAWS, run_script
 
 
 def _derived(folder, name, runs):
@@ -55,11 +54,11 @@ def test_a_script_that_computes_one_part_of_a_file_keeps_the_others(trained, tmp
     run_script("explanation_examples.py", f"--path_models={folder}", f"--output_json={output}", "--metric=both")
     both = json.loads(output.read_text())
     said = run_script("explanation_examples.py", f"--path_models={folder}", f"--output_json={output}",
-                      "--metric=input", "--draws=2").stdout
-    assert "kept prediction from examples.json (computed with paper_code False, draws 5)" in said
+                      "--metric=input", "--draws=1").stdout
+    assert f"kept prediction from examples.json (computed with paper_code False, draws {TINY_DRAWS})" in said
     merged = json.loads(output.read_text())
-    assert merged["settings"] == {"input": {"paper_code": False, "draws": 2},
-                                  "prediction": {"paper_code": False, "draws": 5}}
+    assert merged["settings"] == {"input": {"paper_code": False, "draws": 1},
+                                  "prediction": {"paper_code": False, "draws": TINY_DRAWS}}
     assert [m["prediction"] for m in merged["models"]] == [m["prediction"] for m in both["models"]]
     assert merged["summary"]["prediction"] == both["summary"]["prediction"] and "input" in merged["summary"]
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO
 from core.checkpoints import RunMetadata
-from helpers import TINY, accuracy_in, run_script, write_config
+from helpers import TINY, TINY_DRAWS, accuracy_in, run_script, write_config
 
 pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
 
@@ -25,7 +25,7 @@ def test_train_then_eval_reproduces_the_accuracy(trained, modality):
     run = results["runs"][0]
     assert run["seed"] == 0 and 0 <= run["accuracy"] <= 100 and run["train_seconds"] > 0
     assert results["mean"] == run["accuracy"] and results["std"] == 0
-    assert len(run["draw_accuracies"]) == (1 if modality == "std" else 5)
+    assert len(run["draw_accuracies"]) == (1 if modality == "std" else TINY_DRAWS)
     assert f"Accuracy {run['accuracy']:.2f} | Mean Accuracy:{run['accuracy']:.2f} | Std Dev Accuracy:0.00" in outputs[modality]
     checkpoint = torch.load(folder / "1.pt", weights_only=True)
     for key in RunMetadata.KEYS:
