@@ -168,10 +168,11 @@ def test_autoaugment_keeps_dtype_shape_and_range_and_is_seeded():
 
 def test_vit_trains_with_its_recipe_scaled_down_evaluates_and_is_explained(tmp_path):
     out = run_script("train.py", "--modality=encoder_memory", "--config=config/vit.yaml", "--dataset=DIGITS",
-                     "--train_examples=64", "--runs=1", "--epochs=1", "--mem_examples=20", "--set=batch_size_train=64",
+                     "--train_examples=32", "--runs=1", "--epochs=1", "--mem_examples=10", "--set=batch_size_train=32",
                      "--precision=fp32", "--memory_format=contiguous",  # no autotune (tests/test_autotune.py has it)
-                     "--set=batch_size_test=250", f"--output_dir={tmp_path}").stdout
-    checkpoint = tmp_path / "DIGITS" / "encoder_memory" / "vit" / "64" / "1.pt"
+                     "--set=batch_size_test=250", "--set=DIGITS.val_examples=0",  # no validation images to encode
+                     f"--output_dir={tmp_path}").stdout
+    checkpoint = tmp_path / "DIGITS" / "encoder_memory" / "vit" / "32" / "1.pt"
     record = json.loads((checkpoint.parent / "1.json").read_text())
     assert record["config"]["optimizer"]["name"] == "adam" and record["config"]["augment"] == "autoaugment"
     assert f"Accuracy {record['accuracy']:.2f}" in out

@@ -154,7 +154,7 @@ def test_the_cifar_subset_as_png_folders_gives_the_cifar10_readers_tensors_and_r
         path.write_text(f"save: True\ntrain_examples: 64\nruns: 1\nbatch_size_train: 32\nbatch_size_test: 330\n"
                         f"optimizer: {{learning_rate: 0.05, weight_decay: 5e-4, momentum: 0.9, nesterov: True}}\n"
                         f"dataset_dir: {root if name == 'folder' else CIFAR_SUBSET}\ndataset_name: {name}\n"
-                        f"download: False\nprecision: fp32\nmemory_format: channels_last\n"
+                        f"download: False\nprecision: fp32\nmemory_format: channels_last\neval_draws: 1\n"
                         + ("model: shufflenet\n" if name == "CIFAR10" else "") + text)
         summary = runner.run_experiment(load_config(path), "encoder_memory", tmp_path / "models" / name)
         records[name] = summary["runs"][0]

@@ -71,10 +71,17 @@ def load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=_NoAliasLoader)
 
 
+_PARSED: dict = {}  # text -> its parse: a grid reads its base config once per cell (grid_table1: 216 times)
+
+
 def read_yaml(path) -> Any:
     path = Path(path)
     try:
-        return load_yaml_text(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if text not in _PARSED:
+            _PARSED.clear()  # one file at a time is all a grid needs; nothing grows
+            _PARSED[text] = load_yaml_text(text)
+        return copy.deepcopy(_PARSED[text])  # the caller's settings change its copy, never the cached parse
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
