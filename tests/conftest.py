@@ -29,13 +29,14 @@ def repo():
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """One 1-epoch DIGITS training per paper modality (the paper's train.py flags), shared by the test files:
-    (root of the models, modality -> train.py's output)."""
-    from helpers import TINY, run_script
+    """One 1-epoch DIGITS training per paper modality (the paper's train.py flags; the memory heads' MLP small:
+    helpers.SMALL_MLP), shared by the test files: (root of the models, modality -> train.py's output)."""
+    from helpers import SMALL_MLP, TINY, run_script
 
     root = tmp_path_factory.mktemp("models")
     outputs = {}
     for modality in ("std", "memory", "encoder_memory"):
         outputs[modality] = run_script("train.py", f"--modality={modality}", "--continue_train=False",
-                                       "--log_interval=100", f"--config={TINY}", f"--output_dir={root}").stdout
+                                       "--log_interval=100", f"--config={TINY}", f"--output_dir={root}",
+                                       *([] if modality == "std" else [SMALL_MLP])).stdout
     return root, outputs

@@ -18,7 +18,7 @@ from core.evaluation import FeatureCache
 from core.memory_policies import memory_sets
 from explanations.accuracy import ExplanationError
 from explanations.new_images import MemoryChoice, explain
-from helpers import TINY, memory_reading_head, run_script
+from helpers import SMALL_MLP, TINY, memory_reading_head, run_script
 from readers import read_cifar10
 
 pytestmark = pytest.mark.xdist_group("trained")
@@ -101,7 +101,7 @@ def folder_model(tmp_path_factory):
         "DIGITS: {num_classes: 10, num_epochs: 1, opt_milestones: [1], mem_examples: 20, val_examples: 200}",
         "folder: {num_epochs: 4, opt_milestones: [3], mem_examples: 10, val_examples: 0}").replace(
         "train_examples: 128", "train_examples: all").replace("dataset_dir: datasets", f"dataset_dir: {data}"))
-    run_script("train.py", f"--config={config}", "--modality=encoder_memory", f"--output_dir={root / 'models'}")
+    run_script("train.py", f"--config={config}", "--modality=encoder_memory", f"--output_dir={root / 'models'}", SMALL_MLP)
     checkpoint = next((root / "models").rglob("1.pt"))
     run_script("export.py", f"--path_model={checkpoint}", f"--output={root / 'model.pt'}")
     new = root / "new"

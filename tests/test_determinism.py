@@ -1,4 +1,5 @@
-"""The same seed and config give the same numbers in separate processes (the quickstart, scaled down)."""
+"""The same seed and config give the same numbers in separate processes (the quickstart, scaled down): one forked
+from the tests' script server, one a fresh interpreter (its own hash seed, imports and memory layout)."""
 import json
 
 from helpers import run_script
@@ -6,9 +7,10 @@ from helpers import run_script
 
 def test_quickstart_scaled_down_gives_identical_numbers_in_two_processes(tmp_path):
     numbers = []
-    for attempt in ("first", "second"):
+    for attempt, fresh in (("first", False), ("second", True)):
         run_script("train.py", "--modality=encoder_memory", "--config=config/digits.yaml", "--epochs=1",
-                   "--train_examples=128", "--set=eval_draws=2", f"--output_dir={tmp_path / attempt}", fresh_process=True)
+                   "--train_examples=128", "--set=eval_draws=2", f"--output_dir={tmp_path / attempt}",
+                   fresh_process=fresh)
         results = json.loads((tmp_path / attempt / "DIGITS/encoder_memory/shufflenet/128/results.json").read_text())
         numbers.append([(r["accuracy"], r["draw_accuracies"], r["loss"]) for r in results["runs"]])
     assert numbers[0] == numbers[1]

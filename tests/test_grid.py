@@ -13,7 +13,7 @@ from core.config import ConfigError
 from core.grid import Grid
 from core.collect import Row, TableError, collect_accuracy, collect_epoch_seconds
 from core.tables import Table
-from helpers import TINY, run_script
+from helpers import SMALL_MLP, TINY, run_script
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_tables_keep_grid_variants_apart_and_refuse_two_experiments_in_one_cell(
 
 def torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py", "--modality=encoder_memory",
-            f"--config={TINY}", *args]
+            f"--config={TINY}", SMALL_MLP, *args]
 
 
 def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(tmp_path):

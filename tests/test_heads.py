@@ -16,7 +16,7 @@ from architectures.protonet import PrototypicalHead, class_prototypes
 from architectures.self_attention import SimpleSelfAttention
 from core.class_metric import cifar10_tree
 from core.config import ConfigError, load_config
-from helpers import TINY, TINY_DRAWS, accuracy_in, run_script, write_config
+from helpers import SMALL_MLP, TINY, TINY_DRAWS, accuracy_in, run_script, write_config
 
 NEW_HEADS = ["protonet", "matching", "prototypes", "hyperspherical", "deepncm"]
 
@@ -177,6 +177,17 @@ def test_bad_class_metrics_are_config_errors(tmp_path, extra, expected):
             load_config(path)
 
 
+def test_mlp_hidden_sets_the_memory_heads_hidden_layer_and_null_keeps_the_papers():
+    for modality, inputs, paper in (("encoder_memory", 2 * 1024, 4 * 1024), ("memory", 1024, 2 * 1024)):
+        for setting, hidden in (([], paper), (["heads.mlp_hidden=64"], 64)):
+            options = load_config(TINY, {}, setting).model_options()
+            mlp = build_model("shufflenet", modality, 10, **options).head.classifier
+            assert (mlp.fc1.in_features, mlp.fc1.out_features, mlp.fc2.out_features) == (inputs, hidden, 10)
+    for bad in ("0", "70000", "1.5"):
+        with pytest.raises(ConfigError, match="heads.mlp_hidden: "):
+            load_config(TINY, {}, [f"heads.mlp_hidden={bad}"])
+
+
 def test_a_bad_metric_is_refused_by_train_py_before_any_data_are_read(tmp_path):
     (tmp_path / "D.csv").write_text("0,1\n1,0\n")
     result = run_script("train.py", "--modality=prototypes", f"--config={TINY}", f"--output_dir={tmp_path}",
@@ -200,7 +211,9 @@ def test_train_then_eval_round_trip(tmp_path, modality, flags):
     if "--dataset=CIFAR10" in flags:  # CIFAR-10's class tree needs CIFAR-10's classes: 200 generated images
         write_cifar_folder(tmp_path / "data", n=40)
     flags = [flag.replace("{data}", str(tmp_path / "data")) for flag in flags]
-    out = run_script("train.py", f"--modality={modality}", f"--config={TINY}", f"--output_dir={tmp_path}", *flags).stdout
+    small = [SMALL_MLP] if modality in ("memory", "encoder_memory") else []
+    out = run_script("train.py", f"--modality={modality}", f"--config={TINY}", f"--output_dir={tmp_path}", *flags,
+                     *small).stdout
     dataset = "CIFAR10" if "--dataset=CIFAR10" in flags else "DIGITS"
     checkpoint = tmp_path / dataset / modality / "shufflenet" / "128" / "1.pt"
     record = json.loads((checkpoint.parent / "1.json").read_text())

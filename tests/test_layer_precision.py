@@ -235,7 +235,7 @@ def test_a_measured_run_repeats_with_its_fp32_layers_listed(tmp_path, monkeypatc
     records = {}
     for name, setting in (("auto", "auto"), ("listed", f"[{', '.join(measured)}]")):
         config = load_config(TINY, {"train_examples": 40}, ["precision=bf16", f"depthwise_fp32={setting}",
-                                                             "eval_draws=1",
+                                                             "eval_draws=1", "heads.mlp_hidden=64",
                                                              f"autotune_cache={tmp_path / name / 'cache.json'}"])
         summary = runner.run_experiment(config, "encoder_memory", tmp_path / name)
         records[name] = summary["runs"][0]

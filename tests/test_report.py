@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, run_script
+from helpers import SMALL_MLP, TINY, run_script
 
 pytestmark = pytest.mark.xdist_group("report")  # the module's tiny root is trained once, in one worker
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -15,11 +15,12 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
-    """std and encoder_memory on DIGITS, 2 runs of 2 epochs each, with validation accuracy in the histories."""
+    """std and encoder_memory on 64 DIGITS images, 2 runs of 2 epochs each, with validation accuracy in the histories."""
     root = tmp_path_factory.mktemp("report") / "models"
     for modality in ("std", "encoder_memory"):
         run_script("train.py", f"--modality={modality}", f"--config={TINY}", "--runs=2", "--epochs=2",
-                   "--set=eval_every=1", f"--output_dir={root}")
+                   "--train_examples=64", "--set=eval_every=1", f"--output_dir={root}",
+                   *([] if modality == "std" else [SMALL_MLP]))
     return root
 
 
@@ -57,12 +58,12 @@ def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_r
     assert images and all(width > 0 for _, width in images), images
     assert not any(src.startswith("http") for src, _ in images), "the page loads no remote asset"
     for modality in ("std", "encoder_memory"):
-        results = json.loads((tiny_root / "DIGITS" / modality / "shufflenet" / "128" / "results.json").read_text())
+        results = json.loads((tiny_root / "DIGITS" / modality / "shufflenet" / "64" / "results.json").read_text())
         assert f"{results['mean']:.2f} ± {results['std']:.2f}" in text, modality
-    checkpoint = str(tiny_root / "DIGITS" / "encoder_memory" / "shufflenet" / "128" / "1.pt")
+    checkpoint = str(tiny_root / "DIGITS" / "encoder_memory" / "shufflenet" / "64" / "1.pt")
     assert [g[0] for g in galleries] == [checkpoint], "one gallery, of the memory head's first run"
     assert galleries[0][1] == 2 + 1 + 1, "its 2 memory images, 1 heatmap figure and the support's distribution"
-    gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_128"
+    gallery = output / "gallery" / "DIGITS_shufflenet_encoder_memory_grid_64"
     assert sorted(p.name for p in gallery.iterdir()) == ["0.png", "1.png", "heatmaps_0.png", "support.png"]
     assert "Learning curves" in text and "Curves missing" not in text
     # the paired differences of the two rows (2 runs each, seeds 0 and 1) and their forest plot
@@ -80,7 +81,7 @@ def test_the_report_opens_in_a_browser_with_every_image_table_and_gallery(tiny_r
 def test_a_run_without_history_gets_its_tables_and_its_curves_marked_missing(tiny_root, tmp_path):
     root = tmp_path / "old"
     shutil.copytree(tiny_root / "DIGITS" / "std", root / "DIGITS" / "std")
-    path = root / "DIGITS" / "std" / "shufflenet" / "128" / "results.json"
+    path = root / "DIGITS" / "std" / "shufflenet" / "64" / "results.json"
     results = json.loads(path.read_text())
     for run in results["runs"]:
         del run["history"]
@@ -101,7 +102,7 @@ def test_a_report_over_an_earlier_one_leaves_only_its_own_files(tiny_root, tmp_p
     # its encoder_memory config, curves and gallery images (memory, support), the std against Memory Wrap figure, the
     # paired differences
     assert "(1 cells, 0 galleries; removed 6 files of an earlier report)" in out, out
-    assert sorted(p.name for p in (output / "configs").iterdir()) == ["DIGITS_shufflenet_std_grid_128.yaml", "mine.yaml"]
+    assert sorted(p.name for p in (output / "configs").iterdir()) == ["DIGITS_shufflenet_std_grid_64.yaml", "mine.yaml"]
     assert not (output / "gallery").exists() and all(path.read_text() == "the user's own" for path in mine)
     page = (output / "index.html").read_text()
     linked = {p.relative_to(output).as_posix() for p in output.rglob("*.png") if p.name != "my_plot.png"}

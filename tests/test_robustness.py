@@ -84,6 +84,7 @@ def test_every_set_takes_effect_or_is_refused(tmp_path):
 @pytest.mark.parametrize("modality,setting,owner", [
     ("deepncm", "heads.prototypes_file={file}", "prototypes"),
     ("std", "distance=l2", "memory and encoder_memory"),
+    ("deepncm", "heads.mlp_hidden=64", "memory and encoder_memory"),
     ("encoder_memory", "heads.matching_steps=3", "matching"),
     ("prototypes", "heads.prototype_dim=16", "hyperspherical"),
 ])
@@ -260,8 +261,7 @@ def test_sigterm_to_grid_workers_stops_their_runs_and_two_grids_share_one(tmp_pa
         time.sleep(0.05)
     child = json.loads(folder.lock(1).path.read_text())["pid"]
     # a second grid.py meanwhile: the run is another process's, not a failure
-    second = subprocess.run([sys.executable, "grid.py", f"--grid={path}", "--workers=1"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    second = run_script("grid.py", f"--grid={path}", "--workers=1", timeout=120, check=False)
     assert second.returncode == 0 and "1 running elsewhere" in second.stdout, second.stdout + second.stderr
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)

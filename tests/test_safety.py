@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from helpers import TINY, TINY_DRAWS, run_script
+from helpers import SMALL_MLP, TINY, TINY_DRAWS, run_script
 
 
 def _derived(folder, name, runs):
@@ -20,7 +20,7 @@ def _derived(folder, name, runs):
 def test_training_a_finished_run_again_moves_it_and_everything_derived_from_it_aside(tmp_path):
     output = tmp_path / "models"
     run_script("train.py", f"--config={TINY}", "--modality=encoder_memory", "--runs=2", f"--output_dir={output}",
-               "--set=tensorboard=true")
+               "--set=tensorboard=true", SMALL_MLP)
     folder = output / "DIGITS" / "encoder_memory" / "shufflenet" / "128"
     (folder / "autoencoders" / "1").mkdir(parents=True)
     (folder / "autoencoders" / "1" / "full.pt").write_bytes(b"an autoencoder of run 1")
@@ -31,7 +31,7 @@ def test_training_a_finished_run_again_moves_it_and_everything_derived_from_it_a
         _derived(folder, name, runs)
     old = {name: (folder / name).read_bytes() for name in ("1.pt", "1.json", "2.pt")}
     said = run_script("train.py", f"--config={TINY}", "--modality=encoder_memory", "--runs=2", "--run=1",
-                      f"--output_dir={output}").stdout
+                      f"--output_dir={output}", SMALL_MLP).stdout
     notes = [line for line in said.splitlines() if line.startswith("Note:")]
     assert len(notes) == 1 and "runs [1] are trained again" in notes[0], said
     [replaced] = folder.glob("replaced-*")

@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO
 from core.checkpoints import RunMetadata
-from helpers import TINY, TINY_DRAWS, accuracy_in, run_script, write_config
+from helpers import SMALL_MLP, TINY, TINY_DRAWS, accuracy_in, run_script, write_config
 
 pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
 
@@ -60,7 +60,7 @@ def test_eval_refuses_contradicting_flags(trained):
 
 def test_resume_after_kill_gives_the_same_accuracies_and_history(tmp_path):
     args = ["train.py", "--modality=encoder_memory", f"--config={TINY}", "--runs=2", "--epochs=2", "--set=eval_every=1",
-            "--train_examples=64", "--set=DIGITS.val_examples=100", "--set=eval_draws=2", "--set=tensorboard=true"]
+            "--train_examples=64", "--set=DIGITS.val_examples=100", SMALL_MLP, "--set=tensorboard=true"]
     reference = tmp_path / "reference"
     run_script(*args, f"--output_dir={reference}")
     interrupted = tmp_path / "interrupted"

@@ -98,7 +98,7 @@ def test_the_history_has_one_entry_per_epoch_and_validation_does_not_change_the_
     from core.history import EpochLog
 
     train, test = datasets.load_dataset("DIGITS", None)
-    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 128, 200, seed=0, mem_examples=20)
+    data = datasets.ExperimentData.build(datasets.get_spec("DIGITS"), train, test, 64, 100, seed=0, mem_examples=20)
     config = dataclasses.replace(load_config(TINY, {"epochs": 3}), eval_every=2)
     weights = []
     for validate in (None, runner.validation_accuracy(config, data, 0)):

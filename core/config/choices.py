@@ -35,4 +35,5 @@ MAX_IMAGES = 10_000_000  # images in a batch, a memory set, a figure or a study
 MAX_ITERATIONS = 1_000_000  # optimisation steps of a counterfactual search (CFProto: 1000)
 MAX_STEPS = 10_000  # Integrated Gradients steps (the paper: 40)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # image_size of a folder dataset
+MAX_MLP_HIDDEN = 65_536  # heads.mlp_hidden (the paper: 4 x 1280 = 5120 at most)
 

@@ -24,7 +24,7 @@ from base.errors import UserError
 
 from ..class_metric import class_metric
 from .choices import (AUGMENTATIONS, DEPTHWISE_FP32, DEVICES, DISTANCE_NAMES, MAX_DRAWS, MAX_EPOCHS, MAX_IMAGE_SIZE,
-                      MAX_IMAGES, MAX_RUNS, MEMORY_FORMATS, MEMORY_SOURCES, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS,
+                      MAX_IMAGES, MAX_MLP_HIDDEN, MAX_RUNS, MEMORY_FORMATS, MEMORY_SOURCES, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS,
                       SCHEDULERS, dataset_names)
 from datasets import ALL_TRAIN_EXAMPLES
 
@@ -61,6 +61,7 @@ PAPER_CODE_EVALUATION = {"CIFAR10": {"memory_source": "full"}, "CINIC10": {"val_
 # refused (check_modality), rather than recorded and never used.
 HEAD_SETTINGS = {
     "distance": ("memory", "encoder_memory"),
+    "heads.mlp_hidden": ("memory", "encoder_memory"),
     **{f"heads.{key}": ("matching",) for key in ("matching_steps", "matching_lstm_layers")},
     **{f"heads.{key}": ("prototypes",) for key in ("prototypes_per_class", "prototype_distance", "prototypes_file",
                                                    "hierarchy", "metric_loss", "metric_loss_weight", "rank_triplets",
@@ -199,6 +200,9 @@ def prototypes_file_problems(path: str) -> List[str]:
 @dataclass(frozen=True)
 class HeadConfig:
     """Options of the heads beyond the paper's (the ``heads:`` section); each head reads the ones it needs."""
+    # memory, encoder_memory: hidden units of the MLP classifier; null: the paper's (2D for memory, 4D for
+    # encoder_memory: 4 x 1280 for EfficientNet-Lite0's features, 13.2 M parameters)
+    mlp_hidden: Optional[int] = None
     matching_steps: int = 2  # matching: processing steps of the attention LSTM (the paper's script: 2)
     matching_lstm_layers: int = 1  # matching: layers of the bidirectional LSTM over the memory set
     prototypes_per_class: int = 1  # prototypes: learnt prototypes per class
@@ -227,6 +231,8 @@ class HeadConfig:
         for name in ("matching_steps", "matching_lstm_layers", "prototypes_per_class", "rank_triplets"):
             if values.get(name, 1) < 1:
                 found.append(f"{name}: must be >= 1, got {values[name]}")
+        if values.get("mlp_hidden") is not None and not 1 <= values["mlp_hidden"] <= MAX_MLP_HIDDEN:
+            found.append(f"mlp_hidden: must be from 1 to {MAX_MLP_HIDDEN} (null: the paper's), got {values['mlp_hidden']}")
         if values.get("prototype_dim") is not None and values["prototype_dim"] < 2:
             found.append(f"prototype_dim: must be >= 2, got {values['prototype_dim']}")
         if values.get("metric_loss_weight", 0) < 0 or values.get("soft_labels_beta", 1) <= 0:
