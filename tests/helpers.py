@@ -14,6 +14,7 @@ from conftest import REPO
 
 TINY = REPO / "tests" / "tiny_digits.yaml"
 TINY_DRAWS = __import__("yaml").safe_load(TINY.read_text())["eval_draws"]  # memory draws at test time
+TINY_SIZE = __import__("yaml").safe_load(TINY.read_text())["image_size"]  # the size its models read
 # The memory heads' MLP in the tests' shared runs: 64 hidden units instead of the paper's 2D / 4D (shufflenet: 4096,
 # a third of a TINY run's time); the paper's sizes are built in tests/test_models.py and trained by the quickstart's
 # determinism test. A setting for memory heads only (the others refuse it): add it where the modality reads it.

@@ -18,7 +18,7 @@ from core.evaluation import FeatureCache
 from core.memory_policies import memory_sets
 from explanations.accuracy import ExplanationError
 from explanations.new_images import MemoryChoice, explain
-from helpers import SMALL_MLP, TINY, memory_reading_head, run_script
+from helpers import SMALL_MLP, TINY, TINY_SIZE, memory_reading_head, run_script
 from readers import read_cifar10
 
 pytestmark = pytest.mark.xdist_group("trained")
@@ -138,8 +138,8 @@ def test_load_model_explains_as_predict_json_does_and_takes_every_kind_of_image(
     predictions = model.predict([paths[0], pil, array, tensor, tensor.float() / 255])
     assert len({p.predicted for p in predictions}) == 1 and predictions[0].probabilities == pytest.approx(
         predictions[3].probabilities, abs=1e-6), "the same image, however given"
-    [explained] = model.explain(paths[0], memory="pool", heatmap=True)  # at the model's input size (TINY: 16 px)
-    assert explained.heatmap.shape == (3, 16, 16) and explained.draws == 1 and explained.memory_policy == "pool"
+    [explained] = model.explain(paths[0], memory="pool", heatmap=True)  # at the model's input size
+    assert explained.heatmap.shape == (3, TINY_SIZE, TINY_SIZE) and explained.draws == 1 and explained.memory_policy == "pool"
     with pytest.raises(ExplanationError, match="expected H x W or H x W x 3"):
         model.predict([np.zeros((2, 2, 2, 2), dtype=np.uint8)])
 

@@ -12,7 +12,7 @@ from torch import nn
 import datasets
 from architectures import Classifier
 from core import audit, support
-from helpers import TINY, memory_reading_head, run_script
+from helpers import SMALL_MLP, TINY, memory_reading_head, run_script
 from test_own_data import folder_config, write_folders
 
 
@@ -121,7 +121,7 @@ def test_audit_py_says_how_to_make_its_fold_models_and_writes_nothing_on_the_run
     root = write_folders(tmp_path / "data", per_class=10, test_per_class=2)
     models = tmp_path / "models"
     run_script("train.py", f"--config={folder_config(tmp_path, root)}", "--modality=encoder_memory",
-               "--train_examples=all", f"--output_dir={models}")
+               "--train_examples=all", f"--output_dir={models}", SMALL_MLP)  # the fold models inherit it
     folder = next(models.rglob("1.pt")).parent
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
     missing = run_script("audit.py", f"--path_models={folder}", check=False)

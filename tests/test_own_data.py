@@ -12,7 +12,7 @@ import datasets
 from conftest import CIFAR_SUBSET, REPO
 from core import runner
 from core.config import ConfigError, load_config
-from helpers import TINY, TINY_DRAWS, run_script
+from helpers import TINY, TINY_DRAWS, TINY_SIZE, run_script
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -111,7 +111,7 @@ def test_a_folder_run_says_its_images_per_class_warns_on_unbalance_and_saves_its
     assert "Warning: the training subset is strongly unbalanced: owl 30 images, cat 6" in result.stdout
     folder = tmp_path / "models" / "folder" / "encoder_memory" / "shufflenet" / "100000"
     checkpoint = torch.load(folder / "1.pt", weights_only=True)
-    train, _ = datasets.load_dataset("folder", root, image_size=16)  # tests/tiny_digits.yaml's size
+    train, _ = datasets.load_dataset("folder", root, image_size=TINY_SIZE)
     mean, std = datasets.statistics(train.images)
     assert checkpoint["normalization"] == {"mean": list(mean), "std": list(std)}
     assert checkpoint["classes"] == list(CLASSES) and checkpoint["num_classes"] == 3
@@ -155,6 +155,7 @@ def test_the_cifar_subset_as_png_folders_gives_the_cifar10_readers_tensors_and_r
                         f"optimizer: {{learning_rate: 0.05, weight_decay: 5e-4, momentum: 0.9, nesterov: True}}\n"
                         f"dataset_dir: {root if name == 'folder' else CIFAR_SUBSET}\ndataset_name: {name}\n"
                         f"download: False\nprecision: fp32\nmemory_format: channels_last\neval_draws: 1\n"
+                        f"heads: {{mlp_hidden: 64}}\n"
                         + ("model: shufflenet\n" if name == "CIFAR10" else "") + text)
         summary = runner.run_experiment(load_config(path), "encoder_memory", tmp_path / "models" / name)
         records[name] = summary["runs"][0]
@@ -200,7 +201,7 @@ def test_predict_explains_new_images_and_an_exported_model_needs_no_dataset(trai
     assert content["memory_pool"]["sources"] == [train.sources[index] for index in pool.tolist()]
     assert content["memory_pool"]["sources"][0].startswith("DIGITS load_digits #")
     assert content["classes"] == [str(d) for d in range(10)]
-    assert content["config"]["image_size"] == 16, "the pool is stored at 32 px, the model reads 16 (TINY)"
+    assert content["config"]["image_size"] == TINY_SIZE, "the pool is stored at 32 px, the model reads TINY's size"
     again = run_script("predict.py", f"--path_model={exported}", str(images), "--json",
                        f"--output={tmp_path / 'figures'}").stdout
     assert [json.loads(line) for line in again.splitlines()] == lines, "the exported model explains alike"

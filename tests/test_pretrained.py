@@ -150,7 +150,7 @@ def test_convert_weights_writes_real_imagenet_weights_that_timm_loads_as_pretrai
 def test_pretrained_weights_bring_their_image_size_and_normalisation_unless_the_config_sets_them(published):
     size, mean, std = preprocessing(f"timm/{TEST_MODEL}")
     assert (size, mean, std) == (160, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    unset = "image_size=null"  # tests/tiny_digits.yaml sets 16 px
+    unset = "image_size=null"  # tests/tiny_digits.yaml sets its own
     config = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", unset])
     assert config.image_size == 160 and config.dataset_spec().mean == mean and config.dataset_spec().std == std
     own = load_config(TINY, {"model": f"timm/{TEST_MODEL}"}, ["pretrained=true", "image_size=48",
