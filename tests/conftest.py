@@ -22,6 +22,13 @@ CIFAR_SUBSET = SHARED / "data" / "cifar10-subset"
 PAPER_ARCHITECTURES = SHARED / "reference" / "paper_architectures.json"
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort: the rest keep their order). pytest-xdist hands out the shared-fixture
+    groups first, then the other tests in this order: the longest ones start early instead of ending the run on one
+    worker while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def repo():
     return REPO

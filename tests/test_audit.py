@@ -117,6 +117,7 @@ def test_the_baselines_match_their_definitions_on_hand_made_numbers():
     assert support.fpr_at_95_tpr(np.arange(100.0), [94.0, 5.0, 4.0, -1.0]) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_audit_py_says_how_to_make_its_fold_models_and_writes_nothing_on_the_runs_files(tmp_path):
     root = write_folders(tmp_path / "data", per_class=10, test_per_class=2)
     models = tmp_path / "models"

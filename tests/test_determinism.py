@@ -2,9 +2,12 @@
 from the tests' script server, one a fresh interpreter (its own hash seed, imports and memory layout)."""
 import json
 
+import pytest
+
 from helpers import run_script
 
 
+@pytest.mark.slow
 def test_quickstart_scaled_down_gives_identical_numbers_in_two_processes(tmp_path):
     numbers = []
     for attempt, fresh in (("first", False), ("second", True)):

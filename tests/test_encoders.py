@@ -166,6 +166,7 @@ def test_autoaugment_keeps_dtype_shape_and_range_and_is_seeded():
     assert torch.equal(before, torch.get_rng_state()), "the global RNG is left untouched"
 
 
+@pytest.mark.slow
 def test_vit_trains_with_its_recipe_scaled_down_evaluates_and_is_explained(tmp_path):
     out = run_script("train.py", "--modality=encoder_memory", "--config=config/vit.yaml", "--dataset=DIGITS",
                      "--train_examples=32", "--runs=1", "--epochs=1", "--mem_examples=10", "--set=batch_size_train=32",

@@ -23,6 +23,7 @@ def results(output):
     return json.loads(output.joinpath(*FOLDER, "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_shards_in_parallel_processes_equal_one_sequential_job(tmp_path):
     train(tmp_path / "sequential", "--runs=3")
     shards = [subprocess.Popen([sys.executable, "train.py", "--modality=std", f"--config={TINY}", "--runs=3",

@@ -23,6 +23,7 @@ def grid(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_runs(grid, tmp_path):
     """One grid filled three ways, as a user would mix them: a printed command through xargs, a Slurm array task,
     then, with runs: raised, local workers for the new seeds only."""
@@ -54,6 +55,7 @@ def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_
     assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
 
 
+@pytest.mark.slow
 def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
     """stdout to a pipe or a file is block-buffered: the line of the first run must come while the others train."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
@@ -170,6 +172,7 @@ def torchrun(*args):
             f"--config={TINY}", SMALL_MLP, *args]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_rank_zero_alone_writes_and_a_killed_run_resumes(tmp_path):
     reference = subprocess.run(torchrun("--epochs=2", f"--output_dir={tmp_path / 'reference'}"), cwd=REPO,
                                capture_output=True, text=True, timeout=240)

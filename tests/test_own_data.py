@@ -135,6 +135,7 @@ def _write_cifar_as_folders(root, count=4000):
             index[split] += 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CIFAR_SUBSET / "cifar-10-batches-py").is_dir(), reason="the shared CIFAR-10 subset is absent")
 def test_the_cifar_subset_as_png_folders_gives_the_cifar10_readers_tensors_and_run(tmp_path):
     root = tmp_path / "cifar_folders"
@@ -330,6 +331,7 @@ def _readme_block(heading):
     return [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(tmp_path):
     """README "Your own images", as printed: train on a folder (config/folder.yaml), export, predict a new image."""
     train, test = datasets.load_dataset("DIGITS", None)

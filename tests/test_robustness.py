@@ -249,6 +249,7 @@ def test_a_nan_from_a_setting_is_not_blamed_on_the_precision():
     assert "precision: fp32" not in str(error.value) and "the run is fp32 already" in str(error.value)
 
 
+@pytest.mark.slow
 def test_sigterm_to_grid_workers_stops_their_runs_and_two_grids_share_one(tmp_path):
     path = grid_file(tmp_path, settings=["DIGITS.num_epochs=30"])
     grid = Grid.load(path)
