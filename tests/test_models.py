@@ -42,7 +42,7 @@ def test_forward_backward(name, modality):
     torch.manual_seed(0)
     model = build_model(name, modality, num_classes=10)
     assert type(model) is Classifier  # one class for every modality
-    images, memory = torch.randn(2, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    images, memory = torch.randn(2, 3, 16, 16), torch.randn(4, 3, 16, 16)  # the paper's 32 px: the test above
     if modality == "std":
         logits = model(images)
     else:
