@@ -1,7 +1,7 @@
 """The paper's three heads: a linear layer (std), BaselineMemory (memory), MemoryWrapLayer (encoder_memory)."""
-from torch import nn
-
 from typing import Optional
+
+from torch import nn
 
 from .memory import MLP, BaselineMemory, MemoryWrapLayer
 from .registry import register_head

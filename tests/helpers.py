@@ -13,8 +13,9 @@ from pathlib import Path
 from conftest import REPO
 
 TINY = REPO / "tests" / "tiny_digits.yaml"
-TINY_DRAWS = __import__("yaml").safe_load(TINY.read_text())["eval_draws"]  # memory draws at test time
-TINY_SIZE = __import__("yaml").safe_load(TINY.read_text())["image_size"]  # the size its models read
+_TINY_VALUES = __import__("yaml").safe_load(TINY.read_text())
+TINY_DRAWS = _TINY_VALUES["eval_draws"]  # memory draws at test time
+TINY_SIZE = _TINY_VALUES["image_size"]  # the size its models read
 # The memory heads' MLP in the tests' shared runs: 64 hidden units instead of the paper's 2D / 4D (shufflenet: 4096,
 # a third of a TINY run's time); the paper's sizes are built in tests/test_models.py and trained by the quickstart's
 # determinism test. A setting for memory heads only (the others refuse it): add it where the modality reads it.
@@ -23,8 +24,8 @@ SMALL_MLP = "--set=heads.mlp_hidden=64"
 
 def run_script(*args, timeout=240, check=True, fresh_process=False, cwd=REPO, env=None):
     """``python <args>`` in the repository (or ``cwd``, with ``env`` added to the environment), as a user types it:
-    a process of its own with its exit status, stdout and stderr. Forked from tests/script_server.py, which has imported torch once (2.5 s less per script);
-    ``fresh_process`` starts a new interpreter instead (for what depends on the process itself)."""
+    a process of its own with its exit status, stdout and stderr. Forked from tests/script_server.py, which has
+    imported torch once (2.5 s less per script); ``fresh_process`` starts a new interpreter instead (for what depends on the process itself)."""
     if fresh_process:
         result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                                 env={**os.environ, **(env or {})})

@@ -4,9 +4,10 @@ Starting a script costs about 2.5 s of CPU before its first line: `import torch`
 which the first optimizer construction imports (1.2 s). This server imports them once, never runs a torch
 operation (so no thread pool exists to be forked), and forks a child per request: the child changes to the
 requested folder, takes the requested argv and environment, sends its output to the requested files, and runs
-the script as `python script.py ...` (or `python -m module ...`) would (``runpy``, ``__name__ == "__main__"``). The server answers with the
-child's exit status, or "timeout" after killing a child that ran past the request's timeout (so that one hung
-script fails its test instead of stalling every later one). tests/helpers.py starts one server per test process.
+the script as `python script.py ...` (or `python -m module ...`) would (``runpy``, ``__name__ == "__main__"``).
+The server answers with the child's exit status, or "timeout" after killing a child that ran past the request's
+timeout (so that one hung script fails its test instead of stalling every later one). tests/helpers.py starts one
+server per test process.
 
     python tests/script_server.py <unix socket path>
 """

@@ -178,3 +178,12 @@ def test_a_policys_accuracy_with_the_evaluations_draws_is_the_evaluations_own():
     cache = FeatureCache.build(model, data, 60, seed=0, draws=2, test_count=180)
     assert policy_accuracy(model, cache, "draws") == evaluate(model, cache).accuracy
     assert 0 <= policy_accuracy(model, cache, "pool") <= 100 and 0 <= policy_accuracy(model, cache, "balanced") <= 100
+
+
+def test_the_json_support_is_the_number_supported_was_decided_on():
+    """Rounded to 6 digits, a support of 1.0000001 against a threshold of 1.0000001 read 1.0 while supported was
+    true: the JSON keeps the number unrounded."""
+    from explanations.new_images import Explained
+
+    line = Explained("x.png", "0", 0.9, {"0": 0.9, "1": 0.1}, support=1.0000001192092896, supported=True).to_json()
+    assert line["support"] == 1.0000001192092896 and line["supported"] is True

@@ -99,3 +99,18 @@ def test_the_docs_table_of_choices_is_built_from_the_choice_lists():
 
     assert choices_table() in (REPO / "docs" / "replicating.md").read_text(), \
         "docs/replicating.md's table of choices is stale: paste core.config.choices_table() into it"
+
+
+def test_a_config_read_again_is_a_fresh_parse_that_a_setting_never_changes_for_the_next(tmp_path):
+    """core/config/reading keeps the last file's parse (a grid reads its base config once per cell): each read
+    gets its own copy, and an edited file is parsed again."""
+    from core.config.reading import read_yaml
+
+    path = write_config(tmp_path, "")
+    first = read_yaml(path)
+    first["DIGITS"]["num_epochs"] = 99
+    assert read_yaml(path)["DIGITS"]["num_epochs"] == 1
+    assert load_config(path, {}, ["DIGITS.num_epochs=7"]).dataset.num_epochs == 7
+    assert load_config(path).dataset.num_epochs == 1
+    path.write_text(path.read_text().replace("num_epochs: 1,", "num_epochs: 3,"))
+    assert load_config(path).dataset.num_epochs == 3

@@ -24,8 +24,8 @@ from base.errors import UserError
 
 from ..class_metric import class_metric
 from .choices import (AUGMENTATIONS, DEPTHWISE_FP32, DEVICES, DISTANCE_NAMES, MAX_DRAWS, MAX_EPOCHS, MAX_IMAGE_SIZE,
-                      MAX_IMAGES, MAX_MLP_HIDDEN, MAX_RUNS, MEMORY_FORMATS, MEMORY_SOURCES, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS,
-                      SCHEDULERS, dataset_names)
+                      MAX_IMAGES, MAX_MLP_HIDDEN, MAX_RUNS, MEMORY_FORMATS, MEMORY_SOURCES, MIN_IMAGE_SIZE, OPTIMIZERS,
+                      PRECISIONS, SCHEDULERS, dataset_names)
 from datasets import ALL_TRAIN_EXAMPLES
 
 
@@ -232,7 +232,8 @@ class HeadConfig:
             if values.get(name, 1) < 1:
                 found.append(f"{name}: must be >= 1, got {values[name]}")
         if values.get("mlp_hidden") is not None and not 1 <= values["mlp_hidden"] <= MAX_MLP_HIDDEN:
-            found.append(f"mlp_hidden: must be from 1 to {MAX_MLP_HIDDEN} (null: the paper's), got {values['mlp_hidden']}")
+            found.append(f"mlp_hidden: must be from 1 to {MAX_MLP_HIDDEN} (null: the paper's), "
+                         f"got {values['mlp_hidden']}")
         if values.get("prototype_dim") is not None and values["prototype_dim"] < 2:
             found.append(f"prototype_dim: must be >= 2, got {values['prototype_dim']}")
         if values.get("metric_loss_weight", 0) < 0 or values.get("soft_labels_beta", 1) <= 0:
