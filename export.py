@@ -1,6 +1,6 @@
 """Export a trained model as one file you can hand over: weights, class names, image size, normalisation, the
-network and head settings, and its memory pool (the reduced training subset, uint8), so that predict.py needs no
-dataset folder.
+network and head settings, and its memory pool (the reduced training subset as lossless PNGs, each at its file's
+own size where that is smaller), so that predict.py needs no dataset folder.
 
     python export.py --path_model=models/DIGITS/encoder_memory/shufflenet/1000/1.pt --output=model.pt
     python predict.py --path_model=model.pt digit.png
@@ -27,7 +27,9 @@ def main(argv):
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)
     replaced = check_export_target(FLAGS.output, checkpoint.path, FLAGS.overwrite)  # before the data are read
     loaded = aux.load_for_evaluation(checkpoint, FLAGS, encode_now=False)
-    path = export_model(checkpoint, loaded.data, FLAGS.output, FLAGS.overwrite)
+    saved = checkpoint.saved_config
+    dataset_dir = FLAGS.dataset_dir or (saved.dataset_dir if saved is not None else None)  # a folder's files
+    path = export_model(checkpoint, loaded.data, FLAGS.output, FLAGS.overwrite, dataset_dir)
     if replaced:
         print(f"replaced {replaced}")
     print(f"{path}: {checkpoint.model_name} {checkpoint.modality}, {len(loaded.data.classes)} classes, memory pool of "

@@ -27,6 +27,7 @@ from .config import PAPER_CODE_EVALUATION, PAPER_MEMORY_FLIP, Config, ConfigErro
 from base.errors import UserError
 from base.files import atomic_torch_save
 from readers import from_png
+from readers.folders import resized
 from .runtime import rng_state, set_rng_state
 
 
@@ -313,7 +314,8 @@ class Checkpoint:
 
 def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) -> Optional[datasets.ImageSet]:
     """The memory pool an exported model carries (None for a training checkpoint), checked: PNG bytes (export
-    version 2, whose every image must have the pixels its record hashed) or uint8 images (version 1)."""
+    version 2; version 3: an image stored at its file's own size resized to ``memory_size`` as in training), each
+    of which must have the pixels its record hashed), or uint8 images (version 1)."""
     if not isinstance(content, dict) or not ("memory_png" in content or "memory_images" in content):
         return None
     damaged = f"{path}: its memory pool is damaged"
@@ -329,6 +331,11 @@ def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) 
             images = [from_png(item.numpy().tobytes()) for item in encoded]
         except ValueError as error:
             raise CheckpointError(f"{damaged} ({error}); export it again with export.py") from None
+        size = content.get("memory_size")  # version 3: an image stored at its file's own size is resized to it
+        if (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)
+                and size[0] > 0):
+            images = [image if list(image.shape[1:]) == size else
+                      resized(image.permute(1, 2, 0).contiguous().numpy(), size[0]) for image in images]
         if not images or len({tuple(image.shape) for image in images}) != 1:
             raise CheckpointError(f"{damaged} (its images differ in size); export it again with export.py")
         images = torch.stack(images)

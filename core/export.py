@@ -6,7 +6,8 @@
 
 The file holds the weights, the run's metadata and config (network, head settings, image size), the class names,
 the normalisation, and the memory pool: the reduced training subset the run drew its memory sets from, as PNG bytes
-of its uint8 images, with their labels and where each came from. It is plain data (``torch.load(..., weights_only=True)``), written atomically, and every
+(each image at the size of its own file where resizing that gives the model's pixels again, and smaller: a folder of
+32 px images under a 224-px backbone stores about a tenth), with their labels and where each came from. It is plain data (``torch.load(..., weights_only=True)``), written atomically, and every
 script that reads a checkpoint reads it.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import datasets
 from base.files import FileError, atomic_torch_save
 from readers import to_png
+from readers.folders import decode, resized
 
 from .checkpoints import EXPORT_FORMAT, Checkpoint, CheckpointError, safe_torch_load
 
@@ -54,10 +56,11 @@ def check_export_target(output: Path, source: Path, overwrite: bool = False) -> 
     return what
 
 
-def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: Path, overwrite: bool = False) -> Path:
+def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: Path, overwrite: bool = False,
+                 dataset_dir: Optional[Path] = None) -> Path:
     """Write ``checkpoint`` with its run's memory pool (``data``) as one self-contained file: the pool's images as
-    PNG bytes (lossless; a 224-px pool of 1000 images takes about a fifth of its raw pixels), its record (each
-    image's source, label and pixel hash: ``ExperimentData.pool_record``)."""
+    PNG bytes (lossless; ``pool_png``), its record (each image's source, label and pixel hash:
+    ``ExperimentData.pool_record``). ``dataset_dir``: the folder dataset's root, whose files ``pool_png`` reads."""
     check_export_target(output, checkpoint.path, overwrite)
     output = Path(output)
     metadata = checkpoint.metadata.to_dict()
@@ -65,11 +68,37 @@ def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: 
     metadata["normalization"] = {"mean": list(data.spec.mean), "std": list(data.spec.std)}
     metadata["memory_pool"] = data.pool_record()
     pool = data.memory_pool.tolist()
-    images = data.train_set.images
+    root = Path(dataset_dir) if dataset_dir is not None and data.spec.resizes else None
     content = {"model_state_dict": checkpoint.state_dict, **metadata,
-               "memory_png": [torch.frombuffer(bytearray(to_png(images[index])), dtype=torch.uint8) for index in pool],
+               "memory_png": [torch.frombuffer(bytearray(pool_png(data, index, root)), dtype=torch.uint8)
+                              for index in pool],
                "memory_labels": data.train_set.labels[pool].contiguous(),
-               "export": {"format": EXPORT_FORMAT, "version": 2, "source": str(checkpoint.path),
+               "memory_size": list(data.train_set.images.shape[-2:]),
+               "export": {"format": EXPORT_FORMAT, "version": 3, "source": str(checkpoint.path),
                           "exported": time.strftime("%Y-%m-%d %H:%M")}}
     atomic_torch_save(content, output)
     return output
+
+
+def pool_png(data: datasets.ExperimentData, index: int, root: Optional[Path]) -> bytes:
+    """Training image ``index`` as PNG bytes, the smaller of two: the pixels the model saw, and (a folder dataset
+    under ``root``) its file's own pixels, when resizing them as the folder reader does (``readers.folders.to_rgb``;
+    ``readers.folders.resized``, at loading too) gives the very pixels the model saw. A 32 px image under a 224-px model: its own
+    32 px, a fiftieth of the pixels."""
+    image = data.train_set.images[index]
+    seen = to_png(image)
+    sources = data.train_set.sources
+    path = root / sources[index] if root is not None and sources is not None else None
+    if path is None or not path.is_file():
+        return seen
+    try:
+        native = decode(path, None)
+    except datasets.DatasetError:
+        return seen
+    if native.shape[:2] == tuple(image.shape[1:]):
+        return seen
+    own = to_png(torch.from_numpy(native.copy()).permute(2, 0, 1))
+    if len(own) >= len(seen) or not torch.equal(resized(native, image.shape[-1]), image):
+        return seen
+    return own
+

@@ -1,9 +1,11 @@
 """Memory Wrap on your own images: a folder dataset (reading, caching, errors, fidelity to the CIFAR10 reader),
 explaining new images (predict.py), a model file to hand over (export.py), and timm backbones."""
+import io
 import json
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -224,6 +226,42 @@ def test_predict_explains_new_images_and_an_exported_model_needs_no_dataset(trai
     assert result.returncode == 1 and "broken.png is not a readable image" in result.stderr
 
 
+
+def test_an_exported_pool_keeps_each_image_at_its_files_own_size_where_that_is_smaller(tmp_path):
+    """export.py stores a pool image at its file's own size when that PNG is smaller and resizing it as the folder
+    reader did gives the pixels the model saw; otherwise (a larger file, a file changed since, no folder) at the
+    model's size. Either way the loaded pool has the very pixels of training."""
+    from core.export import pool_png
+    from readers import from_png
+    from readers.folders import resized
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "DIR"
+    kinds = (("RGB", (16, 16), ".png"), ("L", (12, 20), ".jpg"), ("P", (16, 16), ".png"), ("I;16", (16, 16), ".png"),
+             ("RGB", (80, 80), ".png"))
+    for split in ("train", "test"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i, (mode, (width, height), suffix) in enumerate(kinds):
+                if mode == "I;16":
+                    image = Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
+                else:
+                    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+                    image = image.quantize(16) if mode == "P" else image.convert(mode)
+                image.save(root / split / name / f"{name}_{i}{suffix}")
+    train, test = datasets.load_dataset("folder", root, image_size=24)
+    data = datasets.ExperimentData.build(datasets.get_spec("folder"), train, test, len(train), 0, seed=1)
+    for index in range(len(train)):
+        stored = from_png(pool_png(data, index, root))
+        large = train.sources[index].endswith("_4.png")
+        assert stored.shape[-1] == (24 if large else Image.open(root / train.sources[index]).size[0]), \
+            train.sources[index]
+        assert torch.equal(resized(stored.permute(1, 2, 0).numpy(), 24), train.images[index]), train.sources[index]
+        assert torch.equal(from_png(pool_png(data, index, None)), train.images[index]), "no folder: as the model saw it"
+    changed = root / train.sources[0]
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(changed)
+    assert torch.equal(from_png(pool_png(data, 0, root)), train.images[0]), "a file changed since: as the model saw it"
+
 def Path_name(path):
     return os.path.basename(path)
 
@@ -360,6 +398,12 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
     assert "PerClass:digit_0=40, digit_1=40, digit_7=40" in outputs[1] and "Epoch 5 " in outputs[1], outputs[1]
     assert "Encoder:from weights/tf_efficientnet_lite0.safetensors, frozen | Images:64 px" in outputs[1]
     assert "memory pool of 120 images" in outputs[2], outputs[2]
+    content = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert content["memory_size"] == [64, 64] and {
+        Image.open(io.BytesIO(item.numpy().tobytes())).size for item in content["memory_png"]} == {(32, 32)}, \
+        "the pool's 32 px files stored at their own size, not the model's 64 px"
+    from core.checkpoints import Checkpoint
+    assert Checkpoint.load(tmp_path / "model.pt").memory_pool.images.shape[-2:] == (64, 64), "the record's pixels"
     line = outputs[3].splitlines()[0]
     assert line.startswith("new_image.jpg: digit_") and "top example: train/digit_" in line, result.stdout
     assert (tmp_path / "explained" / "0_new_image.png").is_file() and (tmp_path / "model.pt").is_file()
