@@ -7,8 +7,9 @@
 The file holds the weights, the run's metadata and config (network, head settings, image size), the class names,
 the normalisation, and the memory pool: the reduced training subset the run drew its memory sets from, as PNG bytes
 (each image at the size of its own file where resizing that gives the model's pixels again, and smaller: a folder of
-32 px images under a 224-px backbone stores about a tenth), with their labels and where each came from. It is plain data (``torch.load(..., weights_only=True)``), written atomically, and every
-script that reads a checkpoint reads it.
+32 px images under a 224-px backbone stores about a fourteenth), with their labels and where each came from. It is
+plain data (``torch.load(..., weights_only=True)``), written atomically, and every script that reads a checkpoint
+reads it.
 """
 from __future__ import annotations
 
@@ -82,9 +83,9 @@ def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: 
 
 def pool_png(data: datasets.ExperimentData, index: int, root: Optional[Path]) -> bytes:
     """Training image ``index`` as PNG bytes, the smaller of two: the pixels the model saw, and (a folder dataset
-    under ``root``) its file's own pixels, when resizing them as the folder reader does (``readers.folders.to_rgb``;
-    ``readers.folders.resized``, at loading too) gives the very pixels the model saw. A 32 px image under a 224-px model: its own
-    32 px, a fiftieth of the pixels."""
+    under ``root``) its file's own pixels, when resizing them as the folder reader does (``readers.folders.resized``,
+    at loading too) gives the very pixels the model saw. A 32 px image under a 224-px model: its own 32 px, a
+    fiftieth of the pixels."""
     image = data.train_set.images[index]
     seen = to_png(image)
     sources = data.train_set.sources
