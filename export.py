@@ -27,9 +27,7 @@ def main(argv):
     checkpoint = aux.load_checkpoint(FLAGS.path_model, FLAGS)
     replaced = check_export_target(FLAGS.output, checkpoint.path, FLAGS.overwrite)  # before the data are read
     loaded = aux.load_for_evaluation(checkpoint, FLAGS, encode_now=False)
-    saved = checkpoint.saved_config
-    dataset_dir = FLAGS.dataset_dir or (saved.dataset_dir if saved is not None else None)  # a folder's files
-    path = export_model(checkpoint, loaded.data, FLAGS.output, FLAGS.overwrite, dataset_dir)
+    path = export_model(checkpoint, loaded.data, FLAGS.output, FLAGS.overwrite, FLAGS.dataset_dir)
     if replaced:
         print(f"replaced {replaced}")
     print(f"{path}: {checkpoint.model_name} {checkpoint.modality}, {len(loaded.data.classes)} classes, memory pool of "

@@ -61,7 +61,7 @@ def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: 
                  dataset_dir: Optional[Path] = None) -> Path:
     """Write ``checkpoint`` with its run's memory pool (``data``) as one self-contained file: the pool's images as
     PNG bytes (lossless; ``pool_png``), its record (each image's source, label and pixel hash:
-    ``ExperimentData.pool_record``). ``dataset_dir``: the folder dataset's root, whose files ``pool_png`` reads."""
+    ``ExperimentData.pool_record``). ``dataset_dir``: the folder dataset's root, whose files ``pool_png`` reads (default: the run's)."""
     check_export_target(output, checkpoint.path, overwrite)
     output = Path(output)
     metadata = checkpoint.metadata.to_dict()
@@ -69,6 +69,8 @@ def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: 
     metadata["normalization"] = {"mean": list(data.spec.mean), "std": list(data.spec.std)}
     metadata["memory_pool"] = data.pool_record()
     pool = data.memory_pool.tolist()
+    saved = checkpoint.saved_config
+    dataset_dir = dataset_dir or (saved.dataset_dir if saved is not None else None)
     root = Path(dataset_dir) if dataset_dir is not None and data.spec.resizes else None
     content = {"model_state_dict": checkpoint.state_dict, **metadata,
                "memory_png": [torch.frombuffer(bytearray(pool_png(data, index, root)), dtype=torch.uint8)
