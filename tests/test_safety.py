@@ -103,9 +103,12 @@ def test_all_zero_attributions_say_so_instead_of_drawing_noise():
 
 
 def _interrupt(command, ready, timeout=120):
-    """Start ``command`` in a fresh process, send it SIGINT once ``ready()`` holds; (exit status, stderr)."""
+    """Start ``command`` in a fresh process, send it SIGINT once ``ready()`` holds; (exit status, stderr). The child
+    takes SIGINT as a terminal's foreground program does, even where the tests run in a background job (whose
+    shell has them ignore SIGINT, which Python then never turns into KeyboardInterrupt)."""
     process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     while not ready() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
