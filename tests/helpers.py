@@ -40,6 +40,7 @@ class _ScriptServer:
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="script-server-"))
         self.socket_path = str(self.folder / "socket")
+        self.started = 0
         self.process = subprocess.Popen([sys.executable, str(REPO / "tests" / "script_server.py"), self.socket_path],
                                         cwd=REPO)
         deadline = time.time() + 60
@@ -57,13 +58,17 @@ class _ScriptServer:
             return connection.makefile().readline()
 
     def run(self, argv, timeout, cwd=REPO, env=None) -> subprocess.CompletedProcess:
-        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
+        return self.start(argv, timeout, cwd, env, wait=True).wait()
+
+    def start(self, argv, timeout, cwd=REPO, env=None, wait=False) -> "Started":
+        """Fork the script: at once (its pid known), or run to its end with ``wait``."""
+        self.started += 1
+        stdout, stderr = self.folder / f"stdout.{self.started}", self.folder / f"stderr.{self.started}"
         request = {"argv": argv, "cwd": str(cwd), "env": {**os.environ, **(env or {})}, "stdout": str(stdout),
-                   "stderr": str(stderr), "timeout": timeout}
+                   "stderr": str(stderr), "timeout": timeout, "start": not wait}
         reply = json.loads(self._send(request, timeout + 60))
-        if reply == "timeout":  # the server has killed the script, as subprocess.run(timeout=...) would
-            raise subprocess.TimeoutExpired(argv, timeout, stdout.read_text(), stderr.read_text())
-        return subprocess.CompletedProcess(argv, reply, stdout.read_text(), stderr.read_text())
+        return Started(self, argv, timeout, stdout, stderr, status=reply) if wait else \
+            Started(self, argv, timeout, stdout, stderr, pid=reply)
 
     def stop(self):
         if self.process.poll() is None:
@@ -75,6 +80,48 @@ class _ScriptServer:
 
 
 _SERVER = None
+
+
+class Started:
+    """A script the server has forked: ``pid``, and ``wait()``, its CompletedProcess once it has ended."""
+
+    def __init__(self, server, argv, timeout, stdout, stderr, pid=None, status=None):
+        self.server, self.argv, self.timeout, self.stdout, self.stderr = server, argv, timeout, stdout, stderr
+        self.pid, self.status = pid, status
+
+    def running(self) -> bool:
+        """Whether it still runs (Linux: an ended child is a zombie until the server waits for it)."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat[stat.rindex(")") + 2] != "Z"
+
+    def wait(self) -> subprocess.CompletedProcess:
+        if self.status is None:
+            self.status = json.loads(self.server._send({"wait": self.pid, "timeout": self.timeout}, self.timeout + 60))
+        out, err = self.stdout.read_text(), self.stderr.read_text()
+        self.stdout.unlink()
+        self.stderr.unlink()
+        if self.status == "timeout":  # the server has killed the script, as subprocess.run(timeout=...) would
+            raise subprocess.TimeoutExpired(self.argv, self.timeout, out, err)
+        return subprocess.CompletedProcess(self.argv, self.status, out, err)
+
+
+def start_script(*args, timeout=240) -> Started:
+    """``python <args>`` started, not waited for (forked from the script server, as run_script's)."""
+    return _server().start([str(a) for a in args], timeout)
+
+
+def start_scripts(*commands, timeout=240):
+    """Several ``python <args>`` at once, each a process of its own (forked from the script server, as run_script's):
+    their CompletedProcess, in order, once all have ended; a failed one is an AssertionError, as run_script's."""
+    started = [start_script(*args, timeout=timeout) for args in commands]
+    results = [script.wait() for script in started]
+    for args, result in zip(commands, results):
+        if result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return results
 
 
 def _server() -> _ScriptServer:

@@ -6,7 +6,9 @@ operation (so no thread pool exists to be forked), and forks a child per request
 requested folder, takes the requested argv and environment, sends its output to the requested files, and runs
 the script as `python script.py ...` (or `python -m module ...`) would (``runpy``, ``__name__ == "__main__"``).
 The server answers with the child's exit status, or "timeout" after killing a child that ran past the request's
-timeout (so that one hung script fails its test instead of stalling every later one). tests/helpers.py starts one
+timeout (so that one hung script fails its test instead of stalling every later one); a request with
+``"start": true`` is answered at once with the child's pid, and ``{"wait": pid, "timeout": s}`` later with its
+status (several scripts running at once, as separate processes do). tests/helpers.py starts one
 server per test process.
 
     python tests/script_server.py <unix socket path>
@@ -43,6 +45,7 @@ def run_child(request, listener, connection) -> None:
     """In the forked child: become the requested script run, then exit with its status."""
     listener.close()
     connection.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a terminal's foreground program takes it
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -87,10 +90,14 @@ def serve(path: str) -> None:
             request = json.loads(connection.makefile().readline())
             if request == "stop":
                 return
-            pid = os.fork()
-            if pid == 0:
-                run_child(request, listener, connection)
-            connection.sendall((json.dumps(wait_for(pid, request["timeout"])) + "\n").encode())
+            if "wait" in request:  # a child started earlier (``"start": true``): its exit status
+                reply = wait_for(request["wait"], request["timeout"])
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    run_child(request, listener, connection)
+                reply = pid if request.get("start") else wait_for(pid, request["timeout"])
+            connection.sendall((json.dumps(reply) + "\n").encode())
 
 
 def wait_for(pid: int, timeout: float):

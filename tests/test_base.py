@@ -9,7 +9,7 @@ import time
 import pytest
 
 from base.files import FileError, FileLock, atomic_write_json, writable_folder
-from helpers import run_script
+from helpers import run_script, start_scripts
 
 
 def test_json_is_strict_and_atomic(tmp_path):
@@ -59,3 +59,18 @@ def test_a_hung_script_fails_its_test_and_the_next_script_still_runs(tmp_path):
     quick.write_text("print('done')\n")
     assert run_script(str(quick), timeout=30).stdout == "done\n"
     assert time.monotonic() - start < 30, "the server waited for the hung script"
+
+
+
+def test_scripts_started_together_run_at_once_each_with_its_own_output(tmp_path):
+    """helpers.start_scripts: the second script creates the file the first waits for, so they end only together."""
+    waiter, maker, failing = tmp_path / "waiter.py", tmp_path / "maker.py", tmp_path / "failing.py"
+    flag = tmp_path / "flag"
+    waiter.write_text(f"import pathlib, time\nwhile not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.01)\n"
+                      f"print('waited')\n")
+    maker.write_text(f"import pathlib\npathlib.Path({str(flag)!r}).touch()\nprint('made')\n")
+    waited, made = start_scripts((waiter,), (maker,), timeout=20)
+    assert (waited.stdout, made.stdout) == ("waited\n", "made\n")
+    failing.write_text("import sys\nprint('no')\nsys.exit(3)\n")
+    with pytest.raises(AssertionError, match=r"failing.py.*failed \(3\):\nno"):
+        start_scripts((maker,), (failing,), timeout=20)

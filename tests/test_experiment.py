@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
 from core.config import load_config
-from helpers import TINY, run_script
+from helpers import TINY, run_script, start_scripts
 
 FOLDER = ("DIGITS", "std", "shufflenet", "128")
 
@@ -26,13 +25,9 @@ def results(output):
 @pytest.mark.slow
 def test_shards_in_parallel_processes_equal_one_sequential_job(tmp_path):
     train(tmp_path / "sequential", "--runs=3")
-    shards = [subprocess.Popen([sys.executable, "train.py", "--modality=std", f"--config={TINY}", "--runs=3",
-                                f"--output_dir={tmp_path / 'sharded'}", *flags], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-              for flags in (["--runs_from=1", "--runs_to=2"], ["--run=3"])]
-    for shard in shards:
-        out, err = shard.communicate(timeout=240)
-        assert shard.returncode == 0, err
+    sharded = f"--output_dir={tmp_path / 'sharded'}"
+    start_scripts(*(("train.py", "--modality=std", f"--config={TINY}", "--runs=3", sharded, *flags)  # at once
+                    for flags in (["--runs_from=1", "--runs_to=2"], ["--run=3"])))
     sequential, sharded = results(tmp_path / "sequential"), results(tmp_path / "sharded")
     assert [r["run"] for r in sharded["runs"]] == [1, 2, 3] and sharded["complete"]
     for key in ("accuracy", "loss", "draw_accuracies"):

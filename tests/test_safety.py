@@ -1,15 +1,14 @@
 """Nothing lost on a rerun, one line on Ctrl-C, no meaningless number from a model at chance, bounded sizes."""
 import json
+import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from conftest import REPO
-from helpers import SMALL_MLP, TINY, TINY_DRAWS, run_script
+from helpers import SMALL_MLP, TINY, TINY_DRAWS, run_script, start_script
 
 
 def _derived(folder, name, runs):
@@ -103,19 +102,16 @@ def test_all_zero_attributions_say_so_instead_of_drawing_noise():
 
 
 def _interrupt(command, ready, timeout=120):
-    """Start ``command`` in a fresh process, send it SIGINT once ``ready()`` holds; (exit status, stderr). The child
-    takes SIGINT as a terminal's foreground program does, even where the tests run in a background job (whose
-    shell has them ignore SIGINT, which Python then never turns into KeyboardInterrupt)."""
-    process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    """Start ``command`` (a process of its own, forked from the script server, which gives it SIGINT's default
+    handling: a terminal's foreground program), send it SIGINT once ``ready()`` holds; (exit status, stderr)."""
+    process = start_script(*command, timeout=timeout)
     deadline = time.time() + timeout
-    while not ready() and process.poll() is None and time.time() < deadline:
+    while not ready() and process.running() and time.time() < deadline:
         time.sleep(0.05)
-    assert process.poll() is None, "the script ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    return process.returncode, stderr
+    assert process.running(), "the script ended before it could be interrupted"
+    os.kill(process.pid, signal.SIGINT)
+    result = process.wait()
+    return result.returncode, result.stderr
 
 
 def test_ctrl_c_ends_training_in_one_line_that_says_how_to_go_on(tmp_path):

@@ -2,16 +2,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import REPO
 from core.checkpoints import RunMetadata
-from helpers import SMALL_MLP, TINY, TINY_DRAWS, accuracy_in, run_script, write_config
+from helpers import SMALL_MLP, TINY, TINY_DRAWS, accuracy_in, run_script, start_script, write_config
 
 pytestmark = pytest.mark.xdist_group("trained")  # conftest's trained models: made once, in one worker
 
@@ -66,14 +63,13 @@ def test_resume_after_kill_gives_the_same_accuracies_and_history(tmp_path):
     interrupted = tmp_path / "interrupted"
     folder = interrupted / "DIGITS" / "encoder_memory" / "shufflenet" / "64"
     shard = ["--runs_from=1", "--runs_to=2"]  # a killed shard resumes as a killed job does
-    process = subprocess.Popen([sys.executable, *args, *shard, f"--output_dir={interrupted}"], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_script(*args, *shard, f"--output_dir={interrupted}")
     deadline = time.time() + 240
     while not (folder / "2.state.pt").exists():  # run 2 has finished an epoch
-        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        assert process.running() and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait().returncode == -signal.SIGKILL
     assert len(json.loads((folder / "results.json").read_text())["runs"]) == 1
     resumed = run_script(*args, *shard, f"--output_dir={interrupted}", "--continue_train").stdout
     assert "Restarting training process after run 1" in resumed and "Run 2: resuming after epoch" in resumed
