@@ -26,7 +26,8 @@ def grid(tmp_path):
 @pytest.mark.slow
 def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_runs(grid, tmp_path):
     """One grid filled three ways, as a user would mix them: a printed command through xargs, a Slurm array task,
-    then, with runs: raised, local workers for the new seeds only."""
+    then, with runs: raised, a local worker for the new seeds only, its output into a pipe (several workers at
+    once: test_local_workers_run_their_commands_at_once)."""
     grid.write_text(grid.read_text().replace("runs: 2", "runs: 1"))
     assert "2 runs: 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
     printed = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
@@ -44,8 +45,20 @@ def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_
     assert "4 runs: 2 done, 2 missing" in run_script("grid.py", f"--grid={grid}", "--status").stdout
     missing = run_script("grid.py", f"--grid={grid}", "--print").stdout.splitlines()
     assert len(missing) == 2 and all("--run=2" in line for line in missing)
-    out = run_script("grid.py", f"--grid={grid}", "--workers=2").stdout
-    assert "2 runs done, 0 running elsewhere, 0 changed, 2 to run with 2 workers" in out
+    # a local worker into a pipe (block-buffered, as into a file): each run's line comes as it ends, not at the end
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, "grid.py", f"--grid={grid}", "--workers=1"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not (lines and lines[-1].startswith("done:")):
+        lines.append(process.stdout.readline())
+        assert lines[-1], "grid.py ended before it printed a finished run"
+    records = list((tmp_path / "models").rglob("[0-9].json"))
+    assert len(records) < 4, f"the first new run's line came only after the second had ended: {records}"
+    rest, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    out = "".join(lines) + rest
+    assert "2 runs done, 0 running elsewhere, 0 changed, 2 to run with 1 workers" in out
     assert "2 runs finished, 0 running elsewhere, 0 failed" in out
     assert len(re.findall(r"done: DIGITS shufflenet 128 \w+ run 2 \| accuracy [0-9.]+ \| [0-9.]+ min", out)) == 2, out
     assert all(path.read_bytes() == content for path, content in before.items()), "an old run's file changed"
@@ -55,22 +68,22 @@ def test_grid_runs_through_xargs_job_arrays_and_local_workers_skipping_finished_
     assert "4 runs: 4 done" in run_script("grid.py", f"--grid={grid}", "--status").stdout
 
 
-@pytest.mark.slow
-def test_grid_prints_each_finished_run_at_once_into_a_pipe(grid, tmp_path):
-    """stdout to a pipe or a file is block-buffered: the line of the first run must come while the others train."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    process = subprocess.Popen([sys.executable, "grid.py", f"--grid={grid}", "--workers=1"], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = ""
-        while not line.startswith("done:"):
-            line = process.stdout.readline()
-            assert line, "grid.py ended before it printed a finished run"
-        records = list((tmp_path / "models").rglob("[0-9].json"))
-        assert len(records) < 4, f"the first run's line came only after all 4 runs had ended: {records}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+def test_local_workers_run_their_commands_at_once(tmp_path):
+    """core.launch.run_commands with 2 workers (grid.py --workers, train.py --parallel_runs): the first two commands
+    wait for each other's file, so they succeed only if they run at the same time; the third waits for a free
+    worker. Each ends with its own exit code, its output in its own log."""
+    from core import launch
+
+    wait = "for i in $(seq 200); do [ -e {0} ] && break; sleep 0.05; done; [ -e {0} ]"
+    first, second = tmp_path / "first", tmp_path / "second"
+    commands = [["sh", "-c", f"touch {first}; {wait.format(second)} && echo one"],
+                ["sh", "-c", f"touch {second}; {wait.format(first)} && echo two; exit 3"],
+                ["sh", "-c", "echo three"]]
+    logs = [tmp_path / "logs" / f"{index}.log" for index in range(3)]
+    ended = []
+    codes = launch.run_commands(commands, workers=2, logs=logs, finished=lambda index, code: ended.append(index))
+    assert codes == [0, 3, 0] and sorted(ended) == [0, 1, 2]
+    assert [log.read_text() for log in logs] == ["one\n", "two\n", "three\n"]
 
 
 def test_grid_errors(tmp_path):
