@@ -92,16 +92,24 @@ def pool_png(data: datasets.ExperimentData, index: int, root: Optional[Path]) ->
     seen = to_png(image)
     sources = data.train_set.sources
     path = root / sources[index] if root is not None and sources is not None else None
-    if path is None or not path.is_file():
-        return seen
+    if path is None or not path.is_file() or _pixels(path) >= image.shape[1] * image.shape[2]:
+        return seen  # a file as large as the model's image or larger (a photo) is not decoded and encoded again
     try:
         native = decode(path, None)
     except datasets.DatasetError:
-        return seen
-    if native.shape[:2] == tuple(image.shape[1:]):
         return seen
     own = to_png(torch.from_numpy(native.copy()).permute(2, 0, 1))
     if len(own) >= len(seen) or not torch.equal(resized(native, image.shape[-1]), image):
         return seen
     return own
 
+
+def _pixels(path: Path) -> int:
+    """How many pixels an image file holds, from its header (0 when Pillow cannot tell)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size[0] * image.size[1]
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
