@@ -61,7 +61,8 @@ def export_model(checkpoint: Checkpoint, data: datasets.ExperimentData, output: 
                  dataset_dir: Optional[Path] = None) -> Path:
     """Write ``checkpoint`` with its run's memory pool (``data``) as one self-contained file: the pool's images as
     PNG bytes (lossless; ``pool_png``), its record (each image's source, label and pixel hash:
-    ``ExperimentData.pool_record``). ``dataset_dir``: the folder dataset's root, whose files ``pool_png`` reads (default: the run's)."""
+    ``ExperimentData.pool_record``). ``dataset_dir``: the folder dataset's root, whose files ``pool_png`` reads
+    (default: the run's)."""
     check_export_target(output, checkpoint.path, overwrite)
     output = Path(output)
     metadata = checkpoint.metadata.to_dict()

@@ -94,13 +94,13 @@ def to_rgb(image, image_size: Optional[int]) -> np.ndarray:
     return np.asarray(image)
 
 
-
 def resized(image: np.ndarray, image_size: int) -> torch.Tensor:
     """A decoded uint8 [H, W, 3] image at image_size x image_size as ``to_rgb`` resizes it, as uint8 [3, S, S] (an
     exported model's pool image stored at its file's own size, brought to the size the model saw)."""
     from PIL import Image
 
     return torch.from_numpy(to_rgb(Image.fromarray(image), image_size).copy()).permute(2, 0, 1).contiguous()
+
 
 def read_tree(split_dir: Path, classes: Sequence[str], suffixes: Sequence[str], image_size: Optional[int],
               cache: Path, order: str = "class", hash_files: bool = False) -> ImageSet:

@@ -25,7 +25,8 @@ SMALL_MLP = "--set=heads.mlp_hidden=64"
 def run_script(*args, timeout=240, check=True, fresh_process=False, cwd=REPO, env=None):
     """``python <args>`` in the repository (or ``cwd``, with ``env`` added to the environment), as a user types it:
     a process of its own with its exit status, stdout and stderr. Forked from tests/script_server.py, which has
-    imported torch once (2.5 s less per script); ``fresh_process`` starts a new interpreter instead (for what depends on the process itself)."""
+    imported torch once (2.5 s less per script); ``fresh_process`` starts a new interpreter instead (for what
+    depends on the process itself)."""
     if fresh_process:
         result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                                 env={**os.environ, **(env or {})})

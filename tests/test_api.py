@@ -101,7 +101,8 @@ def folder_model(tmp_path_factory):
         "DIGITS: {num_classes: 10, num_epochs: 1, opt_milestones: [1], mem_examples: 20, val_examples: 200}",
         "folder: {num_epochs: 4, opt_milestones: [3], mem_examples: 10, val_examples: 0}").replace(
         "train_examples: 128", "train_examples: all").replace("dataset_dir: datasets", f"dataset_dir: {data}"))
-    run_script("train.py", f"--config={config}", "--modality=encoder_memory", f"--output_dir={root / 'models'}", SMALL_MLP)
+    run_script("train.py", f"--config={config}", "--modality=encoder_memory", f"--output_dir={root / 'models'}",
+               SMALL_MLP)
     checkpoint = next((root / "models").rglob("1.pt"))
     run_script("export.py", f"--path_model={checkpoint}", f"--output={root / 'model.pt'}")
     new = root / "new"
@@ -139,7 +140,8 @@ def test_load_model_explains_as_predict_json_does_and_takes_every_kind_of_image(
     assert len({p.predicted for p in predictions}) == 1 and predictions[0].probabilities == pytest.approx(
         predictions[3].probabilities, abs=1e-6), "the same image, however given"
     [explained] = model.explain(paths[0], memory="pool", heatmap=True)  # at the model's input size
-    assert explained.heatmap.shape == (3, TINY_SIZE, TINY_SIZE) and explained.draws == 1 and explained.memory_policy == "pool"
+    assert explained.heatmap.shape == (3, TINY_SIZE, TINY_SIZE)
+    assert explained.draws == 1 and explained.memory_policy == "pool"
     with pytest.raises(ExplanationError, match="expected H x W or H x W x 3"):
         model.predict([np.zeros((2, 2, 2, 2), dtype=np.uint8)])
 

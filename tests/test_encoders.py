@@ -180,7 +180,8 @@ def test_vit_trains_with_its_recipe_scaled_down_evaluates_and_is_explained(tmp_p
             for i, image in enumerate(source.images[source.labels == digit][:count]):
                 Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:02d}.png")
     config = tmp_path / "vit.yaml"
-    config.write_text((REPO / "config" / "vit.yaml").read_text() + "\nfolder: {num_epochs: 200, scheduler: warmup_cosine, "
+    config.write_text((REPO / "config" / "vit.yaml").read_text() + "\nfolder: {num_epochs: 200, "
+                      "scheduler: warmup_cosine, "
                       "warmup_epochs: 5, min_lr: 1e-5, mem_examples: 10, val_examples: 0}\n")
     out = run_script("train.py", "--modality=encoder_memory", f"--config={config}", "--dataset=folder",
                      f"--dataset_dir={tmp_path / 'DIR'}", "--train_examples=16", "--runs=1",
@@ -190,7 +191,8 @@ def test_vit_trains_with_its_recipe_scaled_down_evaluates_and_is_explained(tmp_p
     checkpoint = tmp_path / "folder" / "encoder_memory" / "vit" / "16" / "1.pt"
     record = json.loads((checkpoint.parent / "1.json").read_text())
     assert record["config"]["optimizer"]["name"] == "adam" and record["config"]["augment"] == "autoaugment"
-    assert record["config"]["datasets"]["folder"]["scheduler"] == "warmup_cosine" and record["config"]["label_smoothing"] == 0.1
+    assert record["config"]["datasets"]["folder"]["scheduler"] == "warmup_cosine"
+    assert record["config"]["label_smoothing"] == 0.1
     assert f"Accuracy {record['accuracy']:.2f}" in out and "Epoch 1 " in out
     # the ViT is explained, Integrated Gradients included (eval.py's round trip is the same code for every encoder:
     # tests/test_scripts.py)

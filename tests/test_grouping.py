@@ -25,9 +25,9 @@ def test_grouped_tests_run_in_one_worker(tmp_path):
     (tmp_path / "test_grouped.py").write_text(SUITE)
     # the installed pytest and pytest-xdist alone (no other plugin is imported: 3 interpreters start faster)
     environment = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "xdist", "-n", "2", "--dist", "loadgroup", "-p",
-                             "no:cacheprovider", "test_grouped.py"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120, env=environment)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "xdist", "-n", "2", "--dist", "loadgroup", "-p",
+               "no:cacheprovider", "test_grouped.py"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environment)
     assert result.returncode == 0, result.stdout + result.stderr
     workers = set((tmp_path / "workers.txt").read_text().split())
     assert len(workers) == 1, f"the group ran on {sorted(workers)}: --dist loadgroup does not group with this pytest"

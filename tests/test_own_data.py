@@ -402,8 +402,18 @@ def test_the_readmes_three_commands_go_from_a_folder_to_an_explained_new_image(t
     assert content["memory_size"] == [64, 64] and {
         Image.open(io.BytesIO(item.numpy().tobytes())).size for item in content["memory_png"]} == {(32, 32)}, \
         "the pool's 32 px files stored at their own size, not the model's 64 px"
-    from core.checkpoints import Checkpoint
+    from core.checkpoints import Checkpoint, CheckpointError
     assert Checkpoint.load(tmp_path / "model.pt").memory_pool.images.shape[-2:] == (64, 64), "the record's pixels"
+    # a damaged pool is refused in one line: a size that resizes to other pixels, an image swapped for another
+    swapped = lambda c: c["memory_png"].__setitem__(0, c["memory_png"][1])  # noqa: E731
+    for damage, message in ((lambda c: c.update(memory_size=[48, 48]), "decodes to other pixels"),
+                            (swapped, "image 0 .* decodes to other"),
+                            (lambda c: c.update(memory_size="64"), "its images differ in size|decodes to other")):
+        damaged = torch.load(tmp_path / "model.pt", weights_only=True)
+        damage(damaged)
+        torch.save(damaged, tmp_path / "damaged.pt")
+        with pytest.raises(CheckpointError, match=f"damaged.pt: its memory pool is damaged.*({message})"):
+            Checkpoint.load(tmp_path / "damaged.pt")
     line = outputs[3].splitlines()[0]
     assert line.startswith("new_image.jpg: digit_") and "top example: train/digit_" in line, result.stdout
     assert (tmp_path / "explained" / "0_new_image.png").is_file() and (tmp_path / "model.pt").is_file()

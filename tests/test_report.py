@@ -15,7 +15,8 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
-    """std and encoder_memory on 64 DIGITS images, 2 runs of 2 epochs each, with validation accuracy in the histories."""
+    """std and encoder_memory on 64 DIGITS images, 2 runs of 2 epochs each, with validation accuracy in the
+    histories."""
     root = tmp_path_factory.mktemp("report") / "models"
     for modality in ("std", "encoder_memory"):
         run_script("train.py", f"--modality={modality}", f"--config={TINY}", "--runs=2", "--epochs=2",
