@@ -106,7 +106,7 @@ def measure_frozen(image_size: int) -> None:
             two, slow = run_seconds(dataset_dir, weights, folder / "stepwise", modality, image_size, 2, False, augment)
             epoch = sum(entry["seconds"] for entry in slow["history"]) / len(slow["history"])
             stepwise = two + 28 * epoch
-            print(f"| {modality} | {'flipped at random (the recipe)' if augment == 'auto' else 'never flipped'} | "
+            print(f"| {modality} | {'flipped at random (the recipe)' if augment == 'auto' else 'never flipped (`augment: none`)'} | "
                   f"{cached:.1f} | {record['feature_table_seconds']:.1f} | {stepwise:.0f} (2 epochs: {two:.1f}) | "
                   f"{epoch:.1f} | **{stepwise / cached:.1f}x** | {record['accuracy']:.2f} |", flush=True)
 

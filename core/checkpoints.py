@@ -332,8 +332,11 @@ def _memory_pool(path: Path, content: Mapping[str, Any], metadata: RunMetadata) 
         except ValueError as error:
             raise CheckpointError(f"{damaged} ({error}); export it again with export.py") from None
         size = content.get("memory_size")  # version 3: an image stored at its file's own size is resized to it
-        if (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)
-                and size[0] > 0):
+        if size is not None:
+            if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)
+                    and size[0] > 0):
+                raise CheckpointError(f"{damaged} (memory_size {size!r} is no image size); export it again with "
+                                      f"export.py")
             images = [image if list(image.shape[1:]) == size else
                       resized(image.permute(1, 2, 0).contiguous().numpy(), size[0]) for image in images]
         if not images or len({tuple(image.shape) for image in images}) != 1:

@@ -88,7 +88,7 @@ class Started:
 
     def __init__(self, server, argv, timeout, stdout, stderr, pid=None, status=None):
         self.server, self.argv, self.timeout, self.stdout, self.stderr = server, argv, timeout, stdout, stderr
-        self.pid, self.status = pid, status
+        self.pid, self.status, self.output = pid, status, None
 
     def running(self) -> bool:
         """Whether it still runs (Linux: an ended child is a zombie until the server waits for it)."""
@@ -101,9 +101,11 @@ class Started:
     def wait(self) -> subprocess.CompletedProcess:
         if self.status is None:
             self.status = json.loads(self.server._send({"wait": self.pid, "timeout": self.timeout}, self.timeout + 60))
-        out, err = self.stdout.read_text(), self.stderr.read_text()
-        self.stdout.unlink()
-        self.stderr.unlink()
+        if self.output is None:  # read once: wait() may be asked again
+            self.output = self.stdout.read_text(), self.stderr.read_text()
+            self.stdout.unlink()
+            self.stderr.unlink()
+        out, err = self.output
         if self.status == "timeout":  # the server has killed the script, as subprocess.run(timeout=...) would
             raise subprocess.TimeoutExpired(self.argv, self.timeout, out, err)
         return subprocess.CompletedProcess(self.argv, self.status, out, err)

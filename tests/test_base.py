@@ -61,7 +61,6 @@ def test_a_hung_script_fails_its_test_and_the_next_script_still_runs(tmp_path):
     assert time.monotonic() - start < 30, "the server waited for the hung script"
 
 
-
 def test_scripts_started_together_run_at_once_each_with_its_own_output(tmp_path):
     """helpers.start_scripts: the second script creates the file the first waits for, so they end only together."""
     waiter, maker, failing = tmp_path / "waiter.py", tmp_path / "maker.py", tmp_path / "failing.py"
