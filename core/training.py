@@ -20,7 +20,8 @@ import datasets
 from architectures import Classifier
 from base.errors import UserError
 from . import layer_precision, runtime
-from .checkpoints import load_training_state, restore_training_state, save_training_state, state_misfit
+from .checkpoints import (encoder_fingerprint, load_training_state, restore_training_state, save_training_state,
+                          state_misfit)
 from .config import Config, DatasetConfig, OptimizerConfig
 from .distributed import Distributed, unwrap
 from .frozen import FeatureTable, HeadOnly
@@ -106,10 +107,11 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     with). The model ends in eval-ready form: fp32 weights, contiguous.
 
     With ``state_path``, the resumable state (model, optimizer, scheduler, grad scaler, data generator,
-    global RNGs, how it computes, plus ``state_extra``: the config it was made with) is written there after every
-    epoch; with ``resume``, training continues after the last epoch saved there. On CPU a resumed run ends with
-    exactly the weights of an uninterrupted one. With ``distributed`` (torchrun), every rank trains its share of
-    each batch (core/distributed.py) and rank 0 alone writes the state.
+    global RNGs, how it computes, plus ``state_extra``: the config it was made with; a frozen encoder by its
+    fingerprint, not its tensors) is written there after every epoch; with ``resume``, training continues after the
+    last epoch saved there. On CPU a resumed run ends with exactly the weights of an uninterrupted one. With
+    ``distributed`` (torchrun), every rank trains its share of each batch (core/distributed.py) and rank 0 alone
+    writes the state.
 
     ``epoch_log`` receives one entry per epoch (core/history.py); the resumable state carries the entries, so a
     resumed run continues its history. ``validate(model)`` (the validation accuracy, ``config.eval_every``) runs
@@ -144,8 +146,11 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
     scaler = torch.amp.GradScaler(device.type, enabled=execution.autocast == torch.float16)
     generator = torch.Generator().manual_seed(run)  # batches, flips and memory draws (data-parallel: batches only)
     first_epoch = 1
+    # a frozen encoder is not written into every epoch's state: the state names it by its fingerprint
+    frozen_encoder = encoder_fingerprint(model) if config.freeze_encoder and state_path is not None else None
     if state is not None:
-        last_epoch = restore_training_state(state, state_path, run, model, optimizer, scheduler, scaler, generator)
+        last_epoch = restore_training_state(state, state_path, run, model, optimizer, scheduler, scaler, generator,
+                                            frozen_encoder)
         first_epoch = last_epoch + 1
         if epoch_log is not None:
             epoch_log.entries = [entry for entry in state.get("history", []) if entry["epoch"] <= last_epoch]
@@ -216,7 +221,8 @@ def train_run(model: Classifier, data: datasets.ExperimentData, config: Config, 
         if state_path is not None and main:
             save_training_state(state_path, epoch, model, optimizer, scheduler, scaler, generator,
                                 {**(state_extra or {}), **execution.names(),
-                                 "history": epoch_log.entries if epoch_log is not None else []})
+                                 "history": epoch_log.entries if epoch_log is not None else []},
+                                frozen_encoder)
     progress.close()
     model.to(memory_format=torch.contiguous_format)
     layer_precision.apply(model, ())

@@ -228,3 +228,55 @@ def test_tables_read_a_timm_models_folders_as_one_network(tmp_path):
     assert variant_of(tmp_path, tmp_path / "CIFAR10" / "std" / "timm" / "x" / "1000", "timm/x") == ""
     assert variant_of(tmp_path, tmp_path / "v" / "DIGITS" / "std" / "shufflenet" / "128", "shufflenet") == "v"
     assert _experiment_of(folder) == ("CIFAR10", "timm/tf_efficientnet_lite0", "std", 1000)
+
+
+def test_a_frozen_encoders_resumable_state_names_it_by_fingerprint_and_resumes_exactly(tmp_path, monkeypatch):
+    """The state of a run with a frozen encoder holds the head, not the encoder's tensors (they never change: a
+    frozen EfficientNet-Lite0 would be 13 MB written every epoch); a resume takes the encoder the run builds again
+    and ends with the uninterrupted run's weights; a state trained on other encoder weights, or resumed without
+    freeze_encoder, is refused saying so, and left as it was."""
+    import shutil
+
+    from core.checkpoints import CheckpointError, encoder_fingerprint
+
+    settings = {"model": f"timm/{TEST_MODEL}", "epochs": 2}
+    config = load_config(TINY, settings, ["pretrained_path=unused.safetensors", "freeze_encoder=true", "image_size=32"])
+    train, test = datasets.load_dataset("DIGITS", None)
+    data = datasets.ExperimentData.build(config.dataset_spec(), train, test, 64, 200, seed=0, mem_examples=20)
+    cpu, fp32 = torch.device("cpu"), Execution(None, torch.contiguous_format)
+
+    def model():
+        torch.manual_seed(0)
+        return build_model(f"timm/{TEST_MODEL}", "encoder_memory", 10)
+
+    state, save = tmp_path / "1.state.pt", training.save_training_state
+
+    def save_and_keep_the_first(path, epoch, *args, **kwargs):  # the run interrupted after epoch 1
+        save(path, epoch, *args, **kwargs)
+        if epoch == 1:
+            shutil.copy(path, state)
+
+    monkeypatch.setattr(training, "save_training_state", save_and_keep_the_first)
+    whole = model()
+    training.train_run(whole, data, config, 0, cpu, fp32, tmp_path / "whole.state.pt")
+    monkeypatch.undo()
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] == 1 and saved["model"] and not any(name.startswith("encoder.") for name in saved["model"])
+    assert saved["frozen_encoder"] == encoder_fingerprint(whole)  # training left the encoder as it was
+    before = state.read_bytes()
+    other = model()
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(1e-3)
+    with pytest.raises(CheckpointError, match=r"1\.state\.pt does not fit this run \(it was trained on a frozen "
+                                              r"encoder with other weights.*\); delete it to restart run 1"):
+        training.train_run(other, data, config, 0, cpu, fp32, state, resume=True)
+    unfrozen = load_config(TINY, settings, ["pretrained_path=unused.safetensors", "image_size=32"])
+    with pytest.raises(CheckpointError, match=r"does not fit this run \(it was trained with freeze_encoder: true\)"):
+        training.train_run(model(), data, unfrozen, 0, cpu, fp32, state, resume=True)
+    assert state.read_bytes() == before
+
+    resumed = model()
+    training.train_run(resumed, data, config, 0, cpu, fp32, state, resume=True)
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+    for (name, expected), got in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(expected, got), name
