@@ -232,7 +232,7 @@ def test_tables_read_a_timm_models_folders_as_one_network(tmp_path):
 
 def test_a_frozen_encoders_resumable_state_names_it_by_fingerprint_and_resumes_exactly(tmp_path, monkeypatch):
     """The state of a run with a frozen encoder holds the head, not the encoder's tensors (they never change: a
-    frozen EfficientNet-Lite0 would be 13 MB written every epoch); a resume takes the encoder the run builds again
+    frozen EfficientNet-Lite0 would be 13.7 MB written every epoch); a resume takes the encoder the run builds again
     and ends with the uninterrupted run's weights; a state trained on other encoder weights, or resumed without
     freeze_encoder, is refused saying so, and left as it was."""
     import shutil
