@@ -418,10 +418,10 @@ def save_training_state(path, epoch: int, model, optimizer, scheduler, scaler, g
     """Everything needed to continue after ``epoch`` exactly as if never interrupted, written atomically;
     ``extra`` (plain data: the config and modality the run was started with) is stored beside it.
 
-    ``frozen_encoder`` (``encoder_fingerprint`` of a frozen encoder): the encoder's tensors never change, so they are
-    not written again every epoch (a frozen EfficientNet-Lite0 is 13.7 MB an epoch, most of a linear head's training on its
-    feature table): the state holds the rest of the model and the fingerprint, and a resume takes the encoder the run
-    builds again (its pretrained weights) once the fingerprint says it is the same."""
+    ``frozen_encoder`` (``encoder_fingerprint`` of a frozen encoder): the encoder's tensors never change, so they
+    are not written again every epoch (a frozen EfficientNet-Lite0 is 13.7 MB an epoch, most of a linear head's
+    training on its feature table): the state holds the rest of the model and the fingerprint, and a resume takes
+    the encoder the run builds again (its pretrained weights) once the fingerprint says it is the same."""
     weights = model.state_dict()
     if frozen_encoder is not None:
         weights = {name: tensor for name, tensor in weights.items() if not name.startswith(ENCODER)}
