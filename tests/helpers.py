@@ -101,6 +101,8 @@ class Started:
     def wait(self) -> subprocess.CompletedProcess:
         if self.status is None:
             self.status = json.loads(self.server._send({"wait": self.pid, "timeout": self.timeout}, self.timeout + 60))
+        if self.status == "unknown":
+            raise RuntimeError(f"the script server has no child {self.pid} to wait for")
         if self.output is None:  # read once: wait() may be asked again
             self.output = self.stdout.read_text(), self.stderr.read_text()
             self.stdout.unlink()
@@ -120,8 +122,15 @@ def start_scripts(*commands, timeout=240):
     """Several ``python <args>`` at once, each a process of its own (forked from the script server, as run_script's):
     their CompletedProcess, in order, once all have ended; a failed one is an AssertionError, as run_script's."""
     started = [start_script(*args, timeout=timeout) for args in commands]
-    results = [script.wait() for script in started]
+    results = []
+    for script in started:  # every one is waited for (the server kills one that runs too long), then judged
+        try:
+            results.append(script.wait())
+        except subprocess.TimeoutExpired as error:
+            results.append(error)
     for args, result in zip(commands, results):
+        if isinstance(result, subprocess.TimeoutExpired):
+            raise result
         if result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return results

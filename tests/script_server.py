@@ -101,10 +101,14 @@ def serve(path: str) -> None:
 
 
 def wait_for(pid: int, timeout: float):
-    """The child's exit status, or "timeout" once it has been killed for running longer than ``timeout`` s."""
+    """The child's exit status, "timeout" once it has been killed for running longer than ``timeout`` s, or
+    "unknown" for a pid that is not a child of this server (or was waited for already)."""
     deadline = time.monotonic() + timeout
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return "unknown"
         if done:
             return os.waitstatus_to_exitcode(status)
         if time.monotonic() > deadline:

@@ -61,6 +61,26 @@ def test_a_hung_script_fails_its_test_and_the_next_script_still_runs(tmp_path):
     assert time.monotonic() - start < 30, "the server waited for the hung script"
 
 
+def test_scripts_started_together_are_all_waited_for_when_one_runs_too_long(tmp_path):
+    """helpers.start_scripts: a script past its timeout is killed and raised, but only after the scripts started
+    beside it have ended (none is left running into the next test); waiting for a pid the server did not fork is an
+    error of the test, not the end of the server."""
+    from helpers import Started, _server
+
+    hung, slow = tmp_path / "hung.py", tmp_path / "slow.py"
+    hung.write_text("import time\ntime.sleep(120)\n")
+    slow.write_text(f"import pathlib, time\ntime.sleep(4.5)\npathlib.Path({str(tmp_path / 'slow.done')!r}).touch()\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        start_scripts((hung,), (slow,), timeout=3)
+    assert (tmp_path / "slow.done").exists(), "the script beside the hung one was not waited for"
+    server = _server()
+    with pytest.raises(RuntimeError, match=r"the script server has no child 1 to wait for"):
+        Started(server, ["none"], 5, tmp_path / "out", tmp_path / "err", pid=1).wait()
+    quick = tmp_path / "quick.py"
+    quick.write_text("print('done')\n")
+    assert run_script(str(quick), timeout=30).stdout == "done\n"
+
+
 def test_scripts_started_together_run_at_once_each_with_its_own_output(tmp_path):
     """helpers.start_scripts: the second script creates the file the first waits for, so they end only together."""
     waiter, maker, failing = tmp_path / "waiter.py", tmp_path / "maker.py", tmp_path / "failing.py"
