@@ -2,7 +2,7 @@
 
 Each worker is an ordinary process (a ``train.py`` command), so what several workers write into one experiment
 folder is merged through its per-run records, exactly as the runs of one sequential job. On a CPU the cores
-are split between the workers (``OMP_NUM_THREADS``); on a GPU the workers share the device.
+it may use are split between the workers (``OMP_NUM_THREADS``); on a GPU the workers share the device.
 """
 from __future__ import annotations
 
@@ -27,15 +27,24 @@ def split_runs(runs: Sequence[int], workers: int) -> List[List[int]]:
     return chunks
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Each worker's share of the usable CPUs (at least 1): workers never ask for more threads than there are."""
+    return max(1, usable_cpus() // workers)
 
 
 def run_commands(commands: Sequence[Sequence[str]], workers: int, cwd: Optional[str] = None,
                  threads: Optional[int] = None, quiet: bool = False, logs: Optional[Sequence[Path]] = None,
                  finished: Optional[Callable[[int, int], None]] = None) -> List[int]:
     """Run ``commands`` with at most ``workers`` at a time; each gets ``threads`` CPU threads (default: the
-    cores divided between the workers). Output goes to this process's, or nowhere (``quiet``), or to the file
+    usable CPUs divided between the workers). Output goes to this process's, or nowhere (``quiet``), or to the file
     ``logs[i]`` of each command. ``finished(index, exit code)`` is called as each ends. Returns the exit codes, in
     the order of ``commands``. A SIGTERM or SIGINT to this process is passed on to the running commands (their
     runs stay resumable), which are waited for before it ends."""

@@ -86,6 +86,20 @@ def test_local_workers_run_their_commands_at_once(tmp_path):
     assert [log.read_text() for log in logs] == ["one\n", "two\n", "three\n"]
 
 
+def test_workers_share_the_cpus_this_process_may_use_not_all_the_machine_has(tmp_path, monkeypatch):
+    """In a container or under taskset a process may use fewer CPUs than the machine reports: each worker's
+    OMP_NUM_THREADS is its share of the usable ones (2 workers of 32 threads each on 2 usable CPUs would be
+    oversubscribed many times over)."""
+    from core import launch
+
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [launch.threads_per_worker(workers) for workers in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    logs = [tmp_path / f"{index}.log" for index in range(2)]
+    assert launch.run_commands([["sh", "-c", "echo $OMP_NUM_THREADS"]] * 2, workers=2, logs=logs) == [0, 0]
+    assert [log.read_text() for log in logs] == ["2\n", "2\n"]
+
+
 def test_grid_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("config: tests/tiny_digits.yaml\nnetworks: [shufflenet]\ndatasets: [MNIST]\nmodalities: [std]\n")
