@@ -436,6 +436,9 @@ def encoder_fingerprint(model) -> str:
     """sha256 of a model's encoder: its tensors' names, dtypes, shapes and values, whatever their memory layout."""
     digest = hashlib.sha256()
     for name, tensor in model.encoder.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):  # a module's extra state (get_extra_state)
+            digest.update(f"{name} {tensor!r};".encode())
+            continue
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -263,6 +263,8 @@ def test_a_frozen_encoders_resumable_state_names_it_by_fingerprint_and_resumes_e
     saved = torch.load(state, weights_only=True)
     assert saved["epoch"] == 1 and saved["model"] and not any(name.startswith("encoder.") for name in saved["model"])
     assert saved["frozen_encoder"] == encoder_fingerprint(whole)  # training left the encoder as it was
+    assert encoder_fingerprint(model().to(memory_format=torch.channels_last)) == saved["frozen_encoder"], \
+        "the values, whatever the memory layout"
     before = state.read_bytes()
     other = model()
     with torch.no_grad():
