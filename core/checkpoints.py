@@ -461,11 +461,11 @@ def restore_training_state(state: Mapping[str, Any], path, run: int, model, opti
         raise state_misfit(path, run, "it was trained with freeze_encoder: true" if frozen_encoder is None else
                            "it was trained on a frozen encoder with other weights: the pretrained weights or the "
                            "encoder changed since")
-    weights = state.get("model")
-    if "frozen_encoder" in state and isinstance(weights, Mapping):  # written without the encoder: this run's
-        weights = {**{ENCODER + name: tensor for name, tensor in model.encoder.state_dict().items()}, **weights}
     try:
-        model.load_state_dict(state["model"] if weights is None else weights)
+        weights = state["model"]
+        if "frozen_encoder" in state:  # written without the encoder: this run's own, which the fingerprint matched
+            weights = {**{ENCODER + name: tensor for name, tensor in model.encoder.state_dict().items()}, **weights}
+        model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
