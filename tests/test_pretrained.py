@@ -277,8 +277,15 @@ def test_a_frozen_encoders_resumable_state_names_it_by_fingerprint_and_resumes_e
         training.train_run(model(), data, unfrozen, 0, cpu, fp32, state, resume=True)
     assert state.read_bytes() == before
 
-    resumed = model()
-    training.train_run(resumed, data, config, 0, cpu, fp32, state, resume=True)
-    assert torch.load(state, weights_only=True)["epoch"] == 2
-    for (name, expected), got in zip(whole.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(expected, got), name
+    # a state written before frozen encoders were left out (the whole model, no fingerprint) still resumes
+    encoder = {f"encoder.{name}": tensor for name, tensor in model().encoder.state_dict().items()}
+    old_state = tmp_path / "old" / "1.state.pt"
+    old_state.parent.mkdir()
+    torch.save({**{k: v for k, v in saved.items() if k != "frozen_encoder"}, "model": {**encoder, **saved["model"]}},
+               old_state)
+    for path in (state, old_state):
+        resumed = model()
+        training.train_run(resumed, data, config, 0, cpu, fp32, path, resume=True)
+        assert torch.load(path, weights_only=True)["epoch"] == 2
+        for (name, expected), got in zip(whole.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(expected, got), (path, name)
